@@ -1,0 +1,65 @@
+"""The `lbdt` command. Each subcommand parses its arguments and calls one library function.
+
+Subcommands register themselves in `_COMMANDS` through small `_add_<name>` functions; imports of
+heavy modules happen inside the handlers so `lbdt --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from lbdt import __version__
+from lbdt.errors import LBDTError
+
+# name -> (adds arguments to its parser, runs it); filled below, one block per subcommand.
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register `run(args) -> exit code` as subcommand `name`; `arguments(parser)` adds its options."""
+
+    def wrap(run: Callable[[argparse.Namespace], int]):
+        _COMMANDS[name] = (help, arguments, run)
+        return run
+
+    return wrap
+
+
+# ---------------------------------------------------------------- subcommands
+# (each block: `def _<name>_args(p)` adding options, then `@command(name, help, _<name>_args)` on the runner)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lbdt", description="Referring video object segmentation with LBDT.")
+    parser.add_argument("--version", action="version", version=f"lbdt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add, run) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "_run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (LBDTError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        if os.environ.get("LBDT_DEBUG"):
+            raise
+        print(f"lbdt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lbdt {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
