@@ -29,6 +29,7 @@ class DataConfig:
     max_words: int = 25  # N: tokens per sentence (truncate / pad)
     augment: bool = False  # clip-consistent flip / scale / colour jitter (the original used none)
     num_workers: int = 2  # DataLoader worker processes
+    synthetic_seed: Optional[int] = None  # if set and `root` is missing, write the synthetic benchmark there first
 
 
 @dataclass
