@@ -1,0 +1,176 @@
+"""Sinks for a stream of `Prediction`s, and report writers.
+
+* `save_mask_png`: one binary mask as a single-channel 8-bit PNG with values 0/255 (atomic).
+* `PngMaskWriter`: `<root>/<video>/<expression or object>/<frame>.png` for every prediction.
+* `YTVOSSubmissionWriter`: the Ref-YouTube-VOS server zip, `Annotations/<video>/<exp_id>/<frame>.png`.
+* `save_metrics_json` / `format_metrics_table`: the metrics report as JSON and as plain text.
+
+Every file is written to a temporary name in the destination folder and moved into place with
+`os.replace`, so a crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image
+
+from lbdt.errors import LBDTError
+from lbdt.types import Prediction, SampleMeta
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def mask_png_bytes(mask: np.ndarray) -> bytes:
+    """Encode a mask `bool/{0,1} [H,W]` as a single-channel ("L") PNG with values 0 and 255."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"a mask must be 2-D [H,W], got shape {mask.shape}")
+    pixels = np.where(mask.astype(bool), 255, 0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_mask_png(path: PathLike, mask: np.ndarray) -> None:
+    """Write `mask` (bool or {0,1} `[H,W]`) to `path` as a 0/255 single-channel PNG, atomically."""
+    _atomic_write_bytes(Path(path), mask_png_bytes(mask))
+
+
+def group_id(meta: SampleMeta) -> str:
+    """Folder name under the video: the expression id where the dataset has one, else the object id."""
+    return meta.expression_id or meta.object_id
+
+
+class PngMaskWriter:
+    """Sink: every prediction's mask to `<root>/<video>/<expression or object>/<frame>.png` (0/255, original size)."""
+
+    def __init__(self, *, root: PathLike):
+        self.root = Path(root)
+        self.count = 0
+
+    def path_for(self, meta: SampleMeta) -> Path:
+        return self.root / meta.video_id / group_id(meta) / f"{meta.frame_id}.png"
+
+    def write(self, pred: Prediction) -> None:
+        save_mask_png(self.path_for(pred.meta), pred.mask)
+        self.count += 1
+
+    def close(self) -> None:
+        """Nothing is buffered; every mask is already on disk."""
+
+
+class YTVOSSubmissionWriter:
+    """Sink: the Ref-YouTube-VOS submission zip with `Annotations/` as its top folder.
+
+    Entries are `Annotations/<video>/<exp_id>/<frame>.png` (0/255, original size), where exp_id is
+    `meta.expression_id` (or `meta.object_id` when the former is empty, as in the original's
+    `valid_new_pure.txt`). The zip is built under a temporary name and moved to `zip_path` by `close()`.
+    Writing the same (video, expression, frame) twice raises `LBDTError`.
+    """
+
+    def __init__(self, *, zip_path: PathLike):
+        self.zip_path = Path(zip_path)
+        self.zip_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.zip_path.name}.", suffix=".tmp", dir=self.zip_path.parent)
+        os.close(fd)
+        self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
+        self._names: set[str] = set()
+
+    @staticmethod
+    def entry_name(meta: SampleMeta) -> str:
+        return f"Annotations/{meta.video_id}/{group_id(meta)}/{meta.frame_id}.png"
+
+    def write(self, pred: Prediction) -> None:
+        if self._zip is None:
+            raise RuntimeError("write() after close()")
+        name = self.entry_name(pred.meta)
+        if name in self._names:
+            raise LBDTError(f"{self.zip_path}: two predictions for {name}")
+        self._names.add(name)
+        self._zip.writestr(name, mask_png_bytes(pred.mask))  # PNG is already compressed
+
+    @property
+    def count(self) -> int:
+        return len(self._names)
+
+    def close(self) -> None:
+        if self._zip is None:
+            return
+        self._zip.close()
+        self._zip = None
+        os.replace(self._tmp, self.zip_path)
+
+    def abort(self) -> None:
+        """Discard the partial zip (nothing is written under `zip_path`)."""
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+        if os.path.exists(self._tmp):
+            os.remove(self._tmp)
+
+
+def _json_safe(value: Any) -> Any:
+    """numpy scalars → Python numbers; NaN/inf → None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def save_metrics_json(path: PathLike, report: dict) -> None:
+    """Write the metrics report (nested dict of numbers and strings) as indented JSON, atomically."""
+    text = json.dumps(_json_safe(report), indent=2, sort_keys=False) + "\n"
+    _atomic_write_bytes(Path(path), text.encode("utf-8"))
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "nan" if not math.isfinite(float(value)) else f"{float(value):.4f}"
+    return str(value)
+
+
+def format_metrics_table(report: dict, *, title: str = "") -> str:
+    """Plain-text two-column table of a (possibly nested) metrics report; nested keys are joined with '/'."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}/{k}" if prefix else str(k), v)
+        else:
+            rows.append((prefix, _format_value(node)))
+
+    walk("", report)
+    width = max([len(k) for k, _ in rows] + [len("metric")])
+    lines = [title] if title else []
+    lines.append(f"{'metric':<{width}}  value")
+    lines.append(f"{'-' * width}  {'-' * 10}")
+    lines.extend(f"{k:<{width}}  {v}" for k, v in rows)
+    return "\n".join(lines)
