@@ -6,8 +6,18 @@ module that reads YAML.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import typing
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from lbdt.errors import LBDTError
+
+PRESET_DIR = Path(__file__).parent / "configs"
 
 
 @dataclass
@@ -22,7 +32,7 @@ class DataConfig:
     dataset: str = "a2d"  # on-disk format under `root`: a2d | jhmdb | ytvos
     root: str = "datasets/a2d"  # dataset root laid out as the original expects (see docs/datasets)
     train_split: str = "train"  # list file stem used for training (<root>/<split>.txt)
-    val_split: str = "val"  # list file stem used for validation after each epoch ("" = none)
+    val_split: str = "val"  # validation list stem, "holdout:<fraction>" (videos held out of train_split), or "" = none
     size: tuple[int, int] = (320, 320)  # (H, W) model input; both divisible by 32
     frame_gap: Optional[int] = None  # k for the reference frame t-k; None = dataset default (a2d 6, jhmdb 5, ytvos 1 stored frame)
     word_vectors: str = "glove.840B.300d.txt"  # GloVe-format text file (the synthetic benchmark ships its own)
@@ -46,10 +56,12 @@ class TrainConfig:
     bce_weight: float = 0.5  # loss = bce_weight * BCE + dice_weight * Dice
     dice_weight: float = 0.5
     seed: int = 3407  # torch / numpy / random seed
+    device: str = "auto"  # auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 uses a grad scaler; CUDA only for fp16)
     max_steps: Optional[int] = None  # stop after this many optimizer steps (smoke tests); None = all epochs
     max_minutes: Optional[float] = None  # stop (and checkpoint) after this much wall time
     log_every: int = 20  # optimizer steps between CSV log lines
+    checkpoint_every: Optional[int] = None  # optimizer steps between mid-epoch `last.pt` saves; None = epoch ends only
     best_metric: str = "mean_iou"  # validation metric used to keep `best.pt`
     output_dir: str = "runs/default"  # where checkpoints, logs, config and plots go
 
@@ -67,3 +79,159 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ---------------------------------------------------------------- conversion, presets, overrides
+
+_SECTIONS = ("model", "data", "train", "eval")
+_CHOICES = {
+    ("train", "precision"): ("fp32", "bf16", "fp16"),
+    ("eval", "protocol"): ("lbdt", "native"),
+}
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """Plain nested dict (lists instead of tuples): YAML- and `weights_only`-safe."""
+
+    def plain(v: Any) -> Any:
+        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+    return {s: {f.name: plain(getattr(getattr(cfg, s), f.name)) for f in dataclasses.fields(getattr(cfg, s))}
+            for s in _SECTIONS}
+
+
+def from_dict(d: dict, source: str = "config") -> RunConfig:
+    """Build a `RunConfig` from a (possibly partial) nested dict; missing fields keep their defaults."""
+    cfg = RunConfig()
+    _apply(cfg, d or {}, source)
+    return cfg
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style sections with flow-style lists (`size: [320, 320]`)."""
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    """The resolved configuration as YAML text (every field, in declaration order)."""
+    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def save_yaml(cfg: RunConfig, path: str | os.PathLike) -> None:
+    """Write `dump_yaml(cfg)` to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dump_yaml(cfg), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_config(preset_or_path: Optional[str] = None, overrides: Optional[list[str]] = None) -> RunConfig:
+    """Defaults ← preset (a name in `lbdt/configs/` or a YAML path) ← dotted `section.field=value` overrides.
+
+    Values are converted to the field's declared type (`train.lr=5e-5`, `data.size=[128,128]`,
+    `train.clip_grad_norm=none`); an unknown key or a bad value raises `LBDTError`.
+    """
+    cfg = RunConfig()
+    if preset_or_path:
+        path = Path(preset_or_path)
+        if not path.is_file():
+            path = PRESET_DIR / f"{preset_or_path}.yaml"
+        if not path.is_file():
+            raise LBDTError(f"{preset_or_path}: neither a YAML file nor a preset "
+                            f"(presets: {', '.join(available_presets())})")
+        try:
+            d = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise LBDTError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if d is not None and not isinstance(d, dict):
+            raise LBDTError(f"{path}: expected a mapping of sections ({', '.join(_SECTIONS)})")
+        _apply(cfg, d or {}, str(path))
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise LBDTError(f"override {item!r}: expected section.field=value, e.g. train.lr=5e-5")
+        section, _, name = key.strip().partition(".")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        _apply(cfg, {section: {name: value}}, f"override {item!r}")
+    return cfg
+
+
+def _apply(cfg: RunConfig, d: dict, source: str) -> None:
+    """Set the fields named in nested dict `d` on `cfg`, converting and validating each value."""
+    for section, values in d.items():
+        if section not in _SECTIONS:
+            raise LBDTError(f"{source}: unknown config section {section!r} (sections: {', '.join(_SECTIONS)})")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise LBDTError(f"{source}: section {section!r} must be a mapping of field: value")
+        sub = getattr(cfg, section)
+        hints = typing.get_type_hints(type(sub))
+        for name, value in values.items():
+            if name not in hints:
+                known = ", ".join(f.name for f in dataclasses.fields(sub))
+                raise LBDTError(f"{source}: unknown key {section}.{name} (known: {known})")
+            try:
+                converted = _convert(value, hints[name])
+            except (TypeError, ValueError) as e:
+                raise LBDTError(f"{source}: bad value for {section}.{name}: {e}") from None
+            allowed = _CHOICES.get((section, name))
+            if allowed and converted not in allowed:
+                raise LBDTError(f"{source}: {section}.{name} must be one of {', '.join(allowed)}, got {converted!r}")
+            setattr(sub, name, converted)
+    h, w = cfg.data.size
+    if h % 32 or w % 32 or h <= 0 or w <= 0:
+        raise LBDTError(f"{source}: data.size must be positive multiples of 32, got {list(cfg.data.size)}")
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    """Convert a YAML-parsed value to type `tp` (int, float, bool, str, Optional[...], tuple[...])."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Union:  # Optional[X]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0])
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ValueError(f"expected {len(args)} values, got {list(value)}")
+        return tuple(_convert(v, a) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+                isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    raise TypeError(f"unsupported field type {tp}")
