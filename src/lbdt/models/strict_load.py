@@ -1,0 +1,64 @@
+"""Strict state-dict loading with one readable error listing every offending key."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from lbdt.errors import LBDTError
+
+
+def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, Any], *, what: str) -> dict[str, Tensor]:
+    """Return a flat `{name: tensor}` dict from a mapping or a `torch.load(weights_only=True)`-able file.
+
+    Accepts dicts wrapped under `state_dict` / `model` and strips a leading `module.` (DDP).
+    """
+    source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else what
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        if not os.path.isfile(path_or_state_dict):
+            raise LBDTError(f"{path_or_state_dict}: no such file ({what})")
+        try:
+            obj = torch.load(path_or_state_dict, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling refused or corrupt file
+            raise LBDTError(f"{path_or_state_dict}: cannot be read as a weights-only state dict ({e})") from e
+    else:
+        obj = path_or_state_dict
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            obj = obj[wrapper]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise LBDTError(f"{source}: not a state dict of tensors ({what})")
+    keys = list(obj.keys())
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], *, source: str,
+                optional: Iterable[str] = ()) -> None:
+    """Copy `state_dict` into `module`; any missing, unexpected or mis-shaped key is an `LBDTError`.
+
+    `optional` names keys of `module` that may be absent (they keep their current value).
+    """
+    own = module.state_dict()
+    optional = set(optional)
+    missing = sorted(k for k in own if k not in state_dict and k not in optional)
+    unexpected = sorted(k for k in state_dict if k not in own)
+    misshaped = sorted(
+        f"{k} (got {tuple(v.shape)}, expected {tuple(own[k].shape)})"
+        for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if misshaped:
+        problems.append(f"mis-shaped keys: {', '.join(misshaped)}")
+    if problems:
+        raise LBDTError(f"{source}: state dict does not match the model; " + "; ".join(problems))
+    # Every non-optional key is present and shaped right; optional absent keys keep their value.
+    module.load_state_dict({**{k: own[k] for k in optional if k not in state_dict}, **state_dict}, strict=True)
