@@ -1,0 +1,321 @@
+"""`lbdt train`: the recipe of the original (spec §2) as one loop you can read top to bottom.
+
+Single process or `torchrun` DDP, fp32 / bf16 / fp16, gradient accumulation and clipping,
+validation after each epoch with `best.pt` tracking, and exact resume: the data order is a pure
+function of (seed, epoch), and `last.pt` holds everything else (weights, optimizer, scheduler,
+scaler, RNG states, position within the epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from lbdt.config import RunConfig, from_dict, save_yaml, to_dict
+from lbdt.engine.checkpointing import FORMAT, VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from lbdt.engine.distributed import DistInfo, EpochSampler, barrier, broadcast_object, init_distributed, shutdown
+from lbdt.errors import LBDTError
+from lbdt.losses import segmentation_loss
+from lbdt.types import Batch
+
+LOG_FIELDS = ("step", "epoch", "split", "name", "value")
+
+
+def train(cfg: RunConfig, resume: bool | str = False) -> dict:
+    """Train `cfg` into `cfg.train.output_dir`; `resume=True` continues from `<output_dir>/last.pt`,
+    a path continues from that checkpoint. Returns a summary dict (best metric, last step, paths)."""
+    info = init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, resume, info)
+    finally:
+        shutdown(info)
+
+
+def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
+    tc = cfg.train
+    out = Path(tc.output_dir)
+    if tc.precision == "fp16" and info.device.type != "cuda":
+        raise LBDTError("train.precision=fp16 needs CUDA; use bf16 or fp32 on CPU")
+    ckpt = None
+    if resume:
+        path = out / "last.pt" if resume is True else Path(resume)
+        ckpt = load_checkpoint(path)
+        _check_resumable(cfg, from_dict(ckpt["config"]), path)
+    seed_everything(tc.seed)
+
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
+    barrier(info)  # rank 0 may write the synthetic benchmark inside build_datasets
+    train_set, val_set = build_datasets(cfg, info)
+
+    model = build_model(cfg).to(info.device)
+    if ckpt is None and cfg.model.imagenet_weights:
+        load_imagenet(model, cfg.model.imagenet_weights)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tc.milestones), gamma=tc.gamma)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
+    epoch, step, epoch_batches, best, history = 0, 0, 0, None, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        epoch, step, epoch_batches = ckpt["epoch"], ckpt["step"], ckpt["epoch_batches"]
+        best, history = ckpt["best"], list(ckpt["history"])
+        set_rng_state(ckpt["rng"])
+    net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None) \
+        if info.distributed else model
+
+    sampler = EpochSampler(len(train_set), seed=tc.seed, shuffle=True, rank=info.rank, world_size=info.world_size)
+    loader_gen = torch.Generator()
+    loader = DataLoader(train_set, batch_size=tc.batch_size, sampler=sampler, collate_fn=_collate,
+                        num_workers=cfg.data.num_workers, generator=loader_gen, worker_init_fn=_seed_worker,
+                        pin_memory=info.device.type == "cuda")
+    log = MetricsLog(out / "metrics.csv", keep_up_to_step=step, enabled=info.is_main,
+                     fresh=ckpt is None)
+    autocast = _autocast(tc.precision, info.device)
+    steps_per_epoch = math.ceil(math.ceil(len(train_set) / info.world_size) / tc.batch_size / tc.grad_accum)
+    total_steps = steps_per_epoch * tc.epochs if tc.max_steps is None else min(tc.max_steps, steps_per_epoch * tc.epochs)
+    started = time.monotonic()
+    stop = False
+
+    def checkpoint(name: str, epoch_: int, batches_: int) -> None:
+        if info.is_main:
+            state = {"format": FORMAT, "version": VERSION, "variant": cfg.model.variant,
+                     "model_config": dict(model.config), "model": model.state_dict(), "config": to_dict(cfg),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "epoch": epoch_, "step": step, "epoch_batches": batches_,
+                     "rng": rng_state(), "best": best, "history": history}
+            save_checkpoint(state, out / name)
+        barrier(info)
+
+    bar = tqdm(total=total_steps, initial=min(step, total_steps), disable=not info.is_main, unit="step",
+               dynamic_ncols=True)
+    while epoch < tc.epochs and not stop:
+        sampler.set_epoch(epoch, start=epoch_batches * tc.batch_size)
+        loader_gen.manual_seed(tc.seed * 1_000_003 + epoch)
+        net.train()
+        n_batches = epoch_batches + len(loader)
+        window_samples, window_start = 0, time.perf_counter()
+        for i, batch in enumerate(loader, start=epoch_batches):
+            batch = batch.to(info.device, non_blocking=True)
+            group_end = (i + 1) % tc.grad_accum == 0 or i + 1 == n_batches
+            sync = contextlib.nullcontext() if group_end or not info.distributed else net.no_sync()
+            with sync:
+                with autocast:
+                    logits = net(batch.frames, batch.ref_frames, batch.word_vectors, batch.word_mask)
+                terms = segmentation_loss(logits, batch.masks, pos_weight=tc.pos_weight,
+                                          bce_weight=tc.bce_weight, dice_weight=tc.dice_weight)
+                scaler.scale(terms["loss"] / tc.grad_accum).backward()
+            window_samples += len(batch) * info.world_size
+            if not group_end:
+                continue
+            if tc.clip_grad_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            epoch_batches = i + 1
+
+            throughput = window_samples / max(time.perf_counter() - window_start, 1e-9)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{terms['loss'].item():.4f}", samples_s=f"{throughput:.1f}")
+            if step % tc.log_every == 0 or step == 1:
+                log.write(step, epoch + 1, "train", {k: v.item() for k, v in terms.items()}
+                          | {"lr": optimizer.param_groups[0]["lr"], "samples_per_s": throughput})
+                window_samples, window_start = 0, time.perf_counter()
+            stop = (tc.max_steps is not None and step >= tc.max_steps) or (
+                tc.max_minutes is not None and (time.monotonic() - started) / 60 >= tc.max_minutes)
+            if tc.max_minutes is not None:  # wall clocks differ across ranks: rank 0 decides
+                stop = bool(broadcast_object(stop, info))
+            if stop and epoch_batches < n_batches:
+                checkpoint("last.pt", epoch, epoch_batches)
+                break
+            if tc.checkpoint_every and step % tc.checkpoint_every == 0 and epoch_batches < n_batches:
+                checkpoint("last.pt", epoch, epoch_batches)
+        if epoch_batches < n_batches:  # stopped mid-epoch: `last.pt` already written
+            break
+        # ---- end of epoch: schedule, validate, keep last / best
+        scheduler.step()
+        epoch, epoch_batches = epoch + 1, 0
+        metrics = validate(model, val_set, cfg, info) if val_set is not None else {}
+        if metrics:
+            log.write(step, epoch, "val", metrics)
+            history.append({"epoch": epoch, "step": step} | metrics)
+            if info.is_main:
+                bar.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        value = metrics.get(tc.best_metric)
+        improved = value is not None and (best is None or value > best["value"])
+        if improved:
+            best = {"metric": tc.best_metric, "value": float(value), "epoch": epoch, "step": step}
+        checkpoint("last.pt", epoch, 0)
+        if improved and info.is_main:
+            _copy_atomic(out / "last.pt", out / "best.pt")
+        barrier(info)
+    bar.close()
+    log.close()
+    if info.is_main:
+        plot_curves(out / "metrics.csv", out / "curves.png", tc.best_metric)
+    return {"output_dir": str(out), "step": step, "epoch": epoch, "best": best, "history": history,
+            "last_checkpoint": str(out / "last.pt"), "finished": epoch >= tc.epochs}
+
+
+# ---------------------------------------------------------------- pieces of the loop
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CUDA included)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: RunConfig) -> nn.Module:
+    """The network of `cfg.model` (variant, spatial-only ablation), freshly initialised."""
+    from lbdt.models.build import build_model as build
+
+    return build(cfg.model.variant, zero_temporal=cfg.model.zero_temporal)
+
+
+def load_imagenet(model: nn.Module, source: str) -> None:
+    """Initialise both ResNet streams from torchvision ImageNet weights: a local `.pth` or a URL."""
+    if "://" not in source:
+        model.load_imagenet(source)
+        return
+    try:
+        state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True, progress=True)
+    except Exception as e:  # offline, DNS failure, HTTP error, bad hash
+        raise LBDTError(f"cannot download ImageNet weights from {source} ({type(e).__name__}: {e}); "
+                        f"download the file elsewhere and set model.imagenet_weights=/path/to/file.pth") from None
+    model.load_imagenet(state)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Derive numpy / python seeds in each loader worker from its torch seed (itself set by the loader's
+    generator, which is re-seeded from (seed, epoch) at every epoch)."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def _collate(samples):
+    from lbdt.data.collate import collate
+
+    return collate(samples)
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _check_resumable(cfg: RunConfig, saved: RunConfig, path: Path) -> None:
+    """Refuse to resume with settings that change the model or the data order."""
+    for section, name in (("model", "variant"), ("data", "size"), ("train", "batch_size"), ("train", "seed"),
+                          ("train", "grad_accum"), ("data", "root"), ("data", "train_split")):
+        a, b = getattr(getattr(cfg, section), name), getattr(getattr(saved, section), name)
+        if a != b:
+            raise LBDTError(f"{path}: cannot resume with {section}.{name}={a!r}; the checkpoint used {b!r}")
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    with open(src, "rb") as fi, open(tmp, "wb") as fo:
+        while chunk := fi.read(1 << 24):
+            fo.write(chunk)
+        fo.flush()
+        os.fsync(fo.fileno())
+    os.replace(tmp, dst)
+
+
+class MetricsLog:
+    """Long-format CSV (`step, epoch, split, name, value`), plus TensorBoard when it is installed.
+
+    On resume, rows after the checkpoint's step (written by the killed run) are dropped first.
+    """
+
+    def __init__(self, path: Path, *, keep_up_to_step: int, enabled: bool, fresh: bool):
+        self.path, self.enabled, self.tb = path, enabled, None
+        if not enabled:
+            return
+        rows = []
+        if path.is_file() and not fresh:
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_up_to_step]
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, LOG_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+        self.file = open(path, "a", newline="")
+        self.writer = csv.DictWriter(self.file, LOG_FIELDS)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, step: int, epoch: int, split: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            self.writer.writerow({"step": step, "epoch": epoch, "split": split, "name": name, "value": f"{value:.6g}"})
+            if self.tb is not None:
+                self.tb.add_scalar(f"{split}/{name}", value, step)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def plot_curves(csv_path: Path, png_path: Path, val_metric: str) -> None:
+    """Training loss against step and validation metrics against epoch, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_loss, val = [], {}
+    with open(csv_path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["split"] == "train" and r["name"] == "loss":
+                train_loss.append((int(r["step"]), float(r["value"])))
+            elif r["split"] == "val" and r["name"] in (val_metric, "mean_iou", "overall_iou"):
+                val.setdefault(r["name"], []).append((int(r["epoch"]), float(r["value"])))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    if train_loss:
+        a.plot(*zip(*train_loss), marker=".")
+    a.set(xlabel="optimizer step", ylabel="loss (0.5 BCE + 0.5 Dice)", title="training loss")
+    for name, pts in sorted(val.items()):
+        b.plot(*zip(*pts), marker="o", label=name)
+    b.set(xlabel="epoch", ylabel="metric", title="validation")
+    if val:
+        b.legend()
+    fig.tight_layout()
+    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png_path)
