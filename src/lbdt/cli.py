@@ -32,6 +32,39 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 # (each block: `def _<name>_args(p)` adding options, then `@command(name, help, _<name>_args)` on the runner)
 
 
+# ---- train / show-config (docs/training.md)
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("preset", help="preset name (a2d_lbdt4, a2d_lbdt1, ytvos_lbdt4, synthetic_tiny) or a YAML file")
+    p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE", help="e.g. train.lr=5e-5 data.size=[128,128]")
+
+
+@command("show-config", "print the resolved configuration (preset + overrides) as YAML", _config_args)
+def _show_config(args: argparse.Namespace) -> int:
+    from lbdt.config import dump_yaml, load_config
+
+    print(dump_yaml(load_config(args.preset, args.overrides)), end="")
+    return 0
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue from CHECKPOINT, or from <train.output_dir>/last.pt when no path is given")
+
+
+@command("train", "train LBDT (one process, or DDP under torchrun)", _train_args)
+def _train(args: argparse.Namespace) -> int:
+    from lbdt.config import load_config
+    from lbdt.engine.train import train
+
+    result = train(load_config(args.preset, args.overrides), resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = result["best"]
+        print(f"done: step {result['step']}, epoch {result['epoch']}, output in {result['output_dir']}"
+              + (f"; best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}" if best else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lbdt", description="Referring video object segmentation with LBDT.")
     parser.add_argument("--version", action="version", version=f"lbdt {__version__}")
