@@ -1,0 +1,112 @@
+"""Model + loader → a stream of `Prediction`s at original resolution, each with its ground truth.
+
+The resize rules of both evaluation protocols live here and nowhere else:
+
+* ``lbdt`` (spec §4.1, reproduces the published A2D/J-HMDB numbers): prediction = σ(logits) > threshold
+  at model size, then **nearest** resize to the original size; ground truth = the model-size
+  training target (`Batch.masks`) **nearest** resized to the original size.
+* ``native``: prediction = σ(logits) **bilinearly** upsampled (align_corners=False) to the original
+  size, then > threshold; ground truth = `Batch.original_masks` untouched.
+
+"Nearest" is PyTorch's `F.interpolate(mode="nearest")` (source index ⌊dst × in / out⌋), which the
+original code uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lbdt.errors import LBDTError
+from lbdt.types import Batch, Prediction
+
+PROTOCOLS = ("lbdt", "native")
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resize_nearest(mask: Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a mask `[H,W]` (bool / {0,1} / prob) to `size` = (H0, W0) → bool `[H0,W0]` (nonzero = on)."""
+    t = torch.as_tensor(np.asarray(mask) if isinstance(mask, np.ndarray) else mask.detach().cpu())
+    t = (t != 0).float()[None, None]
+    return F.interpolate(t, size=tuple(int(s) for s in size), mode="nearest")[0, 0].numpy() > 0.5
+
+
+def resize_bilinear(prob: Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize (align_corners=False) of a probability map `[H,W]` to `size` → float32 `[H0,W0]`."""
+    t = torch.as_tensor(np.asarray(prob) if isinstance(prob, np.ndarray) else prob.detach().cpu()).float()[None, None]
+    return F.interpolate(t, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def to_original(
+    prob: Tensor, target: Optional[Tensor], original_mask: Optional[np.ndarray], size: tuple[int, int], *,
+    protocol: str, threshold: float = 0.5,
+) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+    """Apply a protocol to one sample.
+
+    prob: float `[H,W]` probabilities at model size; target: `{0,1} [H,W]` model-size GT or None;
+    original_mask: bool `[H0,W0]` or None; size: (H0, W0).
+    Returns (pred bool `[H0,W0]`, gt bool `[H0,W0]` or None, prob float32 `[H0,W0]`).
+    """
+    if protocol == "lbdt":
+        pred = resize_nearest(prob > threshold, size)
+        gt = None if target is None else resize_nearest(target > 0.5, size)
+        prob_full = resize_bilinear(prob, size)
+    elif protocol == "native":
+        prob_full = resize_bilinear(prob, size)
+        pred = prob_full > threshold
+        gt = None if original_mask is None else np.asarray(original_mask).astype(bool)
+    else:
+        raise LBDTError(f"unknown evaluation protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if gt is not None and gt.shape != pred.shape:
+        raise LBDTError(f"ground truth of shape {gt.shape} does not match the original size {tuple(size)}")
+    return pred, gt, prob_full
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision not in _DTYPES:
+        raise LBDTError(f"unknown precision {precision!r}; choose one of {', '.join(_DTYPES)}")
+    dtype = _DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    if dtype is torch.float16 and device.type != "cuda":
+        raise LBDTError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, loader: Iterable[Batch], *, protocol: str = "lbdt", threshold: float = 0.5,
+    device: torch.device | str = "cpu", precision: str = "fp32", keep_prob: bool = False,
+) -> Iterator[tuple[Prediction, Optional[np.ndarray]]]:
+    """Run `model` over every batch and yield (`Prediction`, ground truth bool `[H0,W0]` or None) per sample.
+
+    `model(frames, ref_frames, word_vectors, word_mask)` must return logits `[B,H,W]`. The ground truth
+    follows `protocol` (module docstring); it is None where the batch carries none (e.g. YTVOS valid).
+    `Prediction.score` is the mean probability inside the predicted mask (0 when empty);
+    `Prediction.prob` (float32 `[H0,W0]`) is filled when `keep_prob`.
+    """
+    if protocol not in PROTOCOLS:
+        raise LBDTError(f"unknown evaluation protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    device = torch.device(device)
+    model.eval()
+    for batch in loader:
+        on_device = batch.to(device)
+        with _autocast(device, precision):
+            logits = model(on_device.frames, on_device.ref_frames, on_device.word_vectors, on_device.word_mask)
+        if logits.dim() != 3 or logits.shape[0] != len(batch):
+            raise LBDTError(f"model returned logits of shape {tuple(logits.shape)}; expected [B,H,W] with B={len(batch)}")
+        probs = torch.sigmoid(logits.float()).cpu()
+        masks = None if batch.masks is None else batch.masks.cpu()
+        for i, meta in enumerate(batch.metas):
+            original = None if batch.original_masks is None else batch.original_masks[i]
+            pred, gt, prob_full = to_original(
+                probs[i], None if masks is None else masks[i], original, meta.original_size,
+                protocol=protocol, threshold=threshold,
+            )
+            score = float(prob_full[pred].mean()) if pred.any() else 0.0
+            yield Prediction(meta=meta, mask=pred, score=score, prob=prob_full if keep_prob else None), gt
