@@ -1,0 +1,204 @@
+"""User video input, streamed one frame at a time: a video file (PyAV), a folder of frames, or arrays.
+
+`open_video(video)` checks the input up front (missing file, unsupported type, unreadable or empty
+video, empty folder: one-line `LBDTError`s) and returns a `VideoReader` whose iteration yields
+`VideoFrame`s holding `uint8 [H0,W0,3]` RGB images. Nothing is read ahead: a reader never holds more
+than the frame it is yielding, so arbitrarily long videos stream in constant memory.
+Grayscale and RGBA frames are converted to RGB (alpha is dropped).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
+
+import numpy as np
+from PIL import Image
+
+from lbdt.errors import LBDTError
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+VideoInput = Union[str, "os.PathLike[str]", np.ndarray, Iterable[Any]]
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded frame."""
+
+    index: int  # 0-based position in the video
+    frame_id: str  # file stem for a frame folder, else f"{index:05d}"
+    image: np.ndarray  # uint8 [H0,W0,3] RGB
+
+
+def to_rgb(frame: Any, where: str = "frame") -> np.ndarray:
+    """Any image-like input → `uint8 [H,W,3]` RGB.
+
+    Accepts `[H,W]` / `[H,W,1]` (grayscale), `[H,W,3]` (RGB) and `[H,W,4]` (RGBA, alpha dropped) arrays
+    (or PIL images / torch tensors in the same layout); dtype uint8, bool, or float in [0, 1].
+    """
+    if isinstance(frame, Image.Image):
+        return np.asarray(frame.convert("RGB"))
+    array = frame.detach().cpu().numpy() if hasattr(frame, "detach") else np.asarray(frame)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise LBDTError(f"{where}: expected an image of shape [H,W], [H,W,3] or [H,W,4], got {tuple(array.shape)}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise LBDTError(f"{where}: image has zero size {tuple(array.shape)}")
+    array = array[:, :, :3]
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise LBDTError(f"{where}: unsupported pixel type {array.dtype} (use uint8, bool, or float in [0, 1])")
+
+
+def _natural_key(name: str) -> list:
+    """Sort key that orders "frame2" before "frame10"."""
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The image files of a frame folder, in natural order."""
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises many types for bad files
+        raise LBDTError(f"{path}: cannot read image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _av_error(path: Path, e: Exception) -> LBDTError:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return LBDTError(f"{path}: cannot read video ({text})")
+
+
+class VideoReader:
+    """A re-iterable stream of `VideoFrame`s. Build it with `open_video`."""
+
+    def __init__(self, *, name: str, frames: Callable[[], Iterator[VideoFrame]], fps: Optional[float],
+                 num_frames: Optional[int], reiterable: bool):
+        self.name = name  # file or folder name ("arrays" for in-memory input)
+        self.fps = fps  # frames per second when the container says, else None
+        self.num_frames = num_frames  # known frame count, else None (generators, some containers)
+        self.reiterable = reiterable  # False for a one-shot iterator: it can be read once
+        self._frames = frames
+        self._consumed = False
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        if self._consumed and not self.reiterable:
+            raise LBDTError(f"{self.name}: this frame iterator has already been read (pass a list or a file to read it twice)")
+        self._consumed = True
+        return self._frames()
+
+
+def open_video(video: VideoInput) -> VideoReader:
+    """Open a video file, a frame folder, an image file (one frame), or an array / sequence / iterator of frames."""
+    if isinstance(video, VideoReader):
+        return video
+    if isinstance(video, (str, os.PathLike)):
+        path = Path(video)
+        if not path.exists():
+            raise LBDTError(f"{path}: no such file or folder")
+        if path.is_dir():
+            return _open_folder(path)
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_EXTENSIONS:
+            return VideoReader(name=path.name, frames=lambda: iter([VideoFrame(0, path.stem, _read_image(path))]),
+                               fps=None, num_frames=1, reiterable=True)
+        if suffix not in VIDEO_EXTENSIONS:
+            kinds = ", ".join(e[1:] for e in VIDEO_EXTENSIONS)
+            raise LBDTError(f"{path}: unsupported file type {suffix or '(none)'!r} (expected a video file: {kinds}; "
+                            "a folder of frames; or an image)")
+        return _open_file(path)
+    if isinstance(video, np.ndarray) or hasattr(video, "detach"):
+        array = video.detach().cpu().numpy() if hasattr(video, "detach") else video
+        if array.ndim not in (3, 4):
+            raise LBDTError(f"arrays: expected frames of shape [T,H,W] or [T,H,W,C], got {tuple(array.shape)}")
+        if array.shape[0] == 0:
+            raise LBDTError("arrays: the video has zero frames")
+        return VideoReader(name="arrays", frames=lambda: _iterate_arrays(array), fps=None,
+                           num_frames=int(array.shape[0]), reiterable=True)
+    if isinstance(video, Iterable):
+        if hasattr(video, "__len__") and hasattr(video, "__getitem__"):
+            if len(video) == 0:
+                raise LBDTError("arrays: the video has zero frames")
+            return VideoReader(name="arrays", frames=lambda: _iterate_arrays(video), fps=None,
+                               num_frames=len(video), reiterable=True)
+        return VideoReader(name="arrays", frames=lambda: _iterate_arrays(video), fps=None, num_frames=None,
+                           reiterable=False)
+    raise LBDTError(f"unsupported video input of type {type(video).__name__} "
+                    "(pass a video file, a folder of frames, or a sequence of arrays)")
+
+
+def _iterate_arrays(frames: Iterable[Any]) -> Iterator[VideoFrame]:
+    count = 0
+    for i, frame in enumerate(frames):
+        yield VideoFrame(i, f"{i:05d}", to_rgb(frame, where=f"arrays: frame {i}"))
+        count += 1
+    if count == 0:
+        raise LBDTError("arrays: the video has zero frames")
+
+
+def _open_folder(folder: Path) -> VideoReader:
+    files = frame_files(folder)
+    if not files:
+        kinds = ", ".join(e[1:] for e in IMAGE_EXTENSIONS)
+        raise LBDTError(f"{folder}: folder has zero frames (no {kinds} files)")
+    stems = [p.stem for p in files]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise LBDTError(f"{folder}: two frames share the name {dup!r} (e.g. .jpg and .png); keep one")
+
+    def frames() -> Iterator[VideoFrame]:
+        for i, p in enumerate(files):
+            yield VideoFrame(i, p.stem, _read_image(p))
+
+    return VideoReader(name=folder.name, frames=frames, fps=None, num_frames=len(files), reiterable=True)
+
+
+def _open_file(path: Path) -> VideoReader:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise LBDTError(f"{path}: file has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else None
+            num_frames = int(stream.frames) if stream.frames else None
+            first = next(iter(container.decode(stream)), None)
+    except LBDTError:
+        raise
+    except Exception as e:  # av.error.* (InvalidDataError, ...), OSError
+        raise _av_error(path, e) from None
+    if first is None:
+        raise LBDTError(f"{path}: video is empty (zero frames)")
+
+    def frames() -> Iterator[VideoFrame]:
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for i, frame in enumerate(container.decode(stream)):
+                    yield VideoFrame(i, f"{i:05d}", frame.to_ndarray(format="rgb24"))
+        except LBDTError:
+            raise
+        except Exception as e:
+            raise _av_error(path, e) from None
+
+    return VideoReader(name=path.name, frames=frames, fps=fps, num_frames=num_frames, reiterable=True)

@@ -1,0 +1,288 @@
+"""`VideoSegmenter`: load a model once, then stream any video through it, one `Prediction` per frame.
+
+How a video is processed (spec §2.9):
+
+* every frame is resized to the model size (plain bilinear resize as PIL does it, aspect ratio not kept,
+  as in training) and ImageNet-normalised;
+* frame t is segmented with reference frame t − k, clamped to the first frame (so frame 0 is paired with
+  itself: its temporal input is zero);
+* the sentence is encoded once per video (`LBDT.encode_text`); frames go through `LBDT.segment` in
+  batches of `batch_size`;
+* the probability map σ(logits) is resized bilinearly to the original frame size and thresholded
+  (`prob > threshold`), so masks are smooth at any resolution;
+* memory stays flat: frames are read one at a time into a ring buffer holding the last k + batch_size
+  preprocessed frames, and results are yielded as soon as their batch is done.
+
+`predict_to_folder` (behind `lbdt predict`) writes masks, overlay videos and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from lbdt.data.text import MAX_WORDS, WordVectors, tokenize
+from lbdt.data.video import VideoFrame, VideoInput, open_video
+from lbdt.errors import LBDTError
+from lbdt.models.lbdt import STRIDE, LBDT
+from lbdt.models.text_encoder import TextFeatures
+from lbdt.pretrained import DEFAULT_FRAME_GAP, DEFAULT_SIZE, load_pretrained
+from lbdt.types import Prediction, SampleMeta
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class VideoSegmenter:
+    """Segment the object a sentence refers to in every frame of a video.
+
+    >>> seg = VideoSegmenter("synthetic-tiny")
+    >>> for pred in seg.segment("clip.mp4", "the red circle moving left"):
+    ...     pred.mask  # bool [H0,W0]
+
+    `model_or_name`: an `LBDT`, or anything `load_pretrained` accepts. `size` (H, W), `frame_gap` (k) and
+    `word_vectors` default to what the checkpoint says (320×320, k = 6, its own table); a model trained
+    with GloVe needs `word_vectors=WordVectors.from_glove(path)`.
+    """
+
+    def __init__(self, model_or_name: LBDT | str | os.PathLike, *, device: str | torch.device = "cpu",
+                 precision: str = "fp32", size: Optional[tuple[int, int]] = None, frame_gap: Optional[int] = None,
+                 batch_size: int = 8, word_vectors: Optional[WordVectors] = None, threshold: float = 0.5):
+        self.device = _device(device)
+        if precision not in PRECISIONS:
+            raise LBDTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise LBDTError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        model = model_or_name if isinstance(model_or_name, LBDT) else load_pretrained(model_or_name)
+        info = getattr(model, "checkpoint_info", None)
+        self.model = model.to(self.device).eval()
+        self.precision = precision
+        self.size = tuple(int(s) for s in (size or (info.size if info else DEFAULT_SIZE)))
+        if len(self.size) != 2 or any(s <= 0 or s % STRIDE for s in self.size):
+            raise LBDTError(f"size must be (H, W), both positive multiples of {STRIDE}; got {size}")
+        self.frame_gap = int(frame_gap if frame_gap is not None else (info.frame_gap if info else DEFAULT_FRAME_GAP))
+        if self.frame_gap < 0:
+            raise LBDTError(f"frame_gap must be >= 0, got {frame_gap}")
+        if batch_size < 1:
+            raise LBDTError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.word_vectors = word_vectors if word_vectors is not None else (info.word_vectors if info else None)
+        self._word_vectors_hint = info.word_vectors_hint if info else "a GloVe table"
+        self.max_words = info.max_words if info else MAX_WORDS
+        if not 0.0 <= threshold <= 1.0:
+            raise LBDTError(f"threshold must be in [0, 1], got {threshold}")
+        self.threshold = float(threshold)
+        self.source = info.source if info else "in-memory model"
+        self.max_buffered = 0  # most preprocessed frames held at once during the last run (≤ k + batch_size)
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(3, 1, 1)
+
+    # ---------------------------------------------------------------- public API
+    def encode(self, sentence: str) -> TextFeatures:
+        """The sentence's `TextFeatures` (batch 1); a clear error for an empty one. Long sentences are
+        truncated to N = 25 tokens (as the tokenizer does); unknown words get zero vectors."""
+        if not isinstance(sentence, str) or not tokenize(sentence):
+            raise LBDTError(f"empty sentence {sentence!r}: describe the object to segment")
+        if self.word_vectors is None:
+            raise LBDTError(f"this model needs word vectors: pass word_vectors= (--glove PATH), {self._word_vectors_hint}")
+        vectors, mask = self.word_vectors.encode(sentence, max_len=self.max_words)
+        with torch.inference_mode(), self._autocast():
+            return self.model.encode_text(vectors[None].to(self.device), mask[None].to(self.device))
+
+    def segment(self, video: VideoInput, sentence: str, *, return_prob: bool = False,
+                return_frames: bool = False) -> Iterator[Prediction]:
+        """One `Prediction` per frame, in order: `mask` bool [H0,W0], `score` (mean probability inside the
+        mask), `prob` float32 [H0,W0] when `return_prob`, `extras["frame"]` (the RGB frame) when `return_frames`."""
+        stream = self.segment_many(video, [sentence], return_prob=return_prob, return_frames=return_frames)
+        return (preds[0] for preds in stream)
+
+    def segment_many(self, video: VideoInput, sentences: Sequence[str], *, return_prob: bool = False,
+                     return_frames: bool = False) -> Iterator[list[Prediction]]:
+        """Several sentences over one video in one pass: the video is decoded **once** and each batch of
+        frames is segmented once per sentence. Yields, per frame, one `Prediction` per sentence (in order);
+        `meta.object_id` is the sentence's position."""
+        if isinstance(sentences, str):
+            sentences = [sentences]
+        if not sentences:
+            raise LBDTError("no sentence given")
+        texts = [self.encode(s) for s in sentences]  # errors (empty sentence, no table) before any decoding
+        reader = open_video(video)
+        return self._stream(reader.name, iter(reader), list(sentences), texts, return_prob, return_frames)
+
+    # ---------------------------------------------------------------- internals
+    def _stream(self, name: str, frames: Iterator[VideoFrame], sentences: list[str], texts: list[TextFeatures],
+                return_prob: bool, return_frames: bool) -> Iterator[list[Prediction]]:
+        k = self.frame_gap
+        ring: deque[tuple[int, Tensor]] = deque(maxlen=k + self.batch_size)  # (index, [3,H,W]) newest last
+        pending: list[_Pending] = []
+        self.max_buffered = 0
+        for frame in frames:
+            ring.append((frame.index, self._preprocess(frame.image)))
+            self.max_buffered = max(self.max_buffered, len(ring))
+            pending.append(_Pending(frame.index, frame.frame_id, frame.image.shape[:2],
+                                    frame.image if return_frames else None))
+            if len(pending) == self.batch_size:
+                yield from self._run_batch(name, pending, ring, sentences, texts, return_prob)
+                pending = []
+        if pending:
+            yield from self._run_batch(name, pending, ring, sentences, texts, return_prob)
+
+    def _run_batch(self, name: str, pending: list[_Pending], ring: deque, sentences: list[str],
+                   texts: list[TextFeatures], return_prob: bool) -> Iterator[list[Prediction]]:
+        held = dict(ring)
+        ref_index = [max(f.index - self.frame_gap, 0) for f in pending]
+        ids = {f.index: f.frame_id for f in pending}
+        frames = torch.stack([held[f.index] for f in pending])  # [B,3,H,W]
+        refs = torch.stack([held[r] for r in ref_index])  # [B,3,H,W]
+        probs = []  # per sentence: float32 [B,H,W]
+        with torch.inference_mode(), self._autocast():
+            for text in texts:
+                probs.append(self.model.segment(frames, refs, text).float().sigmoid())
+        for b, frame in enumerate(pending):
+            out = []
+            h0, w0 = frame.size
+            for j, sentence in enumerate(sentences):
+                prob = _resize_prob(probs[j][b], (h0, w0))
+                mask = prob > self.threshold
+                meta = SampleMeta(dataset="video", video_id=name, object_id=str(j), frame_id=frame.frame_id,
+                                  ref_frame_id=ids.get(ref_index[b], f"{ref_index[b]:05d}"), sentence=sentence,
+                                  original_size=(h0, w0))
+                extras: dict[str, Any] = {"index": frame.index}
+                if frame.image is not None:
+                    extras["frame"] = frame.image
+                out.append(Prediction(meta=meta, mask=mask, score=float(prob[mask].mean()) if mask.any() else 0.0,
+                                      prob=prob if return_prob else None, extras=extras))
+            yield out
+
+    def _preprocess(self, image: np.ndarray) -> Tensor:
+        """uint8 [H0,W0,3] → ImageNet-normalised float32 [3,H,W] on the device."""
+        h, w = self.size
+        if image.shape[:2] != (h, w):
+            image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        if not image.flags.writeable or not image.flags.c_contiguous:
+            image = np.array(image)  # torch wants a writable, contiguous buffer
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1).float().div_(255.0)
+        return (x - self._mean) / self._std
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise LBDTError(f"unknown device {device!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LBDTError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+@dataclass
+class _Pending:
+    """A frame waiting for its batch: its pixels are kept only when the caller asked for frames."""
+
+    index: int
+    frame_id: str
+    size: tuple[int, int]  # (H0, W0)
+    image: Optional[np.ndarray]  # uint8 [H0,W0,3] or None
+
+
+def _resize_prob(prob: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """float [H,W] probability → float32 [H0,W0] numpy, bilinear (align_corners=False)."""
+    if tuple(prob.shape) != size:
+        prob = F.interpolate(prob[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    return prob.clamp_(0.0, 1.0).cpu().numpy().astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------- lbdt predict
+def _slug(text: str, limit: int = 40) -> str:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return "-".join(words)[:limit].strip("-")
+
+
+def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out_dir: str | os.PathLike,
+                      weights: str = "synthetic-tiny", device: str = "cpu", precision: str = "fp32",
+                      batch_size: int = 8, frame_gap: Optional[int] = None, glove: Optional[str] = None,
+                      overlay: bool = True, progress: bool = True) -> dict:
+    """Segment `video` once per sentence set and write, under `out_dir`:
+
+    * `<NN>_<sentence-slug>/masks/<frame>.png`: one 0/255 mask per frame at the original size;
+    * `<NN>_<sentence-slug>/overlay.mp4`: the video with the mask tinted, its contour and the sentence;
+    * `summary.json`: frames, sizes, per-frame foreground fraction and score, timings.
+
+    Every file is written atomically. Returns the summary dict.
+    """
+    from tqdm import tqdm
+
+    from lbdt.evaluation.writers import save_mask_png, save_metrics_json
+    from lbdt.visualize import VideoWriter, overlay as draw_overlay, pick_color
+
+    sentences = list(sentences)
+    if not sentences:
+        raise LBDTError("give at least one sentence (--text)")
+    reader = open_video(video)  # input errors first, before loading weights
+    started = time.perf_counter()
+    table = WordVectors.from_glove(glove) if glove else None
+    segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
+                               frame_gap=frame_gap, word_vectors=table)
+    loaded = time.perf_counter()
+    stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
+    out = Path(out_dir)
+    folders = [f"{j:02d}_{_slug(s) or 'sentence'}" for j, s in enumerate(sentences)]
+    writers = [VideoWriter(out / f / "overlay.mp4", fps=reader.fps or 25.0) for f in folders] if overlay else []
+    records: list[dict] = [{"sentence": s, "folder": f, "foreground_fraction": [], "score": []}
+                           for s, f in zip(sentences, folders)]
+    frame_ids: list[str] = []
+    sizes: set[tuple[int, int]] = set()
+    try:
+        for preds in tqdm(stream, total=reader.num_frames, unit="frame", disable=not progress, dynamic_ncols=True):
+            frame_ids.append(preds[0].meta.frame_id)
+            sizes.add(preds[0].meta.original_size)
+            for j, pred in enumerate(preds):
+                save_mask_png(out / folders[j] / "masks" / f"{pred.meta.frame_id}.png", pred.mask)
+                records[j]["foreground_fraction"].append(round(float(pred.mask.mean()), 6))
+                records[j]["score"].append(round(pred.score, 6))
+                if overlay:
+                    writers[j].write(draw_overlay(pred.extras["frame"], pred.mask, sentence=pred.meta.sentence,
+                                                  color=pick_color(j)))
+        for w in writers:
+            w.close()
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    done = time.perf_counter()
+    n = len(frame_ids)
+    summary = {
+        "video": str(video),
+        "frames": n,
+        "frame_ids": frame_ids,
+        "fps": reader.fps,
+        "original_sizes": sorted([list(s) for s in sizes]),
+        "model": {"weights": segmenter.source, "size": list(segmenter.size), "frame_gap": segmenter.frame_gap,
+                  "threshold": segmenter.threshold, "precision": precision, "device": str(segmenter.device),
+                  "batch_size": segmenter.batch_size},
+        "sentences": [{**r, "masks": f"{r['folder']}/masks", "overlay": f"{r['folder']}/overlay.mp4" if overlay else None,
+                       "mean_foreground_fraction": float(np.mean(r["foreground_fraction"]))} for r in records],
+        "timings": {"load_s": round(loaded - started, 3), "segment_s": round(done - loaded, 3),
+                    "frames_per_s": round(n / max(done - loaded, 1e-9), 3)},
+    }
+    save_metrics_json(out / "summary.json", summary)
+    return summary
