@@ -9,6 +9,9 @@ _LAZY = {
     "build_model": "lbdt.models.build",
     "LBDT": "lbdt.models.lbdt",
     "load_official": "lbdt.models.checkpoint",
+    # inference
+    "VideoSegmenter": "lbdt.predictor",
+    "load_pretrained": "lbdt.pretrained",
 }
 __all__ = ["__version__", *_LAZY]
 
