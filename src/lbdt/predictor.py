@@ -29,20 +29,18 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from lbdt.data.text import MAX_WORDS, WordVectors, tokenize
+from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
+from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import STRIDE, LBDT
 from lbdt.models.text_encoder import TextFeatures
 from lbdt.pretrained import DEFAULT_FRAME_GAP, DEFAULT_SIZE, load_pretrained
 from lbdt.types import Prediction, SampleMeta
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -87,8 +85,6 @@ class VideoSegmenter:
         self.threshold = float(threshold)
         self.source = info.source if info else "in-memory model"
         self.max_buffered = 0  # most preprocessed frames held at once during the last run (≤ k + batch_size)
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(3, 1, 1)
 
     # ---------------------------------------------------------------- public API
     def encode(self, sentence: str) -> TextFeatures:
@@ -155,7 +151,7 @@ class VideoSegmenter:
             out = []
             h0, w0 = frame.size
             for j, sentence in enumerate(sentences):
-                prob = _resize_prob(probs[j][b], (h0, w0))
+                prob = resize_bilinear(probs[j][b], (h0, w0))
                 mask = prob > self.threshold
                 meta = SampleMeta(dataset="video", video_id=name, object_id=str(j), frame_id=frame.frame_id,
                                   ref_frame_id=ids.get(ref_index[b], f"{ref_index[b]:05d}"), sentence=sentence,
@@ -168,14 +164,8 @@ class VideoSegmenter:
             yield out
 
     def _preprocess(self, image: np.ndarray) -> Tensor:
-        """uint8 [H0,W0,3] → ImageNet-normalised float32 [3,H,W] on the device."""
-        h, w = self.size
-        if image.shape[:2] != (h, w):
-            image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        if not image.flags.writeable or not image.flags.c_contiguous:
-            image = np.array(image)  # torch wants a writable, contiguous buffer
-        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1).float().div_(255.0)
-        return (x - self._mean) / self._std
+        """uint8 [H0,W0,3] → ImageNet-normalised float32 [3,H,W] on the device (the training transform)."""
+        return normalize(resize_image(image, self.size)).to(self.device)
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -202,13 +192,6 @@ class _Pending:
     frame_id: str
     size: tuple[int, int]  # (H0, W0)
     image: Optional[np.ndarray]  # uint8 [H0,W0,3] or None
-
-
-def _resize_prob(prob: Tensor, size: tuple[int, int]) -> np.ndarray:
-    """float [H,W] probability → float32 [H0,W0] numpy, bilinear (align_corners=False)."""
-    if tuple(prob.shape) != size:
-        prob = F.interpolate(prob[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-    return prob.clamp_(0.0, 1.0).cpu().numpy().astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------- lbdt predict
