@@ -65,6 +65,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- info / convert-official (docs/model.md)
+def _info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="variant name: lbdt4, lbdt1, lbdt4_r101 or tiny")
+    p.add_argument("--size", nargs=2, type=int, default=(320, 320), metavar=("H", "W"),
+                   help="input size for the MAC count (default 320 320)")
+    p.add_argument("--words", type=int, default=25, help="sentence length N for the MAC count (default 25)")
+
+
+@command("info", "print a model variant's parameter count and GMACs per frame", _info_args)
+def _info(args: argparse.Namespace) -> int:
+    from lbdt.models.complexity import model_summary
+
+    s = model_summary(args.model, size=tuple(args.size), n_words=args.words)
+    print(f"{s['model']}: {s['parameters']:,} parameters, {s['gmacs']:.2f} GMACs per frame at {s['size']} "
+          f"(N = {args.words} words)")
+    return 0
+
+
+def _convert_official_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="IN.pth", help="official LBDT checkpoint (JointModel state dict)")
+    p.add_argument("dst", metavar="OUT.pt", help="lbdt checkpoint to write")
+
+
+@command("convert-official", "convert an official LBDT checkpoint to an lbdt checkpoint (strict)",
+         _convert_official_args)
+def _convert_official(args: argparse.Namespace) -> int:
+    from lbdt.models.checkpoint import convert_official_checkpoint
+
+    variant = convert_official_checkpoint(args.src, args.dst)
+    print(f"{args.src}: {variant} -> {args.dst}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lbdt", description="Referring video object segmentation with LBDT.")
     parser.add_argument("--version", action="version", version=f"lbdt {__version__}")
