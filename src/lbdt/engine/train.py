@@ -206,6 +206,30 @@ def load_imagenet(model: nn.Module, source: str) -> None:
     model.load_imagenet(state)
 
 
+def validate(model: nn.Module, dataset: Dataset, cfg: RunConfig, info: DistInfo) -> dict[str, float]:
+    """`ReferSegEvaluator` metrics of `model` on `dataset` (every sample, `cfg.eval` protocol), computed on
+    rank 0 ({} on other ranks). Per-sentence-type mean IoU is added as `mean_iou_<type>`."""
+    if not info.is_main:
+        return {}
+    from lbdt.engine.inference import predict
+    from lbdt.evaluation.evaluators import ReferSegEvaluator
+
+    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=_collate,
+                        num_workers=cfg.data.num_workers)
+    evaluator = ReferSegEvaluator()
+    stream = predict(model, tqdm(loader, desc="validate", leave=False, dynamic_ncols=True),
+                     protocol=cfg.eval.protocol, threshold=cfg.eval.threshold, device=info.device,
+                     precision=cfg.train.precision)
+    for pred, gt in stream:
+        evaluator.update(pred, gt)
+    model.train()
+    report = evaluator.compute()
+    out = {k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and k != "N"}
+    for kind, sub in report.get("by_sentence_type", {}).items():
+        out[f"mean_iou_{kind}"] = float(sub["mean_iou"])
+    return out
+
+
 def _seed_worker(worker_id: int) -> None:
     """Derive numpy / python seeds in each loader worker from its torch seed (itself set by the loader's
     generator, which is re-seeded from (seed, epoch) at every epoch)."""
