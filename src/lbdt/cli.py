@@ -98,6 +98,42 @@ def _convert_official(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- prepare-data (docs/datasets/*.md, "Preparing from the official release")
+def _prepare_data_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    helps = {"a2d": "A2D-Sentences (clips320H mp4s, videoset.csv, text_annotations/)",
+             "jhmdb": "J-HMDB-Sentences (Rename_Images/, puppet_mask/, jhmdb_annotation.txt)",
+             "ytvos": "Ref-YouTube-VOS (meta_expressions/, train/, valid/)"}
+    for name, text in helps.items():
+        d = sub.add_parser(name, help=text, description=text)
+        d.add_argument("--raw", required=True, help="folder holding the official download(s), unpacked")
+        d.add_argument("--out", help=f"dataset root to build (default datasets/{name})")
+        d.add_argument("--copy", action="store_true", help="copy files instead of hard-linking them")
+        d.add_argument("--no-progress", action="store_true", help="no progress bars")
+        if name == "a2d":
+            d.add_argument("--jpeg-quality", type=int, default=95, help="quality of the extracted JPEG frames")
+        if name == "jhmdb":
+            d.add_argument("--seed", type=int, default=0, help="seed of the per-video frame choice")
+            d.add_argument("--frames-per-video", type=int, default=3, help="evaluated frames per video")
+        if name == "ytvos":
+            d.add_argument("--val-fraction", type=float, default=0.05, help="share of train videos held out as val/")
+            d.add_argument("--seed", type=int, default=0, help="seed of the held-out video choice")
+            d.add_argument("--drop-absent", action="store_true",
+                           help="leave out frames where the referred object is not annotated (needs train/meta.json)")
+
+
+@command("prepare-data", "build a dataset's layout and list files from its official release", _prepare_data_args)
+def _prepare_data(args: argparse.Namespace) -> int:
+    from lbdt.data.prepare import prepare_dataset
+
+    options = {k: getattr(args, k) for k in ("jpeg_quality", "seed", "frames_per_video", "val_fraction",
+                                             "drop_absent") if hasattr(args, k)}
+    summary = prepare_dataset(args.dataset, args.raw, args.out or f"datasets/{args.dataset}", copy=args.copy,
+                              show_progress=not args.no_progress, **options)
+    print(summary.format())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lbdt", description="Referring video object segmentation with LBDT.")
     parser.add_argument("--version", action="version", version=f"lbdt {__version__}")

@@ -1,0 +1,30 @@
+"""`lbdt prepare-data`: build the original project's dataset layout and list files from the official releases.
+
+The original LBDT shipped no preparation scripts; these builders produce exactly the layout of spec §3
+(see docs/datasets/*.md, "Preparing from the official release").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lbdt.data.prepare.a2d import prepare_a2d
+from lbdt.data.prepare.common import PrepareSummary
+from lbdt.data.prepare.jhmdb import prepare_jhmdb
+from lbdt.data.prepare.ytvos import prepare_ytvos
+from lbdt.errors import LBDTError
+
+PREPARERS = {"a2d": prepare_a2d, "jhmdb": prepare_jhmdb, "ytvos": prepare_ytvos}
+
+
+def prepare_dataset(name: str, raw: str | Path, out: str | Path, **options: Any) -> PrepareSummary:
+    """Run the builder for dataset `name` ("a2d", "jhmdb" or "ytvos"); `options` are its keyword arguments."""
+    if name not in PREPARERS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(PREPARERS)}")
+    if not Path(raw).is_dir():
+        raise LBDTError(f"raw release folder not found: {raw}")
+    return PREPARERS[name](raw, out, **options)
+
+
+__all__ = ["PREPARERS", "PrepareSummary", "prepare_a2d", "prepare_dataset", "prepare_jhmdb", "prepare_ytvos"]
