@@ -85,3 +85,97 @@ def test_metrics_json_and_table(tmp_path):
     assert lines[0] == "t"
     assert any(line.split() == ["overall_iou", "0.5000"] for line in lines)
     assert any(line.split() == ["by_type/motion/J", "nan"] for line in lines)
+
+
+# ------------------------------------------------------------------ submission validator
+
+from lbdt.evaluation.submission import expected_entries, validate_submission
+
+META = {"videos": {
+    "vA": {"expressions": {"0": {"exp": "a cat"}, "1": {"exp": "a dog"}}, "frames": ["00000", "00005"]},
+    "vB": {"expressions": {"0": {"exp": "a bird"}}, "frames": ["00000"]},
+    "vT": {"expressions": {"0": {"exp": "test only"}}, "frames": ["00000"]},
+}}
+TEST_META = {"videos": {"vT": META["videos"]["vT"]}}
+
+
+def _write_meta(tmp_path):
+    (tmp_path / "meta.json").write_text(json.dumps(META))
+    (tmp_path / "test_meta.json").write_text(json.dumps(TEST_META))
+    return tmp_path / "meta.json", tmp_path / "test_meta.json"
+
+
+def _good_zip(path, skip=()):
+    writer = YTVOSSubmissionWriter(zip_path=path)
+    for vid in ("vA", "vB"):
+        entry = META["videos"][vid]
+        for exp in entry["expressions"]:
+            for frame in entry["frames"]:
+                if (vid, exp, frame) not in skip:
+                    writer.write(Prediction(meta=_meta(video=vid, exp=exp, frame=frame), mask=MASK))
+    writer.close()
+    return path
+
+
+def _png_bytes(arr):
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_expected_entries_drop_test_videos(tmp_path):
+    meta, test_meta = _write_meta(tmp_path)
+    assert len(expected_entries(meta)) == 6
+    names = expected_entries(meta, test_meta)
+    assert len(names) == 5 and "Annotations/vA/1/00005.png" in names and "Annotations/vT/0/00000.png" not in names
+
+
+def test_validator_accepts_writer_output(tmp_path):
+    meta, test_meta = _write_meta(tmp_path)
+    assert validate_submission(_good_zip(tmp_path / "s.zip"), meta, test_meta) == []
+
+
+def test_validator_catches_missing_extra_and_malformed(tmp_path):
+    meta, test_meta = _write_meta(tmp_path)
+    zpath = _good_zip(tmp_path / "s.zip", skip={("vA", "1", "00005"), ("vB", "0", "00000")})
+    with zipfile.ZipFile(zpath, "a") as z:
+        z.writestr("Annotations/vB/0/00000.png", _png_bytes(np.full((3, 4), 128, np.uint8)))  # wrong values
+        z.writestr("Annotations/vA/7/00000.png", _png_bytes(np.zeros((3, 4), np.uint8)))  # unknown expression
+        z.writestr("vA/0/00000.png", b"x")  # wrong top folder
+    problems = validate_submission(zpath, meta, test_meta)
+    assert "missing: Annotations/vA/1/00005.png" in problems
+    assert any(p.startswith("malformed: Annotations/vB/0/00000.png: values other than 0/255 (128)") for p in problems)
+    assert "extra file: Annotations/vA/7/00000.png" in problems
+    assert any(p.startswith("extra file: vA/0/00000.png") and "top folder" in p for p in problems)
+    assert len(problems) == 4
+    # without the test meta, vT's frame is expected too
+    assert "missing: Annotations/vT/0/00000.png" in validate_submission(zpath, meta)
+
+
+def test_validator_catches_rgb_unreadable_and_sizes(tmp_path):
+    meta, test_meta = _write_meta(tmp_path)
+    zpath = _good_zip(tmp_path / "s.zip", skip={("vA", "0", "00000"), ("vA", "0", "00005"), ("vB", "0", "00000")})
+    with zipfile.ZipFile(zpath, "a") as z:
+        z.writestr("Annotations/vA/0/00000.png", _png_bytes(np.zeros((3, 4, 3), np.uint8)))  # RGB
+        z.writestr("Annotations/vA/0/00005.png", b"not a png")
+        z.writestr("Annotations/vB/0/00000.png", _png_bytes(np.zeros((5, 5), np.uint8)))
+    frames = tmp_path / "JPEGImages" / "vB"
+    frames.mkdir(parents=True)
+    Image.fromarray(np.zeros((6, 7, 3), np.uint8)).save(frames / "00000.jpg")
+    problems = validate_submission(zpath, meta, test_meta, images_root=tmp_path / "JPEGImages")
+    assert any("vA/0/00000.png: not a single-channel 8-bit PNG (mode RGB" in p for p in problems)
+    assert any("vA/0/00005.png: not a readable image" in p for p in problems)
+    assert "wrong size: Annotations/vB/0/00000.png: 5x5 (H x W), frame is 6x7" in problems
+    assert len(problems) == 3
+
+
+def test_validator_bad_inputs(tmp_path):
+    meta, _ = _write_meta(tmp_path)
+    (tmp_path / "bad.zip").write_bytes(b"nope")
+    assert validate_submission(tmp_path / "bad.zip", meta) == [f"{tmp_path / 'bad.zip'}: not a zip file"]
+    with pytest.raises(LBDTError, match="not found"):
+        validate_submission(tmp_path / "none.zip", meta)
+    (tmp_path / "m2.json").write_text('{"video": {}}')
+    with pytest.raises(LBDTError, match="videos"):
+        validate_submission(tmp_path / "bad.zip", tmp_path / "m2.json")

@@ -15,7 +15,7 @@ original code uses.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -43,9 +43,9 @@ def resize_bilinear(prob: Tensor | np.ndarray, size: tuple[int, int]) -> np.ndar
 
 
 def to_original(
-    prob: Tensor, target: Optional[Tensor], original_mask: Optional[np.ndarray], size: tuple[int, int], *,
+    prob: Tensor, target: Tensor | None, original_mask: np.ndarray | None, size: tuple[int, int], *,
     protocol: str, threshold: float = 0.5,
-) -> tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Apply a protocol to one sample.
 
     prob: float `[H,W]` probabilities at model size; target: `{0,1} [H,W]` model-size GT or None;
@@ -82,7 +82,7 @@ def _autocast(device: torch.device, precision: str):
 def predict(
     model: nn.Module, loader: Iterable[Batch], *, protocol: str = "lbdt", threshold: float = 0.5,
     device: torch.device | str = "cpu", precision: str = "fp32", keep_prob: bool = False,
-) -> Iterator[tuple[Prediction, Optional[np.ndarray]]]:
+) -> Iterator[tuple[Prediction, np.ndarray | None]]:
     """Run `model` over every batch and yield (`Prediction`, ground truth bool `[H0,W0]` or None) per sample.
 
     `model(frames, ref_frames, word_vectors, word_mask)` must return logits `[B,H,W]`. The ground truth

@@ -8,7 +8,6 @@ Metric keys are short and stable; `METRIC_LABELS` says what each one is, for tab
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Optional
 
 import numpy as np
 
@@ -34,7 +33,7 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 
-def _require_gt(pred: Prediction, gt: Optional[np.ndarray], who: str) -> np.ndarray:
+def _require_gt(pred: Prediction, gt: np.ndarray | None, who: str) -> np.ndarray:
     if gt is None:
         m = pred.meta
         raise LBDTError(f"{who}: no ground truth for {m.dataset} {m.video_id}/{m.object_id}/{m.frame_id}")
@@ -67,7 +66,7 @@ class ReferSegEvaluator:
         self._pred_rles: list[dict] = []
         self._scores: list[float] = []
 
-    def update(self, pred: Prediction, gt: Optional[np.ndarray]) -> None:
+    def update(self, pred: Prediction, gt: np.ndarray | None) -> None:
         gt = _require_gt(pred, gt, "ReferSegEvaluator")
         inter, union = metrics.intersection_union(pred.mask, gt)
         self._inter.append(inter)
@@ -125,7 +124,7 @@ class JFEvaluator:
         self._scores: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self._frames = 0
 
-    def update(self, pred: Prediction, gt: Optional[np.ndarray]) -> None:
+    def update(self, pred: Prediction, gt: np.ndarray | None) -> None:
         gt = _require_gt(pred, gt, "JFEvaluator")
         key = f"{pred.meta.video_id}/{group_id(pred.meta)}"
         j = metrics.region_similarity(pred.mask, gt)

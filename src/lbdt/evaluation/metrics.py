@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from typing import Iterable, Mapping, Sequence, Union
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Union
 
 import numpy as np
 from scipy import ndimage
@@ -153,7 +154,7 @@ def boundary_tolerance(shape: tuple[int, int], bound_th: float = BOUND_TH) -> in
     """Dilation radius in pixels: ⌈bound_th × image diagonal⌉ when bound_th < 1, else bound_th itself."""
     if bound_th >= 1:
         return int(bound_th)
-    return int(math.ceil(bound_th * math.hypot(shape[0], shape[1])))
+    return math.ceil(bound_th * math.hypot(shape[0], shape[1]))
 
 
 def boundary_precision_recall(pred: np.ndarray, gt: np.ndarray, bound_th: float = BOUND_TH) -> tuple[float, float]:
@@ -229,8 +230,8 @@ def _rle(m: MaskOrRLE) -> RLE:
 
 def coco_mask_map(
     gt_masks: Sequence[MaskOrRLE],
-    pred_masks: Sequence[Union[MaskOrRLE, Sequence[MaskOrRLE]]],
-    scores: Sequence[Union[float, Sequence[float]]],
+    pred_masks: Sequence[MaskOrRLE | Sequence[MaskOrRLE]],
+    scores: Sequence[float | Sequence[float]],
 ) -> dict[str, float]:
     """COCO mask AP with pycocotools (`iouType='segm'`, `useCats=0`), one COCO image per sample.
 
