@@ -134,6 +134,26 @@ def _prepare_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- validate-submission (docs/evaluation.md)
+def _validate_submission_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("zip", metavar="ZIP", help="submission zip (Annotations/<video>/<exp_id>/<frame>.png)")
+    p.add_argument("--meta", required=True, help="meta_expressions/valid/meta_expressions.json")
+    p.add_argument("--test-meta", help="meta_expressions/test/meta_expressions.json: its videos are not expected")
+    p.add_argument("--images", help="valid/JPEGImages folder: also check every PNG against its frame's size")
+
+
+@command("validate-submission", "check a Ref-YouTube-VOS submission zip: missing, extra and malformed files",
+         _validate_submission_args)
+def _validate_submission(args: argparse.Namespace) -> int:
+    from lbdt.evaluation.submission import validate_submission
+
+    problems = validate_submission(args.zip, args.meta, args.test_meta, images_root=args.images)
+    for problem in problems:
+        print(problem)
+    print(f"{args.zip}: {len(problems)} problem(s)" if problems else f"{args.zip}: OK")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lbdt", description="Referring video object segmentation with LBDT.")
     parser.add_argument("--version", action="version", version=f"lbdt {__version__}")
