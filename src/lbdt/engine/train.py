@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
+import hashlib
 import math
 import os
 import random
@@ -107,6 +109,7 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
                dynamic_ncols=True)
     while epoch < tc.epochs and not stop:
         sampler.set_epoch(epoch, start=epoch_batches * tc.batch_size)
+        train_set.set_epoch(epoch)  # per-epoch augmentation draws (a function of seed, epoch, index)
         loader_gen.manual_seed(tc.seed * 1_000_003 + epoch)
         net.train()
         n_batches = epoch_batches + len(loader)
@@ -184,6 +187,80 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def build_datasets(cfg: RunConfig, info: DistInfo) -> tuple[Dataset, Optional[Dataset]]:
+    """(training set, validation set or None) of `cfg.data`; rank 0 first writes the synthetic benchmark
+    when `data.synthetic_seed` is set and `data.root` does not exist yet."""
+    if cfg.data.synthetic_seed is not None and info.is_main:
+        ensure_synthetic(cfg)
+    barrier(info)
+    val_split = cfg.data.val_split
+    if val_split.startswith("holdout:"):
+        train_set = build_dataset(cfg, cfg.data.train_split, training=True, holdout="train")
+        val_set = build_dataset(cfg, cfg.data.train_split, training=False, holdout="val")
+    else:
+        train_set = build_dataset(cfg, cfg.data.train_split, training=True)
+        val_set = build_dataset(cfg, val_split, training=False) if val_split else None
+    return train_set, val_set
+
+
+def build_dataset(cfg: RunConfig, split: str, *, training: bool, holdout: str = "") -> Dataset:
+    """`ReferringVideoDataset` over list `split` of `cfg.data.root`; augmentation only when `training`.
+
+    `holdout="train"|"val"` keeps the videos outside / inside the `data.val_split="holdout:<fraction>"`
+    share (see `holdout_videos`).
+    """
+    from lbdt.data.dataset import ReferringVideoDataset
+    from lbdt.data.sources import SOURCES
+    from lbdt.data.transforms import ClipTransform
+
+    dc = cfg.data
+    if dc.dataset not in SOURCES:
+        raise LBDTError(f"unknown data.dataset {dc.dataset!r}; choose one of {', '.join(SOURCES)}")
+    source = SOURCES[dc.dataset](dc.root)
+    records = source.records(split)
+    if holdout:
+        held = holdout_videos([r.video_id for r in records], _holdout_fraction(dc.val_split))
+        records = [r for r in records if (r.video_id in held) == (holdout == "val")]
+    return ReferringVideoDataset(source, records, word_vectors=load_word_vectors(cfg), size=dc.size,
+                                 frame_gap=dc.frame_gap, transform=ClipTransform(dc.size, augment=dc.augment and training),
+                                 max_words=dc.max_words, with_original_mask=cfg.eval.protocol == "native" and not training,
+                                 seed=cfg.train.seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _word_vectors(path: str):
+    from lbdt.data.text import WordVectors
+
+    return WordVectors.from_glove(path)
+
+
+def load_word_vectors(cfg: RunConfig):
+    """`data.word_vectors` (GloVe text format), as given or relative to `data.root`; read once per process."""
+    path = Path(cfg.data.word_vectors)
+    if not path.is_absolute() and not path.is_file():
+        path = Path(cfg.data.root) / path
+    if not path.is_file():
+        raise LBDTError(f"data.word_vectors: {cfg.data.word_vectors} not found (as given or under {cfg.data.root})")
+    return _word_vectors(str(path))
+
+
+def holdout_videos(video_ids: list[str], fraction: float) -> set[str]:
+    """A deterministic `fraction` of the distinct videos (at least one), chosen by a hash of the video id
+    (independent of list order and of the seed), so no video is in both the training and validation sets."""
+    videos = sorted(set(video_ids), key=lambda v: hashlib.sha1(v.encode("utf-8")).hexdigest())
+    return set(videos[: max(1, round(fraction * len(videos)))])
+
+
+def _holdout_fraction(val_split: str) -> float:
+    try:
+        fraction = float(val_split.split(":", 1)[1])
+    except ValueError:
+        fraction = -1.0
+    if not 0.0 < fraction < 1.0:
+        raise LBDTError(f"data.val_split={val_split!r}: expected holdout:<fraction> with 0 < fraction < 1")
+    return fraction
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
