@@ -179,3 +179,11 @@ def test_validator_bad_inputs(tmp_path):
     (tmp_path / "m2.json").write_text('{"video": {}}')
     with pytest.raises(LBDTError, match="videos"):
         validate_submission(tmp_path / "bad.zip", tmp_path / "m2.json")
+
+
+def test_metrics_table_with_labels():
+    table = format_metrics_table({"N": 4, "sub": {"mean_iou": 0.25}}, labels={"mean_iou": "mean IoU"})
+    lines = table.splitlines()
+    assert lines[0].split() == ["metric", "value", "meaning"]
+    assert lines[2].split() == ["N", "4"]
+    assert lines[3].split() == ["sub/mean_iou", "0.2500", "mean", "IoU"]

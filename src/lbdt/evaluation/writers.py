@@ -17,6 +17,7 @@ import math
 import os
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
 
@@ -156,21 +157,26 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def format_metrics_table(report: dict, *, title: str = "") -> str:
-    """Plain-text two-column table of a (possibly nested) metrics report; nested keys are joined with '/'."""
-    rows: list[tuple[str, str]] = []
+def format_metrics_table(report: dict, *, title: str = "", labels: Mapping[str, str] | None = None) -> str:
+    """Plain-text table of a (possibly nested) metrics report; nested keys are joined with '/'.
+
+    With `labels` (metric key → meaning, matched on the last key component) a third column says what
+    each number is.
+    """
+    rows: list[tuple[str, str, str]] = []
 
     def walk(prefix: str, node: Any) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(f"{prefix}/{k}" if prefix else str(k), v)
         else:
-            rows.append((prefix, _format_value(node)))
+            rows.append((prefix, _format_value(node), (labels or {}).get(prefix.rsplit("/", 1)[-1], "")))
 
     walk("", report)
-    width = max([len(k) for k, _ in rows] + [len("metric")])
+    key_w = max([len(k) for k, _, _ in rows] + [len("metric")])
+    val_w = max([len(v) for _, v, _ in rows] + [len("value")])
     lines = [title] if title else []
-    lines.append(f"{'metric':<{width}}  value")
-    lines.append(f"{'-' * width}  {'-' * 10}")
-    lines.extend(f"{k:<{width}}  {v}" for k, v in rows)
+    lines.append(f"{'metric':<{key_w}}  {'value':>{val_w}}" + ("  meaning" if labels else ""))
+    lines.append(f"{'-' * key_w}  {'-' * val_w}" + ("  -------" if labels else ""))
+    lines.extend(f"{k:<{key_w}}  {v:>{val_w}}" + (f"  {m}" if labels and m else "") for k, v, m in rows)
     return "\n".join(lines)
