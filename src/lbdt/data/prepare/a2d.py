@@ -25,8 +25,16 @@ import h5py
 import numpy as np
 
 from lbdt.data.listfile import write_list
-from lbdt.data.prepare.common import (PrepareSummary, clean_sentence, marker_path, place_file, progress,
-                                      read_csv, read_marker, write_json)
+from lbdt.data.prepare.common import (
+    PrepareSummary,
+    clean_sentence,
+    marker_path,
+    place_file,
+    progress,
+    read_csv,
+    read_marker,
+    write_json,
+)
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
 

@@ -12,9 +12,10 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, TypeVar
+from typing import Any, TypeVar
 
 from PIL import Image
 from tqdm import tqdm
@@ -56,7 +57,7 @@ class PrepareSummary:
         return "\n".join(lines)
 
 
-def progress(items: Iterable[T], desc: str, enabled: bool, total: Optional[int] = None) -> Iterator[T]:
+def progress(items: Iterable[T], desc: str, enabled: bool, total: int | None = None) -> Iterator[T]:
     """A tqdm bar over `items` (or the plain iterable when `enabled` is False)."""
     return iter(tqdm(items, desc=desc, total=total, unit="video", disable=not enabled, leave=False))
 
@@ -116,7 +117,7 @@ def marker_path(out: Path, dataset: str, split: str, video_id: str) -> Path:
     return out / MARKER_DIR / dataset / split / f"{video_id}.json"
 
 
-def read_marker(path: Path) -> Optional[dict]:
+def read_marker(path: Path) -> dict | None:
     """The marker's content, or None when absent or unreadable (the video is then redone)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

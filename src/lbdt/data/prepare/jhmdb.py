@@ -21,8 +21,16 @@ import numpy as np
 import scipy.io
 
 from lbdt.data.listfile import write_list
-from lbdt.data.prepare.common import (PrepareSummary, clean_sentence, image_size, place_file, progress,
-                                      read_csv, read_json, write_json)
+from lbdt.data.prepare.common import (
+    PrepareSummary,
+    clean_sentence,
+    image_size,
+    place_file,
+    progress,
+    read_csv,
+    read_json,
+    write_json,
+)
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
 

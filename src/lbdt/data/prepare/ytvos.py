@@ -24,15 +24,26 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Optional
 
 from lbdt.data.listfile import write_list
-from lbdt.data.prepare.common import (PrepareSummary, clean_sentence, image_size, marker_path, place_file,
-                                      progress, read_json, read_marker, remove_tree, write_json)
+from lbdt.data.prepare.common import (
+    PrepareSummary,
+    clean_sentence,
+    image_size,
+    marker_path,
+    place_file,
+    progress,
+    read_json,
+    read_marker,
+    remove_tree,
+    write_json,
+)
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
 
-SPLIT_FORMATS = {"train": ("train.txt", "hash5"), "val": ("val.txt", "tilde5"), "valid": ("valid_new_pure.txt", "hash5")}
+# split -> (list file, list format)
+SPLIT_FORMATS = {"train": ("train.txt", "hash5"), "val": ("val.txt", "tilde5"),
+                 "valid": ("valid_new_pure.txt", "hash5")}
 
 
 def read_expressions(path: Path, *, need_obj_id: bool) -> dict[str, dict]:
@@ -74,7 +85,7 @@ def held_out_videos(videos: list[str], fraction: float, seed: int) -> set[str]:
 
 
 def _place_video(raw_split: Path, out: Path, split: str, vid: str, *, masks: bool, copy: bool,
-                 summary: PrepareSummary) -> Optional[dict]:
+                 summary: PrepareSummary) -> dict | None:
     """Link one video's frames (and masks) into ``out/<split>``; {"frames", "height", "width"} or None."""
     folders = ["JPEGImages", "Annotations"] if masks else ["JPEGImages"]
     for other in {"train", "val"} - {split} if masks else ():  # the video may have changed split since a run
@@ -159,7 +170,7 @@ def prepare_ytvos(raw: str | Path, out: str | Path, *, copy: bool = False, val_f
             for frame in sorted(video["frames"]):
                 if frame not in available:
                     summary.skip("listed frames without a JPEG (or its annotation PNG)")
-                elif present is not None and frame not in present.get((vid, object_id), ()):
+                elif present is not None and split != "valid" and frame not in present.get((vid, object_id), ()):
                     summary.skip("frames where the referred object is absent (drop_absent)")
                 else:
                     records[split].append(ReferRecord(
