@@ -89,13 +89,8 @@ class LBDT(nn.Module):
 
         Returns logits [B,H,W].
         """
-        if frame.dim() != 4 or frame.shape[1] != 3:
-            raise LBDTError(f"frame must be [B,3,H,W], got {list(frame.shape)}")
-        if ref_frame.shape != frame.shape:
-            raise LBDTError(f"ref_frame shape {list(ref_frame.shape)} differs from frame shape {list(frame.shape)}")
-        b, _, h, w = frame.shape
-        if h % STRIDE or w % STRIDE or h == 0 or w == 0:
-            raise LBDTError(f"frame height and width must be positive multiples of {STRIDE}, got {h}x{w}")
+        _check_frames(frame, ref_frame)
+        b = frame.shape[0]
         if len(text) not in (1, b):
             raise LBDTError(f"text features have batch {len(text)} but frames have batch {b}")
         text = text.expand(b)
@@ -112,6 +107,18 @@ class LBDT(nn.Module):
 
     def forward(self, frame: Tensor, ref_frame: Tensor, word_vectors: Tensor, word_mask: Tensor) -> Tensor:
         """frame, ref_frame [B,3,H,W]; word_vectors [B,N,word_dim]; word_mask [B,N] -> logits [B,H,W]."""
-        if word_vectors.dim() >= 1 and frame.dim() >= 1 and word_vectors.shape[0] != frame.shape[0]:
+        _check_frames(frame, ref_frame)
+        if word_vectors.dim() >= 1 and word_vectors.shape[0] != frame.shape[0]:
             raise LBDTError(f"word_vectors have batch {word_vectors.shape[0]} but frames have batch {frame.shape[0]}")
         return self.segment(frame, ref_frame, self.encode_text(word_vectors, word_mask))
+
+
+def _check_frames(frame: Tensor, ref_frame: Tensor) -> None:
+    """Frames must be [B,3,H,W], equal in shape, with H and W positive multiples of 32."""
+    if frame.dim() != 4 or frame.shape[1] != 3:
+        raise LBDTError(f"frame must be [B,3,H,W], got {list(frame.shape)}")
+    if ref_frame.shape != frame.shape:
+        raise LBDTError(f"ref_frame shape {list(ref_frame.shape)} differs from frame shape {list(frame.shape)}")
+    h, w = frame.shape[-2:]
+    if h % STRIDE or w % STRIDE or h == 0 or w == 0:
+        raise LBDTError(f"frame height and width must be positive multiples of {STRIDE}, got {h}x{w}")
