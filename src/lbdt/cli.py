@@ -154,6 +154,34 @@ def _validate_submission(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+# ---- synth (docs/datasets/synthetic.md)
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", dest="fmt", choices=("a2d", "jhmdb", "ytvos"), default="a2d",
+                   help="on-disk format to write (default a2d)")
+    p.add_argument("--out", required=True, help="folder to create (must not exist, or be empty)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes identical files")
+    p.add_argument("--videos", nargs=3, type=int, default=(120, 20, 30), metavar=("TRAIN", "VAL", "TEST"),
+                   help="videos per split (default 120 20 30)")
+    p.add_argument("--frames", type=int, default=14, help="frames per video (default 14)")
+    p.add_argument("--size", nargs=2, type=int, default=(96, 128), metavar=("H", "W"),
+                   help="frame size (default 96 128)")
+    p.add_argument("--annotated", type=int, default=3, help="annotated frames per video (default 3)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("synth", "write the synthetic referring-video benchmark (motion vs appearance sentences)", _synth_args)
+def _synth(args: argparse.Namespace) -> int:
+    from lbdt.data.synth import write_benchmark
+
+    s = write_benchmark(args.out, fmt=args.fmt, seed=args.seed, videos=args.videos, frames=args.frames,
+                        size=tuple(args.size), annotated=args.annotated, overwrite=args.overwrite,
+                        progress=not args.no_progress)
+    print(f"{args.out}: synthetic benchmark ({s['format']} format, seed {s['seed']}): "
+          + ", ".join(f"{k} {s['videos'][k]} videos / {n} samples" for k, n in s["samples"].items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lbdt", description="Referring video object segmentation with LBDT.")
     parser.add_argument("--version", action="version", version=f"lbdt {__version__}")

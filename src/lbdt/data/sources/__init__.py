@@ -1,0 +1,10 @@
+"""Dataset sources: a dataset root → records, frames, masks, reference frames. `SOURCES` maps format → class."""
+
+from lbdt.data.sources.a2d import A2DSource
+from lbdt.data.sources.base import Source
+from lbdt.data.sources.jhmdb import JHMDBSource
+from lbdt.data.sources.ytvos import YTVOSSource
+
+SOURCES: dict[str, type[Source]] = {"a2d": A2DSource, "jhmdb": JHMDBSource, "ytvos": YTVOSSource}
+
+__all__ = ["SOURCES", "Source", "A2DSource", "JHMDBSource", "YTVOSSource"]

@@ -1,0 +1,110 @@
+"""Configuration → source, dataset and data loader."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from torch.utils.data import DataLoader, Sampler
+
+from lbdt.config import DataConfig
+from lbdt.data.collate import collate
+from lbdt.data.dataset import ReferringVideoDataset
+from lbdt.data.records import ReferRecord
+from lbdt.data.sources import SOURCES, Source
+from lbdt.data.text import WordVectors
+from lbdt.data.transforms import ClipTransform
+from lbdt.errors import LBDTError
+
+HOLDOUT = "holdout:"
+
+
+def build_source(dataset: str, root: str) -> Source:
+    """The source class of format `dataset` (a2d | jhmdb | ytvos) on `root`."""
+    if dataset not in SOURCES:
+        raise LBDTError(f"unknown dataset format {dataset!r}; expected one of {', '.join(SOURCES)}")
+    return SOURCES[dataset](root)
+
+
+def ensure_synthetic(cfg: DataConfig) -> None:
+    """Write the synthetic benchmark to `cfg.root` when `cfg.synthetic_seed` is set and the root is missing."""
+    if cfg.synthetic_seed is not None and not Path(cfg.root).exists():
+        from lbdt.data.synth import write_benchmark
+
+        write_benchmark(cfg.root, fmt=cfg.dataset, seed=cfg.synthetic_seed)
+
+
+def resolve_word_vectors(cfg: DataConfig) -> Path:
+    """`cfg.word_vectors` as given, or relative to the dataset root (where the synthetic benchmark keeps its own)."""
+    path = Path(cfg.word_vectors).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_absolute() and (Path(cfg.root) / path).is_file():
+        return Path(cfg.root) / path
+    raise LBDTError(f"word-vector file not found: {cfg.word_vectors} (also looked in {cfg.root}); "
+                    "download glove.840B.300d.txt or set data.word_vectors")
+
+
+@functools.lru_cache(maxsize=2)
+def _load_word_vectors(path: str) -> WordVectors:
+    return WordVectors.from_glove(path)
+
+
+def load_word_vectors(cfg: DataConfig) -> WordVectors:
+    """The configured word-vector table (read once per process)."""
+    return _load_word_vectors(str(resolve_word_vectors(cfg).resolve()))
+
+
+def split_records(source: Source, cfg: DataConfig, split: str) -> list[ReferRecord]:
+    """Records of `split`. With `cfg.val_split = "holdout:<fraction>"`, that split is a deterministic
+    fraction of `cfg.train_split`'s videos, and those videos are removed from the training split."""
+    holdout = cfg.val_split.startswith(HOLDOUT)
+    if not (holdout and split in (cfg.val_split, cfg.train_split)):
+        return source.records(split)
+    try:
+        fraction = float(cfg.val_split[len(HOLDOUT):])
+    except ValueError:
+        fraction = -1.0
+    if not 0.0 < fraction < 1.0:
+        raise LBDTError(f"data.val_split {cfg.val_split!r}: expected holdout:<fraction between 0 and 1>")
+    records = source.records(cfg.train_split)
+    videos = sorted({r.video_id for r in records})
+    n = max(1, round(fraction * len(videos)))
+    held = set(np.random.default_rng(0).permutation(len(videos))[:n].tolist())
+    held_ids = {videos[i] for i in held}
+    keep_held = split == cfg.val_split
+    return [r for r in records if (r.video_id in held_ids) == keep_held]
+
+
+def build_dataset(cfg: DataConfig, split: str, *, train: bool, word_vectors: Optional[WordVectors] = None,
+                  with_original_mask: Optional[bool] = None, seed: int = 0) -> ReferringVideoDataset:
+    """The dataset of `split` (a list stem, or `cfg.val_split`): augmented when `train` and `cfg.augment`;
+    evaluation datasets (train=False) also carry the native-resolution mask unless told otherwise."""
+    ensure_synthetic(cfg)
+    source = build_source(cfg.dataset, cfg.root)
+    records = split_records(source, cfg, split)
+    if not records:
+        raise LBDTError(f"{source.list_file(split)[0]}: no samples in split {split!r}")
+    table = word_vectors if word_vectors is not None else load_word_vectors(cfg)
+    size = tuple(cfg.size)
+    list_split = cfg.train_split if split.startswith(HOLDOUT) else split
+    return ReferringVideoDataset(
+        source, records, word_vectors=table, size=size, frame_gap=cfg.frame_gap,
+        transform=ClipTransform(size, augment=train and cfg.augment), max_words=cfg.max_words,
+        with_original_mask=(not train) if with_original_mask is None else with_original_mask,
+        with_masks=source.has_masks(list_split), seed=seed)
+
+
+def make_loader(dataset: ReferringVideoDataset, *, batch_size: int, shuffle: bool, num_workers: int = 2,
+                drop_last: bool = False, sampler: Optional[Sampler] = None, seed: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader yielding `Batch`es. Evaluation loaders should keep `drop_last=False` (no sample dropped)."""
+    import torch
+
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
+                      sampler=sampler, num_workers=num_workers, collate_fn=collate, drop_last=drop_last,
+                      pin_memory=pin_memory, generator=generator, persistent_workers=False)

@@ -1,0 +1,112 @@
+"""What every dataset source shares: list files → records, stored frames, images and the reference frame.
+
+A concrete source only says where its list files, frames and masks live and how a mask file is decoded;
+everything else is here, so adding a dataset is one small subclass.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar, Optional
+
+import numpy as np
+from PIL import Image
+
+from lbdt.data.listfile import read_list
+from lbdt.data.records import ReferRecord
+from lbdt.data.sampling import reference_frame
+from lbdt.errors import LBDTError
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 [H,W,3] RGB; a missing or undecodable file is an `LBDTError` naming it."""
+    if not path.is_file():
+        raise LBDTError(f"{path}: frame not found")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise LBDTError(f"{path}: unreadable image ({e})") from None
+
+
+def _sort_frames(stems: list[str]) -> list[str]:
+    """Numeric order when every name is a number (00009 < 00010 even if widths differ), else text order."""
+    if stems and all(s.isdigit() for s in stems):
+        return sorted(stems, key=lambda s: (int(s), s))
+    return sorted(stems)
+
+
+class Source:
+    """A dataset root laid out as the original project expects (spec §3).
+
+    Subclasses set the class attributes and implement `video_dir` and `read_mask`; they may override
+    `list_file` (where a split's list is and its format) and `has_masks`.
+    """
+
+    name: ClassVar[str] = ""  # "a2d" | "jhmdb" | "ytvos": SampleMeta.dataset
+    default_frame_gap: ClassVar[int] = 1  # k of the reference frame t - k
+    numbered_frames: ClassVar[bool] = True  # k counts frame numbers (True) or stored frames (False)
+    frame_ext: ClassVar[str] = ".jpg"
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise LBDTError(f"{self.root}: dataset root not found (see docs/datasets/{self.name}.md)")
+        self._frames: dict[str, list[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    # ---------------------------------------------------------------- records
+    def list_file(self, split: str) -> tuple[Path, str]:
+        """(path, list format) of a split; default `<root>/<split>.txt`, comma6."""
+        return self.root / f"{split}.txt", "comma6"
+
+    def has_masks(self, split: str) -> bool:
+        """Whether the split has ground-truth masks (Ref-YTVOS's official valid list does not)."""
+        return True
+
+    def records(self, split: str) -> list[ReferRecord]:
+        """Every (annotated frame, object, sentence) line of the split's list file."""
+        path, fmt = self.list_file(split)
+        return read_list(path, fmt)
+
+    # ---------------------------------------------------------------- frames
+    def video_dir(self, video_id: str) -> Path:
+        """The folder holding the video's stored frames."""
+        raise NotImplementedError
+
+    def frame_path(self, video_id: str, frame_id: str) -> Path:
+        return self.video_dir(video_id) / f"{frame_id}{self.frame_ext}"
+
+    def frame_ids(self, video_id: str) -> list[str]:
+        """The video's stored frame names (no extension), sorted."""
+        ids = self._frames.get(video_id)
+        if ids is None:
+            folder = self.video_dir(video_id)
+            if not folder.is_dir():
+                raise LBDTError(f"{folder}: frame folder of video {video_id!r} not found")
+            ids = _sort_frames([p.name[: -len(self.frame_ext)] for p in folder.iterdir()
+                                if p.name.endswith(self.frame_ext)])
+            if not ids:
+                raise LBDTError(f"{folder}: no {self.frame_ext} frames")
+            self._frames[video_id] = ids
+        return ids
+
+    def read_frame(self, video_id: str, frame_id: str) -> np.ndarray:
+        """uint8 [H,W,3] RGB frame."""
+        return read_image(self.frame_path(video_id, frame_id))
+
+    def reference_frame_id(self, video_id: str, frame_id: str, k: Optional[int] = None) -> str:
+        """The frame t - k (k = `default_frame_gap` when None), clamped to the first stored frame."""
+        k = self.default_frame_gap if k is None else k
+        try:
+            return reference_frame(self.frame_ids(video_id), frame_id, k, numbered=self.numbered_frames)
+        except KeyError:
+            raise LBDTError(f"{self.frame_path(video_id, frame_id)}: frame not found") from None
+
+    # ---------------------------------------------------------------- masks
+    def read_mask(self, record: ReferRecord) -> Optional[np.ndarray]:
+        """bool [H0,W0] mask of the record's object at its annotated frame (None where there is none)."""
+        raise NotImplementedError

@@ -1,0 +1,407 @@
+"""A synthetic referring-video benchmark, written in the on-disk formats of A2D, J-HMDB or Ref-YouTube-VOS.
+
+Each clip shows coloured shapes moving in straight lines over a static textured background (gradient,
+stripes or smooth noise). Every clip has one *motion pair*: two objects of identical appearance (shape,
+colour, size) that differ only in how they move, referred to by motion sentences ("the red circle moving
+left" / "the red circle that is standing still"); and two *single* objects whose appearance is unique in
+the clip, referred to by appearance sentences ("the big blue square"). Half the sentences therefore need
+the temporal stream. Motions are left, right, up, down and still, at a constant speed that is clearly
+visible across the format's frame gap (a2d: 6 frames, jhmdb: 5, ytvos: 1 stored frame).
+
+Everything is a deterministic function of the seed. `make_clip` draws one clip in memory; `write_benchmark`
+(`lbdt synth`) writes train/val/test splits, a `benchmark.json` ground-truth sidecar and a seeded 300-d
+word-vector table in GloVe text format (`word_vectors.300d.txt`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import h5py
+import numpy as np
+import scipy.io
+from PIL import Image
+from tqdm import tqdm
+
+from lbdt.data.listfile import write_list
+from lbdt.data.records import ReferRecord
+from lbdt.data.text import WordVectors, tokenize
+from lbdt.data.transforms import side_words
+from lbdt.errors import LBDTError
+
+FORMATS = ("a2d", "jhmdb", "ytvos")
+SPLITS = ("train", "val", "test")
+COLOURS = {"red": (220, 45, 45), "green": (40, 180, 70), "blue": (45, 85, 225), "yellow": (235, 210, 40),
+           "purple": (150, 65, 200), "orange": (245, 135, 30)}
+SHAPES = ("circle", "square", "triangle", "diamond", "cross")  # all left-right symmetric: a flip keeps them
+SIZES = {"small": 0.085, "big": 0.14}  # radius as a fraction of min(H, W)
+MOTIONS = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0), "still": (0.0, 0.0)}
+MOTION_TEMPLATES = {
+    "left": ("the {colour} {shape} moving left", "the {colour} {shape} that moves to the left",
+             "{colour} {shape} going left"),
+    "right": ("the {colour} {shape} moving right", "the {colour} {shape} that moves to the right",
+              "{colour} {shape} going right"),
+    "up": ("the {colour} {shape} moving up", "the {colour} {shape} that moves upwards", "{colour} {shape} going up"),
+    "down": ("the {colour} {shape} moving down", "the {colour} {shape} that moves downwards",
+             "{colour} {shape} going down"),
+    "still": ("the {colour} {shape} that is standing still", "the {colour} {shape} that does not move",
+              "the motionless {colour} {shape}"),
+}
+APPEARANCE_TEMPLATES = ("the {size} {colour} {shape}", "a {size} {colour} {shape}", "the {colour} {shape} that is {size}")
+FRAME_GAP = {"a2d": 6, "jhmdb": 5, "ytvos": 1}  # the sources' default k
+SPEED = {"a2d": 0.03, "jhmdb": 0.03, "ytvos": 0.04}  # px per stored frame as a fraction of min(H, W)
+WORD_VECTORS = "word_vectors.300d.txt"
+
+
+@dataclass(frozen=True)
+class SynthObject:
+    """One shape of a clip and the sentence that refers to it."""
+
+    shape: str
+    colour: str
+    size: str  # "small" | "big"
+    motion: str  # left | right | up | down | still
+    radius: float  # px
+    start: tuple[float, float]  # (y, x) centre at frame 0, px
+    velocity: tuple[float, float]  # (dy, dx) px per frame
+    sentence: str
+    sentence_type: str  # "motion" (member of the motion pair) | "appearance"
+
+
+@dataclass
+class SynthClip:
+    frames: np.ndarray  # uint8 [T,H,W,3]
+    masks: np.ndarray  # bool [O,T,H,W]: visible pixels of each object (later objects occlude earlier ones)
+    objects: list[SynthObject]
+    z_order: list[int]  # drawing order (object indices, back to front)
+
+
+def vocabulary() -> list[str]:
+    """Every token a benchmark sentence (or its left/right flip) can contain."""
+    words = set(side_words())
+    fill = {"colour": " ".join(COLOURS), "shape": " ".join(SHAPES), "size": " ".join(SIZES)}
+    for t in [t for ts in MOTION_TEMPLATES.values() for t in ts] + list(APPEARANCE_TEMPLATES):
+        words.update(tokenize(t.format(**fill), None))
+    return sorted(words)
+
+
+# ---------------------------------------------------------------- drawing
+def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+    """bool mask of a shape of radius r given offsets dy, dx from its centre (broadcast arrays)."""
+    if shape == "circle":
+        return dy * dy + dx * dx <= r * r
+    if shape == "square":
+        return np.maximum(np.abs(dy), np.abs(dx)) <= 0.82 * r
+    if shape == "diamond":
+        return np.abs(dy) + np.abs(dx) <= 1.15 * r
+    if shape == "triangle":  # apex up, base at dy = 0.8 r
+        return (dy >= -r) & (dy <= 0.8 * r) & (np.abs(dx) <= (dy + r) / 1.8 * 1.1)
+    if shape == "cross":
+        ay, ax = np.abs(dy), np.abs(dx)
+        return ((ay <= 0.33 * r) & (ax <= r)) | ((ax <= 0.33 * r) & (ay <= r))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """float32 [H,W,3] in [0,255]: a desaturated gradient, stripes or smooth noise."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = rng.uniform(70, 170) + rng.uniform(-25, 25, size=3)
+    kind = rng.integers(3)
+    if kind == 0:  # gradient
+        a = rng.uniform(0, 2 * np.pi)
+        t = yy * np.sin(a) + xx * np.cos(a)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
+        other = rng.uniform(70, 170) + rng.uniform(-25, 25, size=3)
+        bg = base + (other - base) * t[..., None]
+    elif kind == 1:  # stripes
+        a = rng.uniform(0, np.pi)
+        period = rng.uniform(8, 20)
+        s = np.sin(2 * np.pi * (yy * np.sin(a) + xx * np.cos(a)) / period + rng.uniform(0, 2 * np.pi))
+        bg = base + rng.uniform(15, 35) * s[..., None] * rng.uniform(0.6, 1.0, size=3)
+    else:  # smooth noise
+        coarse = rng.uniform(-40, 40, size=(h // 12 + 2, w // 12 + 2, 3)).astype(np.float32)
+        up = np.stack([np.asarray(Image.fromarray(coarse[..., c]).resize((w, h), Image.BICUBIC)) for c in range(3)], -1)
+        bg = base + up
+    bg = bg + rng.normal(0, 4, size=(h, w, 1))
+    return np.clip(bg, 0, 255).astype(np.float32)
+
+
+def _start(rng: np.random.Generator, r: float, velocity: float, frames: int, extent: int) -> float:
+    """A start coordinate keeping the whole trajectory (and the shape) inside [0, extent)."""
+    travel = velocity * (frames - 1)
+    lo = r + 1 - min(0.0, travel)
+    hi = extent - 2 - r - max(0.0, travel)
+    if hi < lo:
+        raise ValueError(f"{frames} frames at {abs(velocity):.1f} px/frame do not fit in {extent} px; "
+                         "use fewer frames or larger frames")
+    return float(rng.uniform(lo, hi))
+
+
+def make_clip(seed: int, *, frames: int = 14, size: tuple[int, int] = (96, 128), speed: float = 3.0,
+              pairs: int = 1, singles: int = 2) -> SynthClip:
+    """Draw one clip: `pairs` motion pairs and `singles` uniquely-looking objects, moving at `speed` px/frame.
+
+    Returns frames uint8 [T,H,W,3] and visible masks bool [O,T,H,W]; objects 2i, 2i+1 form motion pair i
+    (same shape, colour and size; different motions); the singles follow.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = size
+    scale = min(h, w)
+    looks: list[tuple[str, str, str]] = []
+    for _ in range(pairs):
+        while True:
+            look = (str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(rng.choice(list(SIZES))))
+            if all(look[:2] != old[:2] for old in looks):
+                looks += [look, look]
+                break
+    paired = {old[:2] for old in looks}
+    for _ in range(singles):
+        while True:
+            look = (str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(rng.choice(list(SIZES))))
+            if look[:2] not in paired and look not in looks:
+                looks.append(look)
+                break
+    motions: list[str] = []
+    for _ in range(pairs):
+        motions += [str(m) for m in rng.choice(list(MOTIONS), size=2, replace=False)]
+    motions += [str(rng.choice(list(MOTIONS))) for _ in range(singles)]
+
+    objects = []
+    for i, ((shape, colour, size_word), motion) in enumerate(zip(looks, motions)):
+        r = SIZES[size_word] * scale
+        vy, vx = (d * speed for d in MOTIONS[motion])
+        start = (_start(rng, r, vy, frames, h), _start(rng, r, vx, frames, w))
+        if i < 2 * pairs:
+            kind, template = "motion", str(rng.choice(MOTION_TEMPLATES[motion]))
+        else:
+            kind, template = "appearance", str(rng.choice(APPEARANCE_TEMPLATES))
+        sentence = template.format(colour=colour, shape=shape, size=size_word)
+        objects.append(SynthObject(shape, colour, size_word, motion, float(r), start, (vy, vx), sentence, kind))
+
+    canvas = np.repeat(_background(rng, h, w)[None], frames, axis=0)  # [T,H,W,3]
+    t = np.arange(frames, dtype=np.float32)[:, None, None]
+    yy = np.arange(h, dtype=np.float32)[None, :, None]
+    xx = np.arange(w, dtype=np.float32)[None, None, :]
+    order = [int(i) for i in rng.permutation(len(objects))]
+    full = np.zeros((len(objects), frames, h, w), dtype=bool)
+    for i in order:
+        o = objects[i]
+        cy, cx = o.start[0] + o.velocity[0] * t, o.start[1] + o.velocity[1] * t
+        full[i] = _shape_mask(o.shape, yy - cy, xx - cx, o.radius)
+        canvas[full[i]] = COLOURS[o.colour]
+    visible = full.copy()
+    for k, i in enumerate(order):
+        for j in order[k + 1:]:
+            visible[i] &= ~full[j]
+    noise = rng.integers(-3, 4, size=canvas.shape, dtype=np.int16)
+    frames_u8 = np.clip(canvas + noise, 0, 255).astype(np.uint8)
+    return SynthClip(frames=frames_u8, masks=visible, objects=objects, z_order=order)
+
+
+# ---------------------------------------------------------------- benchmark plan
+@dataclass
+class SynthVideo:
+    """One video of the benchmark: its clip, stored frame names, annotated frame indices and referred objects."""
+
+    video_id: str
+    split: str
+    clip: SynthClip
+    frame_names: list[str]
+    annotated: list[int]  # indices into frame_names
+    targets: list[int]  # referred object indices (all objects; J-HMDB: one per video)
+
+
+def video_id(split: str, index: int) -> str:
+    return f"syn_{split}_{index:04d}"
+
+
+def frame_names(fmt: str, frames: int) -> list[str]:
+    """a2d / jhmdb: 1-based frame numbers; ytvos: every 5th raw frame from 00000."""
+    return [f"{5 * t:05d}" if fmt == "ytvos" else f"{t + 1:05d}" for t in range(frames)]
+
+
+def benchmark_video(seed: int, split: str, index: int, *, fmt: str, frames: int = 14,
+                    size: tuple[int, int] = (96, 128), annotated: int = 3) -> SynthVideo:
+    """The `index`-th video of `split` in the benchmark written with this seed (its in-memory ground truth)."""
+    if fmt not in FORMATS:
+        raise LBDTError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    ss = np.random.SeedSequence([int(seed), SPLITS.index(split) if split in SPLITS else 99, int(index)])
+    clip_seed, plan_seed = (int(s) for s in ss.generate_state(2))
+    clip = make_clip(clip_seed, frames=frames, size=size, speed=SPEED[fmt] * min(size))
+    rng = np.random.default_rng(plan_seed)
+    n = min(annotated, frames - 1)
+    chosen = {int(i) for i in rng.choice(np.arange(1, frames), size=n, replace=False)}
+    if index % 4 == 0 and 1 not in chosen:  # an annotated frame near the start: t - k is clamped
+        chosen.discard(max(chosen))
+        chosen.add(1)
+    targets = list(range(len(clip.objects)))
+    if fmt == "jhmdb":  # one puppet mask per video: alternate motion and appearance targets
+        pair = [i for i, o in enumerate(clip.objects) if o.sentence_type == "motion"]
+        single = [i for i, o in enumerate(clip.objects) if o.sentence_type == "appearance"]
+        targets = [int(rng.choice(pair if index % 2 == 0 else single))]
+    return SynthVideo(video_id(split, index), split, clip, frame_names(fmt, frames), sorted(chosen), targets)
+
+
+# ---------------------------------------------------------------- writing
+def _save_image(array: np.ndarray, path: Path, **kwargs) -> None:
+    Image.fromarray(array).save(path, **kwargs)
+
+
+def _save_mat(path: Path, variables: dict) -> None:
+    """A MATLAB v5 file without the creation time in its header, so files are reproducible."""
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, variables, do_compression=True)
+    data = bytearray(buf.getvalue())
+    data[:116] = b"MATLAB 5.0 MAT-file, written by lbdt synth".ljust(116, b" ")
+    path.write_bytes(bytes(data))
+
+
+def _save_h5(path: Path, instances: np.ndarray, masks: np.ndarray) -> None:
+    """A2D layout: `instance` [N] and `reMask` [W,H] (N = 1) or [N,W,H] (MATLAB order)."""
+    remask = masks.transpose(0, 2, 1).astype(np.uint8)
+    with h5py.File(path, "w", track_order=False) as f:
+        f.create_dataset("instance", data=instances.astype(np.float64), track_times=False)
+        f.create_dataset("reMask", data=remask[0] if len(remask) == 1 else remask, track_times=False)
+
+
+def _palette() -> list[int]:
+    """DAVIS-style palette: index 0 black, then distinct colours."""
+    pal = [0, 0, 0]
+    for i in range(1, 256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def _records(v: SynthVideo, object_ids: Sequence[str], size: tuple[int, int]) -> list[ReferRecord]:
+    return [ReferRecord(v.video_id, v.frame_names[t], object_ids[o], v.clip.objects[o].sentence, size,
+                        category=v.clip.objects[o].sentence_type)
+            for t in v.annotated for o in v.targets]
+
+
+def _write_video(root: Path, fmt: str, v: SynthVideo, palette: list[int]) -> list[ReferRecord]:
+    """Write one video's frames and masks; return its list records."""
+    clip, size = v.clip, tuple(v.clip.frames.shape[1:3])
+    if fmt == "a2d":
+        img_dir, mask_dir = root / "images" / v.video_id, root / "masks" / v.video_id
+        img_dir.mkdir(parents=True)
+        mask_dir.mkdir(parents=True)
+        for t, name in enumerate(v.frame_names):
+            _save_image(clip.frames[t], img_dir / f"{name}.jpg", quality=92)
+        ids = np.arange(len(clip.objects))
+        for t in v.annotated:
+            _save_h5(mask_dir / f"{v.frame_names[t]}.h5", ids, clip.masks[:, t])
+        return _records(v, [str(i) for i in ids], size)
+    if fmt == "jhmdb":
+        target = v.targets[0]
+        action = clip.objects[target].shape
+        img_dir = root / "Rename_Images" / action / v.video_id
+        mask_dir = root / "puppet_mask" / action / v.video_id
+        img_dir.mkdir(parents=True)
+        mask_dir.mkdir(parents=True)
+        for t, name in enumerate(v.frame_names):
+            _save_image(clip.frames[t], img_dir / f"{name}.png", compress_level=1)
+        _save_mat(mask_dir / "puppet_mask.mat", {"part_mask": clip.masks[target].transpose(1, 2, 0).astype(np.uint8)})
+        return _records(v, [str(i) for i in range(len(clip.objects))], size)
+    part = root / ("train" if v.split == "train" else "val")
+    img_dir, ann_dir = part / "JPEGImages" / v.video_id, part / "Annotations" / v.video_id
+    img_dir.mkdir(parents=True)
+    ann_dir.mkdir(parents=True)
+    for t, name in enumerate(v.frame_names):
+        _save_image(clip.frames[t], img_dir / f"{name}.jpg", quality=92)
+        index = np.zeros(size, dtype=np.uint8)
+        for o in range(len(clip.objects)):
+            index[clip.masks[o, t]] = o + 1
+        im = Image.fromarray(index, mode="P")
+        im.putpalette(palette)
+        im.save(ann_dir / f"{name}.png")
+    return _records(v, [str(o + 1) for o in range(len(clip.objects))], size)
+
+
+def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
+                    videos: Sequence[int] = (120, 20, 30), frames: int = 14, size: tuple[int, int] = (96, 128),
+                    annotated: int = 3, overwrite: bool = False, progress: bool = True) -> dict:
+    """Write the benchmark to `out` in format `fmt` (atomically: built next to it, then renamed).
+
+    `videos` = (train, val, test) counts. Returns the summary also written to `out/benchmark.json`
+    (without the per-video entries).
+    """
+    if fmt not in FORMATS:
+        raise LBDTError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if len(videos) != len(SPLITS) or any(n < 0 for n in videos):
+        raise LBDTError(f"videos must be three counts (train, val, test), got {list(videos)}")
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
+        raise LBDTError(f"{out}: already exists; choose another folder or pass overwrite")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    palette = _palette()
+    lists: dict[str, list[ReferRecord]] = {s: [] for s in SPLITS}
+    entries, meta = [], {}
+    todo = [(s, i) for s, n in zip(SPLITS, videos) for i in range(n)]
+    for split, i in tqdm(todo, desc=f"synth {fmt}", unit="video", disable=not progress):
+        v = benchmark_video(seed, split, i, fmt=fmt, frames=frames, size=size, annotated=annotated)
+        lists[split] += _write_video(tmp, fmt, v, palette)
+        objs = [{"id": rec_id, **{k: val for k, val in asdict(o).items() if k in
+                                  ("shape", "colour", "size", "motion", "sentence", "sentence_type")}}
+                for rec_id, o in zip(_object_ids(fmt, len(v.clip.objects)), v.clip.objects)]
+        entries.append({"video_id": v.video_id, "split": split, "annotated_frames": [v.frame_names[t] for t in v.annotated],
+                        "targets": [objs[o]["id"] for o in v.targets], "objects": objs})
+        if fmt == "ytvos":
+            meta[v.video_id] = {"split": split, "frames": v.frame_names, "expressions": {
+                str(o): {"exp": ob.sentence, "obj_id": str(o + 1), "type": ob.sentence_type}
+                for o, ob in enumerate(v.clip.objects)}}
+    if fmt == "ytvos":
+        write_list(tmp / "train.txt", lists["train"], "hash5")
+        write_list(tmp / "val.txt", lists["val"], "tilde5")
+        write_list(tmp / "test.txt", lists["test"], "tilde5")
+        valid = [ReferRecord(vid, f, eid, e["exp"], size) for vid, m in meta.items() if m["split"] == "test"
+                 for f in m["frames"] for eid, e in m["expressions"].items()]
+        write_list(tmp / "valid_new_pure.txt", valid, "hash5")
+        (tmp / "meta_expressions.json").write_text(json.dumps({"videos": meta}, indent=1) + "\n", encoding="utf-8")
+    else:
+        for split in SPLITS:
+            write_list(tmp / f"{split}.txt", lists[split], "comma6")
+    table = WordVectors.seeded(vocabulary(), dim=300, seed=seed)
+    with open(tmp / WORD_VECTORS, "w", encoding="utf-8") as f:
+        for word, vec in zip(table.words, table.vectors):
+            f.write(word + " " + " ".join(f"{x:.6f}" for x in vec) + "\n")
+    summary = {"format": fmt, "seed": int(seed), "frames": int(frames), "size": [int(size[0]), int(size[1])],
+               "videos": dict(zip(SPLITS, (int(n) for n in videos))), "frame_gap": FRAME_GAP[fmt],
+               "samples": {s: len(lists[s]) for s in SPLITS}, "word_vectors": WORD_VECTORS}
+    (tmp / "benchmark.json").write_text(json.dumps({**summary, "video_list": entries}, indent=1) + "\n",
+                                        encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process finished first (e.g. two ranks of one run)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "benchmark.json").is_file():
+            raise
+    return summary
+
+
+def _object_ids(fmt: str, n: int) -> list[str]:
+    return [str(o + 1) for o in range(n)] if fmt == "ytvos" else [str(o) for o in range(n)]
+
+
+def read_summary(root: str | os.PathLike) -> Optional[dict]:
+    """The `benchmark.json` of a synthetic benchmark root, or None for other datasets."""
+    path = Path(root) / "benchmark.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
