@@ -176,7 +176,7 @@ def _open_file(path: Path) -> VideoReader:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise LBDTError(f"{path}: file has no video stream")
+                raise LBDTError(f"{path}: video is empty (no video stream, zero frames)")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else None
