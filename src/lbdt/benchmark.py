@@ -1,0 +1,450 @@
+"""`lbdt benchmark`: how fast a model runs here, and how close that is to what this machine can do.
+
+One run measures, on synthetic inputs:
+
+* parameters, MACs and FLOPs per frame (`torch.utils.flop_counter`; FLOPs = 2 x MACs);
+* the machine's own matrix-multiply rate per precision (square `torch.mm`, best of several);
+* inference frames/s at each batch size: the plain model (`forward`, fp32, as built) and the fast path
+  (`engine.fast`: folded BatchNorm, channels-last, the sentence encoded once, autocast) per precision,
+  with the achieved share = frames/s x FLOPs per frame / measured matmul FLOP/s;
+* whole-video streaming frames/s through `VideoSegmenter` (decode, resize, model, upsampling, masks);
+* data-loader samples/s on the synthetic benchmark, when `lbdt.data.build` exists;
+* training step time (forward + backward + AdamW) when asked;
+* peak memory of each measurement (CUDA: `max_memory_allocated`; CPU: peak resident set growth).
+
+Timings: warm-up iterations first, then the median of `repeats` timed iterations, under
+`torch.inference_mode()` for inference. Results are written as JSON (atomically) and as a table.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lbdt.engine import fast
+from lbdt.errors import LBDTError
+
+N_WORDS = 25  # tokens per sentence
+N_REAL_WORDS = 8  # real (unpadded) tokens in the synthetic sentence
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """What `run_benchmark` measures."""
+
+    model: str = "lbdt4"  # variant name (lbdt.models.build.VARIANTS)
+    size: tuple[int, int] = (320, 320)  # (H, W) model input
+    device: str = "cpu"  # cpu | cuda
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")  # fp16 is reported n/a off CUDA
+    batches: tuple[int, ...] = (1, 8)  # inference batch sizes
+    frames: int = 16  # streaming video length (0 = skip streaming)
+    warmup: int = 1  # untimed iterations before each measurement
+    repeats: int = 3  # timed iterations; the median is reported
+    train_step: bool = False  # also time forward + backward + AdamW
+    train_batch: int = 2  # batch of the training step
+    compile: bool = False  # torch.compile the fast path
+    threads: int | None = None  # torch.set_num_threads; None = leave as it is
+    matmul_sizes: tuple[int, ...] = (2048, 3072)  # square matmul sizes for the machine rate
+    loader_samples: int = 32  # samples read from the data loader
+
+
+def quick_settings(settings: BenchmarkSettings) -> BenchmarkSettings:
+    """A short run (smoke test, CI): batches capped at 2, 1 repeat, a 4-frame video, small matmuls."""
+    from dataclasses import replace
+
+    return replace(settings, batches=tuple(sorted({min(b, 2) for b in settings.batches})), frames=min(settings.frames, 4),
+                   warmup=1, repeats=1, train_batch=min(settings.train_batch, 1), matmul_sizes=(1024,),
+                   loader_samples=min(settings.loader_samples, 8))
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """CPU model, cores, threads, torch build, accelerator; the load average says how busy the machine was."""
+    cpu_model = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu_model in (platform.processor(), platform.machine()):
+                cpu_model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_bf16_instructions": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], Any], *, device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Seconds per call of `fn` for `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_rate(device: torch.device, precision: str, *, sizes: tuple[int, ...] = (2048, 3072),
+                repeats: int = 4) -> float:
+    """The best FLOP/s of square `torch.mm` (2 n^3 FLOPs) over `sizes`, after a warm-up product."""
+    dtype = fast.PRECISIONS[precision]
+    best = 0.0
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for n in sizes:
+        a = torch.randn(n, n, generator=gen).to(device, dtype)
+        b = torch.randn(n, n, generator=gen).to(device, dtype)
+        inner = max(1, int(2e12 // (2 * n**3))) if device.type == "cuda" else 1  # GPU: long enough to time
+
+        def products(a: Tensor = a, b: Tensor = b, inner: int = inner) -> None:
+            for _ in range(inner):
+                torch.mm(a, b)
+
+        times = _time(products, device=device, warmup=1, repeats=repeats)
+        best = max(best, inner * 2 * n**3 / min(times))
+    return best
+
+
+# ---------------------------------------------------------------- memory
+
+
+def _status_kib(field_name: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
+    """Yields a dict whose "peak_mib" is filled on exit.
+
+    CUDA: `torch.cuda.max_memory_allocated` during the block. CPU: growth of the peak resident set
+    (VmHWM, reset through /proc/self/clear_refs) over the resident set at entry; None where the
+    kernel offers neither.
+    """
+    out: dict[str, float | None] = {"peak_mib": None}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        yield out
+        out["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        return
+    base = _status_kib("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        resettable = True
+    except OSError:
+        resettable = False
+    yield out
+    peak = _status_kib("VmHWM")
+    if resettable and base is not None and peak is not None:
+        out["peak_mib"] = max(0, peak - base) / 1024
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def synthetic_inputs(batch: int, size: tuple[int, int], device: torch.device,
+                     seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Deterministic (frame, ref_frame [B,3,H,W], word_vectors [B,N,300], word_mask [B,N])."""
+    gen = torch.Generator().manual_seed(seed)
+    h, w = size
+    frame = torch.randn(batch, 3, h, w, generator=gen)
+    ref = frame + 0.3 * torch.randn(batch, 3, h, w, generator=gen)
+    words = torch.randn(batch, N_WORDS, 300, generator=gen) / 300**0.5
+    mask = torch.zeros(batch, N_WORDS)
+    mask[:, :N_REAL_WORDS] = 1
+    words[:, N_REAL_WORDS:] = 0
+    return frame.to(device), ref.to(device), words.to(device), mask.to(device)
+
+
+def moving_disc_video(frames: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """uint8 [T,H,W,3]: a bright disc moving left to right over a noisy background."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    video = rng.integers(0, 80, size=(frames, h, w, 3), dtype=np.uint8)
+    for t in range(frames):
+        cx = w * (0.2 + 0.6 * t / max(frames - 1, 1))
+        inside = (yy - h / 2) ** 2 + (xx - cx) ** 2 < (min(h, w) / 6) ** 2
+        video[t][inside] = (220, 40, 40)
+    return video
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def count_flops(model: torch.nn.Module, size: tuple[int, int]) -> int:
+    """FLOPs of one frame's `segment` (batch 1, fp32, CPU copy not needed: counted on the model's device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    frame, ref, words, mask = synthetic_inputs(1, size, device)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode():
+        text = model.encode_text(words, mask)
+        with counter:
+            model.segment(frame, ref, text)
+    return int(counter.get_total_flops())
+
+
+def _inference_row(model: torch.nn.Module, *, path: str, precision: str, batch: int, settings: BenchmarkSettings,
+                   device: torch.device, channels_last: bool) -> dict[str, Any]:
+    frame, ref, words, mask = synthetic_inputs(batch, settings.size, device)
+    if channels_last:
+        frame = fast.to_input(frame, device=device)
+        ref = fast.to_input(ref, device=device)
+    with torch.inference_mode(), fast.autocast(device, precision):
+        if path == "plain":
+            def step() -> Tensor:
+                return model(frame, ref, words, mask)
+        else:
+            text = model.encode_text(words[:1], mask[:1])  # once per video, broadcast over the batch
+
+            def step() -> Tensor:
+                return model.segment(frame, ref, text)
+        with peak_memory(device) as mem:
+            times = _time(step, device=device, warmup=settings.warmup, repeats=settings.repeats)
+    median = statistics.median(times)
+    return {"path": path, "precision": precision, "batch": batch, "seconds_per_batch": times,
+            "median_seconds_per_batch": median, "frames_per_s": batch / median, "peak_mib": mem["peak_mib"]}
+
+
+def _streaming_row(model: torch.nn.Module, *, precision: str, batch: int, settings: BenchmarkSettings,
+                   device: torch.device) -> dict[str, Any]:
+    from lbdt.data.text import WordVectors
+    from lbdt.predictor import VideoSegmenter
+
+    sentence = "the red disc moving to the right"
+    table = WordVectors.seeded(sentence.split(), dim=300)
+    segmenter = VideoSegmenter(model, device=device, precision=precision, size=settings.size, batch_size=batch,
+                               word_vectors=table)
+    video = moving_disc_video(settings.frames, settings.size)
+    for _ in segmenter.segment(video[:batch], sentence):  # warm-up on one batch
+        pass
+    with peak_memory(device) as mem:
+        _sync(device)
+        start = time.perf_counter()
+        n = sum(1 for _ in segmenter.segment(video, sentence))
+        _sync(device)
+        elapsed = time.perf_counter() - start
+    return {"path": "stream", "precision": precision, "batch": batch, "frames": n, "seconds": elapsed,
+            "frames_per_s": n / elapsed, "peak_mib": mem["peak_mib"]}
+
+
+def _train_row(base: torch.nn.Module, *, precision: str, settings: BenchmarkSettings,
+               device: torch.device) -> dict[str, Any]:
+    from lbdt.losses import segmentation_loss
+
+    model = copy.deepcopy(base).train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    frame, ref, words, mask = synthetic_inputs(settings.train_batch, settings.size, device)
+    target = (frame[:, 0] > 0).float()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with fast.autocast(device, precision):
+            logits = model(frame, ref, words, mask)
+        loss = segmentation_loss(logits, target)["loss"]
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    with peak_memory(device) as mem:
+        times = _time(step, device=device, warmup=settings.warmup, repeats=settings.repeats)
+    median = statistics.median(times)
+    return {"path": "train", "precision": precision, "batch": settings.train_batch, "seconds_per_step": times,
+            "median_seconds_per_step": median, "samples_per_s": settings.train_batch / median,
+            "peak_mib": mem["peak_mib"]}
+
+
+def _loader_row(settings: BenchmarkSettings) -> dict[str, Any]:
+    import lbdt.data
+
+    if not hasattr(lbdt.data, "build"):
+        return {"skipped": "lbdt.data.build is not available in this version"}
+    return {"skipped": "data-loader benchmark not wired to lbdt.data.build yet"}
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Measure everything `settings` asks for; returns the JSON-ready result (see module docstring)."""
+    from lbdt.models.build import build_model
+
+    device = torch.device(settings.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LBDTError("--device cuda requested but torch.cuda.is_available() is False")
+    if device.type not in ("cpu", "cuda"):
+        raise LBDTError(f"unsupported device {settings.device!r}; use cpu or cuda")
+    if any(b < 1 for b in settings.batches) or settings.repeats < 1 or settings.warmup < 0:
+        raise LBDTError("batches and repeats must be >= 1, warmup >= 0")
+    for p in settings.precisions:
+        if p not in fast.PRECISIONS:
+            raise LBDTError(f"unknown precision {p!r}; choose from {', '.join(fast.PRECISIONS)}")
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    usable = [p for p in settings.precisions if p != "fp16" or device.type == "cuda"]
+    notes: list[str] = [f"{p}: n/a on {device.type}" for p in settings.precisions if p not in usable]
+
+    torch.manual_seed(0)
+    base = build_model(settings.model).eval().to(device)
+    progress("counting FLOPs")
+    flops = count_flops(base, settings.size)
+    params = sum(p.numel() for p in base.parameters())
+    result: dict[str, Any] = {
+        "settings": asdict(settings),
+        "machine": machine_info(device),
+        "model": {"name": settings.model, "size": list(settings.size), "parameters": params,
+                  "gmacs_per_frame": flops / 2e9, "gflops_per_frame": flops / 1e9},
+        "matmul_gflops": {},
+        "inference": [],
+        "streaming": [],
+        "train": [],
+        "notes": notes,
+    }
+    for p in settings.precisions:
+        if p in usable:
+            progress(f"matmul rate {p}")
+            result["matmul_gflops"][p] = matmul_rate(device, p, sizes=settings.matmul_sizes) / 1e9
+        else:
+            result["matmul_gflops"][p] = None
+
+    prepared = {p: fast.prepare_for_inference(copy.deepcopy(base), device=device, precision=p,
+                                              compile=settings.compile) for p in usable}
+    for batch in settings.batches:
+        if "fp32" in usable:
+            progress(f"inference plain fp32 B={batch}")
+            result["inference"].append(_inference_row(base, path="plain", precision="fp32", batch=batch,
+                                                      settings=settings, device=device, channels_last=False))
+        for p in usable:
+            progress(f"inference fast {p} B={batch}")
+            result["inference"].append(_inference_row(prepared[p], path="fast", precision=p, batch=batch,
+                                                      settings=settings, device=device, channels_last=True))
+    for row in result["inference"]:
+        rate = result["matmul_gflops"].get(row["precision"])
+        row["gflops_per_s"] = row["frames_per_s"] * flops / 1e9
+        row["achieved_share"] = row["gflops_per_s"] / rate if rate else None
+
+    if settings.frames > 0:
+        for p in usable:
+            progress(f"streaming {p}")
+            result["streaming"].append(_streaming_row(prepared[p], precision=p, batch=max(settings.batches),
+                                                      settings=settings, device=device))
+    if settings.train_step:
+        for p in usable:
+            progress(f"training step {p}")
+            result["train"].append(_train_row(base, precision=p, settings=settings, device=device))
+    progress("data loader")
+    result["data_loader"] = _loader_row(settings)
+    result["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return result
+
+
+# ---------------------------------------------------------------- output
+
+
+def write_json(result: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write `result` to `path` atomically (temp file + `os.replace`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as a plain-text report: header lines, then one row per measurement."""
+    m, mach = result["model"], result["machine"]
+    lines = [
+        f"machine: {mach['cpu_model']} ({mach['cpus_available']} cores, {mach['torch_threads']} threads"
+        + (f", GPU {mach['gpu']}" if "gpu" in mach else "") + f"), torch {mach['torch']}",
+        (f"model: {m['name']} at {m['size'][0]}x{m['size'][1]}: {m['parameters'] / 1e6:.1f} M parameters, "
+        f"{m['gmacs_per_frame']:.1f} GMACs = {m['gflops_per_frame']:.1f} GFLOPs per frame"),
+        "matmul rate (GFLOP/s): " + ", ".join(f"{p} {_fmt(v, '.0f')}" for p, v in result["matmul_gflops"].items()),
+        "",
+        (f"{'what':<10}{'precision':<10}{'batch':>6}{'frames/s':>10}{'ms/frame':>10}{'GFLOP/s':>9}"
+        f"{'share':>7}{'peak MiB':>10}"),
+    ]
+    for r in result["inference"]:
+        lines.append(f"{r['path']:<10}{r['precision']:<10}{r['batch']:>6}{r['frames_per_s']:>10.2f}"
+                     f"{1000 / r['frames_per_s']:>10.0f}{r['gflops_per_s']:>9.0f}"
+                     f"{_fmt(r['achieved_share'] and 100 * r['achieved_share'], '.0f') + '%':>7}"
+                     f"{_fmt(r['peak_mib'], '.0f'):>10}")
+    for r in result["streaming"]:
+        lines.append(f"{'stream':<10}{r['precision']:<10}{r['batch']:>6}{r['frames_per_s']:>10.2f}"
+                     f"{1000 / r['frames_per_s']:>10.0f}{'':>9}{'':>7}{_fmt(r['peak_mib'], '.0f'):>10}")
+    for r in result["train"]:
+        lines.append(f"{'train':<10}{r['precision']:<10}{r['batch']:>6}{r['samples_per_s']:>10.2f}"
+                     f"{1000 * r['median_seconds_per_step']:>10.0f}{'':>9}{'':>7}{_fmt(r['peak_mib'], '.0f'):>10}"
+                     "  (samples/s, ms/step)")
+    loader = result.get("data_loader", {})
+    if "samples_per_s" in loader:
+        lines.append(f"data loader: {loader['samples_per_s']:.1f} samples/s at {loader['size']}")
+    elif "skipped" in loader:
+        lines.append(f"data loader: skipped ({loader['skipped']})")
+    lines += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(lines)
+
+
+def benchmark(settings: BenchmarkSettings, *, out: str | os.PathLike | None = None, quick: bool = False,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """`lbdt benchmark`: run (`quick_settings` when `quick`), write JSON to `out` if given, print the table."""
+    if quick:
+        settings = quick_settings(settings)
+    result = run_benchmark(settings, progress=lambda s: echo(f"... {s}"))
+    if out is not None:
+        write_json(result, out)
+    echo(format_table(result))
+    if out is not None:
+        echo(f"wrote {out}")
+    return result

@@ -1,0 +1,124 @@
+"""The fast inference path: prepare a trained model once, then segment under `autocast`.
+
+`prepare_for_inference` puts a model in eval mode on its device, optionally folds every BatchNorm
+that directly follows a convolution into that convolution, converts it to channels-last and compiles
+its per-frame path with `torch.compile`. `autocast(device, precision)` is the context the predictor and the evaluator run
+`encode_text` / `segment` under; `to_input(x, ...)` gives frames the memory format the model expects.
+
+fp32 stays fp32 everywhere (channels-last and folding only change float rounding); bf16 / fp16 run the
+convolutions and matrix products in reduced precision through `torch.autocast` while normalisation,
+soft-max and the LSTM stay in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from contextlib import AbstractContextManager
+
+import torch
+from torch import Tensor, nn
+
+from lbdt.errors import LBDTError
+
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device | str) -> torch.dtype:
+    """The dtype for `precision` on `device`; raises `LBDTError` for an unknown name or fp16 on CPU."""
+    if precision not in PRECISIONS:
+        raise LBDTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        raise LBDTError("fp16 inference needs a CUDA device (use bf16 on CPU)")
+    return PRECISIONS[precision]
+
+
+def autocast(device: torch.device | str, precision: str) -> AbstractContextManager:
+    """The mixed-precision context for `precision` ("fp32" = no autocast at all)."""
+    dtype = check_precision(precision, device)
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold eval-mode `bn` (running statistics) into `conv` in place: conv'(x) = bn(conv(x)).
+
+    w' = w * g / sqrt(v + eps) per output channel, b' = (b - m) * g / sqrt(v + eps) + beta.
+    """
+    if bn.running_mean is None or bn.running_var is None:
+        raise LBDTError("cannot fold a BatchNorm without running statistics")
+    with torch.no_grad():
+        scale = bn.running_var.double().add(bn.eps).rsqrt()
+        if bn.weight is not None:
+            scale = scale * bn.weight.double()
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+        bias = (bias - bn.running_mean.double()) * scale
+        if bn.bias is not None:
+            bias = bias + bn.bias.double()
+        shape = (-1,) + (1,) * (conv.weight.dim() - 1)
+        conv.weight.copy_((conv.weight.double() * scale.reshape(shape)).to(conv.weight.dtype))
+        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+
+
+def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """Child names (conv, bn) where the BN directly consumes the conv's output inside `module.forward`.
+
+    Two patterns cover the whole LBDT network: consecutive children of an `nn.Sequential`, and the
+    torchvision naming `convK` -> `bnK` of the ResNet stem and its bottleneck blocks.
+    """
+    from lbdt.models.backbone import Bottleneck, ResNet
+
+    children = dict(module.named_children())
+    if isinstance(module, nn.Sequential):
+        names = list(children)
+        return [(a, b) for a, b in zip(names, names[1:])
+                if type(children[a]) is nn.Conv2d and type(children[b]) is nn.BatchNorm2d]
+    if isinstance(module, (Bottleneck, ResNet)):
+        return [(f"conv{k}", f"bn{k}") for k in (1, 2, 3) if f"conv{k}" in children and f"bn{k}" in children]
+    return []
+
+
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d into it (in place); returns how many.
+
+    The BatchNorm modules are replaced by `nn.Identity`, so the state dict loses their keys: fold only
+    a model used for inference, never one you train or save.
+    """
+    if model.training:
+        raise LBDTError("fold_batchnorm needs a model in eval mode (BatchNorm must use running statistics)")
+    folded = 0
+    for module in list(model.modules()):
+        for conv_name, bn_name in _conv_bn_pairs(module):
+            fold_conv_bn(getattr(module, conv_name), getattr(module, bn_name))
+            setattr(module, bn_name, nn.Identity())
+            folded += 1
+    return folded
+
+
+def prepare_for_inference(model: nn.Module, *, device: torch.device | str, precision: str = "fp32",
+                          channels_last: bool = True, fold_bn: bool = True, compile: bool = False) -> nn.Module:
+    """Make `model` (in place) ready for fast inference and return it (compiled, when asked).
+
+    eval mode, no gradients, moved to `device`; `fold_bn` folds conv + BatchNorm pairs; `channels_last`
+    converts 4-D weights (feed inputs through `to_input`); `compile` compiles `model.segment` (the per-frame
+    path; `forward` goes through it) with `torch.compile`, which needs a C++ compiler on CPU.
+    Run it under `torch.inference_mode()` and `autocast(device, precision)`; the weights stay fp32.
+    """
+    device = torch.device(device)
+    check_precision(precision, device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LBDTError("a CUDA device was requested but torch.cuda.is_available() is False")
+    model.eval().requires_grad_(False).to(device)
+    if fold_bn:
+        fold_batchnorm(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if compile:
+        model.segment = torch.compile(model.segment, dynamic=False)  # instance attribute: forward uses it too
+    return model
+
+
+def to_input(x: Tensor, *, device: torch.device | str, channels_last: bool = True) -> Tensor:
+    """Frames [B,3,H,W] on `device`, in channels-last layout when the model was prepared that way."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
