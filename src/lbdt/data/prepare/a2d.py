@@ -55,7 +55,7 @@ def read_videoset(path: Path) -> dict[str, int]:
     if not path.is_file():
         raise LBDTError(f"A2D video list not found: {path}")
     splits = {}
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         for lineno, row in enumerate(csv.reader(f), 1):
             if not row or not "".join(row).strip():
                 continue
@@ -119,17 +119,20 @@ def _prepare_video(raw: Path, out: Path, vid: str, *, copy: bool, jpeg_quality: 
     """Frames + masks of one video (or the marker of an earlier run); returns the marker content."""
     marker = marker_path(out, "a2d", "videos", vid)
     done = read_marker(marker)
-    if done is not None and _frames_present(out / "images" / vid, done.get("frames", 0)):
+    if (done is not None and _frames_present(out / "images" / vid, done.get("frames", 0))
+            and all((out / "masks" / vid / f"{f}.h5").is_file() for f in done.get("annotations", {}))):
         summary.reused += 1
         return done
-    n, h, w = extract_frames(raw / "Release" / "clips320H" / f"{vid}.mp4", out / "images" / vid,
-                             jpeg_quality=jpeg_quality)
-    annotations = {}
+    h5_files = {}
     for h5 in sorted((raw / "text_annotations" / "a2d_annotation_with_instances" / vid).glob("*.h5")):
         if not h5.stem.isdigit():
             raise LBDTError(f"{h5}: annotation file name must be the frame number, e.g. 00017.h5")
-        annotations[f"{int(h5.stem):05d}"] = read_frame_annotation(h5)
-        place_file(h5, out / "masks" / vid / f"{int(h5.stem):05d}.h5", copy=copy)
+        h5_files[f"{int(h5.stem):05d}"] = h5
+    annotations = {frame: read_frame_annotation(h5) for frame, h5 in h5_files.items()}
+    n, h, w = extract_frames(raw / "Release" / "clips320H" / f"{vid}.mp4", out / "images" / vid,
+                             jpeg_quality=jpeg_quality)
+    for frame, h5 in h5_files.items():
+        place_file(h5, out / "masks" / vid / f"{frame}.h5", copy=copy)
     done = {"frames": n, "height": h, "width": w, "annotations": annotations}
     write_json(marker, done)
     return done

@@ -135,7 +135,7 @@ def read_csv(path: Path, what: str, columns: tuple[str, ...]) -> list[tuple[int,
     if not path.is_file():
         raise LBDTError(f"{what} not found: {path}")
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
             missing = [c for c in columns if c not in header]

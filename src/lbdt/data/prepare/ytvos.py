@@ -94,7 +94,8 @@ def _place_video(raw_split: Path, out: Path, split: str, vid: str, *, masks: boo
         marker_path(out, "ytvos", other, vid).unlink(missing_ok=True)
     marker = marker_path(out, "ytvos", split, vid)
     done = read_marker(marker)
-    if done is not None and all((out / split / "JPEGImages" / vid / f"{f}.jpg").is_file() for f in done["frames"]):
+    if done and done.get("frames") and all((out / split / folder / vid / f"{f}.{ext}").is_file() for f in done["frames"]
+                                for folder, ext in zip(folders, ("jpg", "png"))):
         summary.reused += 1
         return done
     for folder in folders:
@@ -169,7 +170,7 @@ def prepare_ytvos(raw: str | Path, out: str | Path, *, copy: bool = False, val_f
             object_id = exp_id if split == "valid" else str(int(exp["obj_id"]))
             for frame in sorted(video["frames"]):
                 if frame not in available:
-                    summary.skip("listed frames without a JPEG (or its annotation PNG)")
+                    summary.skip("(expression, listed frame) pairs whose frame has no JPEG (or annotation PNG)")
                 elif present is not None and split != "valid" and frame not in present.get((vid, object_id), ()):
                     summary.skip("frames where the referred object is absent (drop_absent)")
                 else:
