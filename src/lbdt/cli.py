@@ -134,6 +134,48 @@ def _prepare_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- evaluate (docs/evaluation.md)
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="our checkpoint (.pt), an official LBDT checkpoint, a shipped name or a URL")
+    p.add_argument("--dataset", required=True, choices=("a2d", "jhmdb", "ytvos"), help="on-disk format of --root")
+    p.add_argument("--root", required=True, help="dataset root (see docs/datasets/)")
+    p.add_argument("--split", required=True, help="list to evaluate, e.g. val (A2D test list), test, valid (Ref-YTVOS)")
+    p.add_argument("--protocol", choices=("lbdt", "native"),
+                   help="resize rule (docs/evaluation.md); default lbdt for a2d/jhmdb, native for ytvos")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per forward pass (none is ever dropped)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast precision")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--word-vectors", help="GloVe-format file when the checkpoint holds no word-vector table")
+    p.add_argument("--out", help="folder for metrics.json, masks/ and (Ref-YTVOS valid) submission.zip")
+    p.add_argument("--save-masks", action="store_true", help="also write every mask as a 0/255 PNG under OUT/masks/")
+    p.add_argument("--no-coco", action="store_true", help="skip COCO mask mAP")
+    p.add_argument("--strict-precision", action="store_true", help="P@K counts IoU > K (MTTR) instead of >= K (LBDT)")
+    p.add_argument("--jf", action=argparse.BooleanOptionalAction, default=None,
+                   help="DAVIS J&F per expression (default: on for ytvos)")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="model input size (default: the checkpoint's)")
+    p.add_argument("--frame-gap", type=int, help="reference frame t-k (default: the dataset's k)")
+    p.add_argument("--limit", type=int, help="only the first N samples (smoke test)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("evaluate", "evaluate a model on a dataset split: every metric, masks, submission zip", _evaluate_args)
+def _evaluate(args: argparse.Namespace) -> int:
+    from lbdt.engine.evaluate import evaluate, format_report
+
+    report = evaluate(
+        args.checkpoint, dataset=args.dataset, root=args.root, split=args.split, protocol=args.protocol,
+        threshold=args.threshold, batch_size=args.batch_size, device=args.device, precision=args.precision,
+        num_workers=args.workers, word_vectors=args.word_vectors, output_dir=args.out, save_masks=args.save_masks,
+        coco=not args.no_coco, strict_precision=args.strict_precision, jf=args.jf,
+        size=tuple(args.size) if args.size else None, frame_gap=args.frame_gap, limit=args.limit,
+        progress=not args.no_progress,
+    )
+    print(format_report(report))
+    return 0
+
+
 # ---- validate-submission (docs/evaluation.md)
 def _validate_submission_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("zip", metavar="ZIP", help="submission zip (Annotations/<video>/<exp_id>/<frame>.png)")
