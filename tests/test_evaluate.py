@@ -1,13 +1,20 @@
 """engine.inference (protocol resize rules, prediction stream with a fake model) and engine.evaluate."""
 
+import json
+import zipfile
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
+from lbdt.cli import main
+from lbdt.engine.evaluate import evaluate, format_report
 from lbdt.engine.inference import predict, resize_bilinear, resize_nearest, to_original
 from lbdt.errors import LBDTError
 from lbdt.evaluation.evaluators import ReferSegEvaluator
+from lbdt.evaluation.submission import validate_submission
 from lbdt.types import Batch, SampleMeta
 
 
@@ -111,3 +118,99 @@ def test_predict_without_ground_truth_and_bad_model():
         list(predict(Bad(), [batch]))
     with pytest.raises(LBDTError, match="fp16"):
         list(predict(ChannelLogits(), [batch], precision="fp16"))
+
+
+# ------------------------------------------------------------------ end to end: lbdt.engine.evaluate + CLI
+
+
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """Tiny synthetic benchmarks (a2d and ytvos formats) and a randomly initialised tiny checkpoint."""
+    from lbdt.data.synth import write_benchmark
+    from lbdt.models.build import build_model
+
+    root = tmp_path_factory.mktemp("bench")
+    for fmt in ("a2d", "ytvos"):
+        write_benchmark(root / fmt, fmt=fmt, seed=0, videos=(1, 1, 2), frames=8, size=(48, 64), progress=False)
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    torch.save({"format": "lbdt", "version": 1, "variant": "tiny", "model_config": dict(model.config),
+                "model": model.state_dict(), "config": {"data": {"size": [64, 64]}}}, root / "tiny.pt")
+    return root
+
+
+def _records(root, fmt, split):
+    from lbdt.data.sources import SOURCES
+
+    source = SOURCES[fmt](root)
+    return source, source.records(split)
+
+
+def test_evaluate_counts_every_sample_and_matches_direct_metrics(bench, tmp_path):
+    source, records = _records(bench / "a2d", "a2d", "test")
+    n = len(records)
+    assert n % 5 != 0  # a last, incomplete batch must be kept
+    # threshold -1: every pixel is predicted, so IoU_i = |G_i| / (H0 W0) under the native protocol
+    report = evaluate(str(bench / "tiny.pt"), dataset="a2d", root=str(bench / "a2d"), split="test",
+                      protocol="native", threshold=-1.0, batch_size=5, device="cpu", output_dir=str(tmp_path / "out"),
+                      save_masks=True, progress=False)
+    assert report["N"] == n and report["metrics"]["N"] == n
+    areas = [int(source.read_mask(r).sum()) for r in records]
+    pixels = [r.original_size[0] * r.original_size[1] for r in records]
+    m = report["metrics"]
+    assert m["overall_iou"] == pytest.approx(sum(areas) / sum(pixels))
+    assert m["mean_iou"] == pytest.approx(np.mean([(a + 1e-6) / (p + 1e-6) for a, p in zip(areas, pixels)]))
+    assert report["protocol"] == "native" and "original-resolution" in report["protocol_description"]
+    assert set(m["by_sentence_type"]) == {"appearance", "motion"}
+    assert sum(v["N"] for v in m["by_sentence_type"].values()) == n
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["N"] == n and saved["metrics"]["overall_iou"] == pytest.approx(m["overall_iou"])
+    assert "LBDT-AP" in saved["labels"]["lbdt_ap"] and "COCO mAP" in saved["labels"]["coco_map"]
+    pngs = sorted((tmp_path / "out" / "masks").rglob("*.png"))
+    assert len(pngs) == n
+    first = np.asarray(Image.open(pngs[0]))
+    assert first.shape == tuple(records[0].original_size) and set(np.unique(first)) == {255}
+    text = format_report(report)
+    assert f"N = {n} samples" in text and "protocol native" in text
+
+
+def test_evaluate_lbdt_protocol_and_jf(bench):
+    _, records = _records(bench / "ytvos", "ytvos", "test")
+    report = evaluate(str(bench / "tiny.pt"), dataset="ytvos", root=str(bench / "ytvos"), split="test",
+                      protocol="lbdt", batch_size=7, device="cpu", progress=False, coco=False)
+    assert report["N"] == len(records) == report["jf"]["N"]
+    assert "coco_map" not in report["metrics"]
+    assert 0.0 <= report["jf"]["J&F"] <= 1.0
+
+
+def test_evaluate_ytvos_valid_writes_a_valid_submission(bench, tmp_path):
+    _, records = _records(bench / "ytvos", "ytvos", "valid")
+    out = tmp_path / "sub"
+    report = evaluate(str(bench / "tiny.pt"), dataset="ytvos", root=str(bench / "ytvos"), split="valid",
+                      batch_size=6, device="cpu", output_dir=str(out), progress=False)
+    assert report["N"] == len(records) and "metrics" not in report
+    with zipfile.ZipFile(out / "submission.zip") as z:
+        assert len(z.namelist()) == len(records)
+    # the server's meta lists only the valid videos: keep the synthetic test split's videos
+    meta = json.loads((bench / "ytvos" / "meta_expressions.json").read_text())
+    valid_videos = {r.video_id for r in records}
+    meta["videos"] = {v: e for v, e in meta["videos"].items() if v in valid_videos}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    assert validate_submission(out / "submission.zip", tmp_path / "meta.json") == []
+    assert main(["validate-submission", str(out / "submission.zip"), "--meta", str(tmp_path / "meta.json")]) == 0
+    with zipfile.ZipFile(out / "submission.zip", "a") as z:
+        z.writestr("Annotations/extra.png", b"")
+    assert main(["validate-submission", str(out / "submission.zip"), "--meta", str(tmp_path / "meta.json")]) == 1
+
+
+def test_evaluate_cli(bench, tmp_path, capsys):
+    rc = main(["evaluate", str(bench / "tiny.pt"), "--dataset", "a2d", "--root", str(bench / "a2d"), "--split", "test",
+               "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path), "--limit", "5", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "N = 5 samples, protocol lbdt" in printed and "LBDT-AP" in printed
+    assert json.loads((tmp_path / "metrics.json").read_text())["N"] == 5
+    assert main(["evaluate", str(bench / "tiny.pt"), "--dataset", "a2d", "--root", str(tmp_path / "missing"),
+                 "--split", "test"]) == 2
