@@ -14,7 +14,6 @@ original code uses.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -22,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lbdt.engine.fast import autocast, check_precision
 from lbdt.errors import LBDTError
 from lbdt.types import Batch, Prediction
 
 PROTOCOLS = ("lbdt", "native")
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resize_nearest(mask: Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -67,17 +66,6 @@ def to_original(
     return pred, gt, prob_full
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision not in _DTYPES:
-        raise LBDTError(f"unknown precision {precision!r}; choose one of {', '.join(_DTYPES)}")
-    dtype = _DTYPES[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    if dtype is torch.float16 and device.type != "cuda":
-        raise LBDTError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module, loader: Iterable[Batch], *, protocol: str = "lbdt", threshold: float = 0.5,
@@ -93,10 +81,11 @@ def predict(
     if protocol not in PROTOCOLS:
         raise LBDTError(f"unknown evaluation protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     device = torch.device(device)
+    check_precision(precision, device)
     model.eval()
     for batch in loader:
         on_device = batch.to(device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(on_device.frames, on_device.ref_frames, on_device.word_vectors, on_device.word_mask)
         if logits.dim() != 3 or logits.shape[0] != len(batch):
             raise LBDTError(f"model returned logits of shape {tuple(logits.shape)}; expected [B,H,W] with B={len(batch)}")
