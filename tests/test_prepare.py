@@ -22,6 +22,7 @@ from fake_releases import (
     YTVOS_EXPRESSIONS,
     YTVOS_FRAMES,
     YTVOS_SIZE,
+    box_mask,
     frame_colour,
     make_a2d,
     make_jhmdb,
@@ -33,6 +34,7 @@ from lbdt.data.listfile import read_list
 from lbdt.data.prepare import prepare_dataset
 from lbdt.data.prepare.jhmdb import choose_frames
 from lbdt.data.prepare.ytvos import held_out_videos
+from lbdt.data.sources import SOURCES
 from lbdt.errors import LBDTError
 
 
@@ -235,7 +237,8 @@ def test_ytvos_layout_and_lists(ytvos_raw, tmp_path):
     summary = prepare_dataset("ytvos", ytvos_raw, out, show_progress=False, val_fraction=0.34, seed=3)
     held = held_out_videos([f"t{i}" for i in range(6)], 0.34, 3)
     assert len(held) == 2
-    assert {p.name for p in (out / "val" / "JPEGImages").iterdir()} == held
+    assert {p.name for p in (out / "val" / "JPEGImages").iterdir()} == held | {"v0", "v1"}  # + official valid
+    assert {p.name for p in (out / "val" / "Annotations").iterdir()} == held
     assert {p.name for p in (out / "train" / "Annotations").iterdir()} == {f"t{i}" for i in range(6)} - held
     index = np.asarray(Image.open(out / "val" / "Annotations" / min(held) / "00005.png"))
     assert np.array_equal(index, ytvos_index_map("00005"))  # palette indices intact
@@ -251,7 +254,9 @@ def test_ytvos_layout_and_lists(ytvos_raw, tmp_path):
     assert sorted((r.video_id, r.frame_id, r.object_id, r.sentence, r.original_size) for r in valid) == sorted(
         (v, f, e, s, (16, 24)) for v in ("v0", "v1") for f in YTVOS_FRAMES[:2]
         for e, s in (("0", "a bird # flying ~ away"), ("1", "a tree")))
-    assert sorted(p.name for p in (out / "valid" / "JPEGImages").iterdir()) == ["v0", "v1"]
+    meta = json.loads((out / "meta_expressions.json").read_text())["videos"]
+    assert sorted(meta) == ["t0", "t1", "t2", "t3", "t4", "t5", "v0", "v1"]
+    assert meta["t0"]["expressions"] == YTVOS_EXPRESSIONS
     assert summary.samples == {"train.txt": 24, "val.txt": 12, "valid_new_pure.txt": 8}
     assert summary.videos == {"train": 4, "val": 2, "valid": 2} and not summary.warnings
 
@@ -277,7 +282,7 @@ def test_ytvos_rerun_skips_and_a_new_split_moves_videos(ytvos_raw, tmp_path):
     assert again.reused == 8 and jpg.stat().st_mtime_ns == mtime
     prepare_dataset("ytvos", ytvos_raw, out, show_progress=False, val_fraction=0.5, seed=4)
     train = {p.name for p in (out / "train" / "JPEGImages").iterdir()}
-    val = {p.name for p in (out / "val" / "JPEGImages").iterdir()}
+    val = {p.name for p in (out / "val" / "JPEGImages").iterdir()} - {"v0", "v1"}
     assert len(val) == 3 and not train & val and train | val == {f"t{i}" for i in range(6)}
     assert {p.name for p in (out / "val" / "Annotations").iterdir()} == val
 
@@ -293,6 +298,31 @@ def test_ytvos_malformed_json_names_the_file(ytvos_raw, tmp_path):
     p.write_text(json.dumps({"videos": {"t0": {"frames": ["00000"], "expressions": {"0": {"exp": "a cat"}}}}}))
     with pytest.raises(LBDTError, match=r"train/meta_expressions\.json: malformed entry for video 't0'"):
         prepare_dataset("ytvos", raw, tmp_path / "out", show_progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ readers
+def test_prepared_layouts_read_back_through_the_sources(a2d_out, jhmdb_raw, ytvos_raw, tmp_path):
+    a2d = SOURCES["a2d"](a2d_out[0])
+    rec = next(r for r in a2d.records("val") if (r.frame_id, r.object_id) == ("00009", "2"))
+    assert np.array_equal(a2d.read_mask(rec), box_mask(A2D_SIZE, 20, 30))  # un-transposed, right instance
+    assert a2d.reference_frame_id("vidB", "00009") == "00003"  # t - 6 among all native frames
+    assert np.abs(a2d.read_frame("vidB", "00003").reshape(-1, 3).mean(0) - frame_colour(3, 1)).max() < 8
+
+    prepare_dataset("jhmdb", jhmdb_raw, tmp_path / "j", show_progress=False)
+    jhmdb = SOURCES["jhmdb"](tmp_path / "j")
+    rec = next(r for r in jhmdb.records("val") if r.video_id == "v2" and r.frame_id == "00007")
+    mask = scipy.io.loadmat(str(jhmdb_raw / "puppet_mask" / "catch" / "v2" / "puppet_mask.mat"))["part_mask"]
+    assert np.array_equal(jhmdb.read_mask(rec), mask[:, :, 6] > 0)
+    assert jhmdb.reference_frame_id("v2", "00007") == "00002"
+
+    prepare_dataset("ytvos", ytvos_raw, tmp_path / "y", show_progress=False, val_fraction=0.34, seed=3)
+    ytvos = SOURCES["ytvos"](tmp_path / "y")
+    for split in ("train", "val"):
+        for r in ytvos.records(split)[:6]:
+            assert np.array_equal(ytvos.read_mask(r), ytvos_index_map(r.frame_id) == int(r.object_id))
+            assert r.expression_id == {"1": "0", "2": "1"}[r.object_id]
+    valid = ytvos.records("valid")
+    assert len(valid) == 8 and ytvos.read_frame(valid[0].video_id, valid[0].frame_id).shape == (16, 24, 3)
 
 
 # ------------------------------------------------------------------------------------------------ CLI

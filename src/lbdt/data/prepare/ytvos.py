@@ -13,10 +13,12 @@ Output (``out``)::
 
     train/{JPEGImages,Annotations}/<vid>/   training videos minus the held-out ones   -> train.txt (hash5)
     val/{JPEGImages,Annotations}/<vid>/     held-out videos (a seeded val_fraction)    -> val.txt (tilde5)
-    valid/JPEGImages/<vid>/                 official valid videos minus test videos    -> valid_new_pure.txt (hash5,
+    val/JPEGImages/<vid>/                   official valid videos minus test videos    -> valid_new_pure.txt (hash5,
                                                                                            4th field = expression id)
+    meta_expressions.json                   the expressions of every video written above (ids for the readers)
 
-One line per (listed frame, expression). Frames where the referred object is absent are kept unless
+The official valid frames share ``val/`` with the held-out videos, as in the original (spec §3.3); they
+get no masks. One line per (listed frame, expression). Frames where the referred object is absent are kept unless
 ``drop_absent`` (the original's choice is unknown, spec §3.3).
 """
 
@@ -41,6 +43,7 @@ from lbdt.data.prepare.common import (
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
 
+OUT_DIRS = {"train": "train", "val": "val", "valid": "val"}  # split -> folder under out
 # split -> (list file, list format)
 SPLIT_FORMATS = {"train": ("train.txt", "hash5"), "val": ("val.txt", "tilde5"),
                  "valid": ("valid_new_pure.txt", "hash5")}
@@ -86,16 +89,17 @@ def held_out_videos(videos: list[str], fraction: float, seed: int) -> set[str]:
 
 def _place_video(raw_split: Path, out: Path, split: str, vid: str, *, masks: bool, copy: bool,
                  summary: PrepareSummary) -> dict | None:
-    """Link one video's frames (and masks) into ``out/<split>``; {"frames", "height", "width"} or None."""
+    """Link one video's frames (and masks) into ``out/OUT_DIRS[split]``; {"frames", "height", "width"} or None."""
     folders = ["JPEGImages", "Annotations"] if masks else ["JPEGImages"]
+    dest = out / OUT_DIRS[split]
     for other in {"train", "val"} - {split} if masks else ():  # the video may have changed split since a run
         for folder in folders:
             remove_tree(out / other / folder / vid)
         marker_path(out, "ytvos", other, vid).unlink(missing_ok=True)
     marker = marker_path(out, "ytvos", split, vid)
     done = read_marker(marker)
-    if done and done.get("frames") and all((out / split / folder / vid / f"{f}.{ext}").is_file() for f in done["frames"]
-                                for folder, ext in zip(folders, ("jpg", "png"))):
+    if done and done.get("frames") and all((dest / folder / vid / f"{f}.{ext}").is_file() for f in done["frames"]
+                                           for folder, ext in zip(folders, ("jpg", "png"))):
         summary.reused += 1
         return done
     for folder in folders:
@@ -108,9 +112,9 @@ def _place_video(raw_split: Path, out: Path, split: str, vid: str, *, masks: boo
         if masks and not png.is_file():
             summary.skip(f"{raw_split.name} frames without an annotation PNG")
             continue
-        place_file(jpg, out / split / "JPEGImages" / vid / jpg.name, copy=copy)
+        place_file(jpg, dest / "JPEGImages" / vid / jpg.name, copy=copy)
         if masks:
-            place_file(png, out / split / "Annotations" / vid / png.name, copy=copy)
+            place_file(png, dest / "Annotations" / vid / png.name, copy=copy)
         frames.append(jpg.stem)
     if not frames:
         summary.skip(f"videos without frames in {raw_split.name}/JPEGImages")
@@ -123,7 +127,7 @@ def _place_video(raw_split: Path, out: Path, split: str, vid: str, *, masks: boo
 
 def prepare_ytvos(raw: str | Path, out: str | Path, *, copy: bool = False, val_fraction: float = 0.05,
                   seed: int = 0, drop_absent: bool = False, show_progress: bool = True) -> PrepareSummary:
-    """Build ``out`` (train/, val/, valid/ and their lists) from the Ref-YouTube-VOS release at ``raw``.
+    """Build ``out`` (train/, val/, their lists, meta_expressions.json) from the Ref-YouTube-VOS release at ``raw``.
 
     Skipped (and counted): videos without frame/annotation folders, frames without an annotation PNG,
     listed frames without a JPEG, expressions with an empty sentence, and (with ``drop_absent``) frames
@@ -150,17 +154,20 @@ def prepare_ytvos(raw: str | Path, out: str | Path, *, copy: bool = False, val_f
                                     "the valid JSON, including the test videos (202 valid videos are expected)")
         jobs += [("valid", vid, valid[vid]) for vid in sorted(set(valid) - test_videos)]
     else:
-        summary.warnings.append(f"{valid_json} not found: valid/ and valid_new_pure.txt are not built")
+        summary.warnings.append(f"{valid_json} not found: valid_new_pure.txt is not built")
 
     records: dict[str, list[ReferRecord]] = {"train": [], "val": []}
     records.update({"valid": []} if valid_json.is_file() else {})
     videos = {split: 0 for split in records}
+    written: dict[str, dict] = {}  # video -> its entry in out/meta_expressions.json
     for split, vid, video in progress(jobs, "ytvos videos", show_progress):
         raw_split = raw / ("valid" if split == "valid" else "train")
         info = _place_video(raw_split, out, split, vid, masks=split != "valid", copy=copy, summary=summary)
         if info is None:
             continue
         videos[split] += 1
+        written[vid] = {"frames": video["frames"], "expressions": {
+            eid: {**e, "exp": clean_sentence(e["exp"])} for eid, e in video["expressions"].items()}}
         available = set(info["frames"])
         for exp_id, exp in video["expressions"].items():
             sentence = clean_sentence(exp["exp"])
@@ -177,6 +184,7 @@ def prepare_ytvos(raw: str | Path, out: str | Path, *, copy: bool = False, val_f
                     records[split].append(ReferRecord(
                         video_id=vid, frame_id=frame, object_id=object_id, sentence=sentence,
                         original_size=(info["height"], info["width"]), expression_id=exp_id))
+    write_json(out / "meta_expressions.json", {"videos": written})
     for split, recs in records.items():
         name, fmt = SPLIT_FORMATS[split]
         summary.samples[name] = write_list(out / name, recs, fmt)
