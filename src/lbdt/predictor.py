@@ -18,7 +18,6 @@ How a video is processed (spec §2.9):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
@@ -34,6 +33,7 @@ from torch import Tensor
 from lbdt.data.text import MAX_WORDS, WordVectors, tokenize
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
+from lbdt.engine.fast import autocast, check_precision, prepare_for_inference, to_input
 from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import STRIDE, LBDT
@@ -41,7 +41,6 @@ from lbdt.models.text_encoder import TextFeatures
 from lbdt.pretrained import DEFAULT_FRAME_GAP, DEFAULT_SIZE, load_pretrained
 from lbdt.types import Prediction, SampleMeta
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class VideoSegmenter:
@@ -60,14 +59,17 @@ class VideoSegmenter:
                  precision: str = "fp32", size: Optional[tuple[int, int]] = None, frame_gap: Optional[int] = None,
                  batch_size: int = 8, word_vectors: Optional[WordVectors] = None, threshold: float = 0.5):
         self.device = _device(device)
-        if precision not in PRECISIONS:
-            raise LBDTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if precision == "fp16" and self.device.type != "cuda":
-            raise LBDTError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-        model = model_or_name if isinstance(model_or_name, LBDT) else load_pretrained(model_or_name)
+        check_precision(precision, self.device)
+        if isinstance(model_or_name, LBDT):
+            model = model_or_name.to(self.device).eval()  # the caller's model: used as it is
+        else:  # ours: folded BatchNorm + channels-last (engine.fast)
+            model = prepare_for_inference(load_pretrained(model_or_name), device=self.device, precision=precision)
         info = getattr(model, "checkpoint_info", None)
-        self.model = model.to(self.device).eval()
+        self.model = model
         self.precision = precision
+        first_conv = next((m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        self._channels_last = first_conv is not None and first_conv.is_contiguous(memory_format=torch.channels_last) \
+            and not first_conv.is_contiguous()
         self.size = tuple(int(s) for s in (size or (info.size if info else DEFAULT_SIZE)))
         if len(self.size) != 2 or any(s <= 0 or s % STRIDE for s in self.size):
             raise LBDTError(f"size must be (H, W), both positive multiples of {STRIDE}; got {size}")
@@ -95,7 +97,7 @@ class VideoSegmenter:
         if self.word_vectors is None:
             raise LBDTError(f"this model needs word vectors: pass word_vectors= (--glove PATH), {self._word_vectors_hint}")
         vectors, mask = self.word_vectors.encode(sentence, max_len=self.max_words)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             return self.model.encode_text(vectors[None].to(self.device), mask[None].to(self.device))
 
     def segment(self, video: VideoInput, sentence: str, *, return_prob: bool = False,
@@ -141,10 +143,12 @@ class VideoSegmenter:
         held = dict(ring)
         ref_index = [max(f.index - self.frame_gap, 0) for f in pending]
         ids = {f.index: f.frame_id for f in pending}
-        frames = torch.stack([held[f.index] for f in pending])  # [B,3,H,W]
-        refs = torch.stack([held[r] for r in ref_index])  # [B,3,H,W]
+        frames = to_input(torch.stack([held[f.index] for f in pending]), device=self.device,
+                          channels_last=self._channels_last)  # [B,3,H,W]
+        refs = to_input(torch.stack([held[r] for r in ref_index]), device=self.device,
+                        channels_last=self._channels_last)  # [B,3,H,W]
         probs = []  # per sentence: float32 [B,H,W]
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for text in texts:
                 probs.append(self.model.segment(frames, refs, text).float().sigmoid())
         for b, frame in enumerate(pending):
@@ -166,12 +170,6 @@ class VideoSegmenter:
     def _preprocess(self, image: np.ndarray) -> Tensor:
         """uint8 [H0,W0,3] → ImageNet-normalised float32 [3,H,W] on the device (the training transform)."""
         return normalize(resize_image(image, self.size)).to(self.device)
-
-    def _autocast(self):
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
 
 def _device(device: str | torch.device) -> torch.device:
