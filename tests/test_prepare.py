@@ -298,6 +298,9 @@ def test_ytvos_malformed_json_names_the_file(ytvos_raw, tmp_path):
     p.write_text(json.dumps({"videos": {"t0": {"frames": ["00000"], "expressions": {"0": {"exp": "a cat"}}}}}))
     with pytest.raises(LBDTError, match=r"train/meta_expressions\.json: malformed entry for video 't0'"):
         prepare_dataset("ytvos", raw, tmp_path / "out", show_progress=False)
+    p.unlink()
+    with pytest.raises(LBDTError, match=r"expressions not found: .*train/meta_expressions\.json"):
+        prepare_dataset("ytvos", raw, tmp_path / "out", show_progress=False)
 
 
 # ------------------------------------------------------------------------------------------------ readers

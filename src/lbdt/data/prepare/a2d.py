@@ -107,6 +107,9 @@ def extract_frames(clip: Path, dst: Path, *, jpeg_quality: int) -> tuple[int, in
         raise LBDTError(f"{clip}: unreadable video ({e})") from None
     if n == 0:
         raise LBDTError(f"{clip}: no frames could be decoded")
+    for stale in dst.glob("*.jpg"):  # left by an earlier, different decode
+        if not stale.stem.isdigit() or int(stale.stem) > n:
+            stale.unlink()
     return n, size[0], size[1]
 
 
@@ -155,7 +158,7 @@ def prepare_a2d(raw: str | Path, out: str | Path, *, copy: bool = False, jpeg_qu
     summary = PrepareSummary(dataset="a2d", out=out)
 
     by_video: dict[str, list[tuple[int, str]]] = {}
-    for lineno, row in rows:
+    for _, row in rows:
         vid, sentence = row["video_id"], clean_sentence(row["query"])
         if not row["instance_id"].isdigit():
             summary.skip("annotation rows with a non-integer instance id")
