@@ -198,7 +198,7 @@ def _aligned_reference(x: np.ndarray, f: int) -> np.ndarray:
         out = []
         for o in range(f * n_in):
             c = max(o - f // 2, 0) / f
-            i0 = min(int(math.floor(c)), n_in - 1)
+            i0 = min(math.floor(c), n_in - 1)
             i1 = min(i0 + 1, n_in - 1)
             t = c - math.floor(c)
             out.append((1 - t) * a[i0] + t * a[i1])
@@ -317,14 +317,14 @@ def test_duplex_layers_run_in_parallel_and_restart_from_the_lstm_words():
     module, s_in, t_in, text = _module_and_inputs(num_layers=2)
     with torch.no_grad():
         s_out, t_out = module(s_in, t_in, text)
-        tokens = lambda x: x.flatten(2).permute(2, 0, 1)  # noqa: E731  [B,C,h,w] -> [hw,B,C]
+        tokens = lambda x: x.flatten(2).permute(2, 0, 1)
         s, t = tokens(module.spatial_reduce(s_in)), tokens(module.temporal_reduce(t_in))
         p_x = sine_2d(2, 3, 16).flatten(1).T[:, None]
         p_w = sine_1d(5, 16)[:, None]
         words = text.words.transpose(0, 1)  # every call gets the raw LSTM words
         for layer in module.layers:
             s, t = layer(t, s, words, p_x, p_w, ~text.mask), layer(s, t, words, p_x, p_w, ~text.mask)
-        grid = lambda x: x.permute(1, 2, 0).reshape(2, 16, 2, 3)  # noqa: E731
+        grid = lambda x: x.permute(1, 2, 0).reshape(2, 16, 2, 3)
         s_exp = F.relu(s_in + module.spatial_expand(grid(s)))
         t_exp = F.relu(t_in + module.temporal_expand(grid(t)))
     torch.testing.assert_close(s_out, s_exp, rtol=1e-5, atol=1e-6)

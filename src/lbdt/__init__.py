@@ -13,7 +13,7 @@ _LAZY = {
     "VideoSegmenter": "lbdt.predictor",
     "load_pretrained": "lbdt.pretrained",
 }
-__all__ = ["__version__", *_LAZY]
+__all__ = ["LBDT", "VideoSegmenter", "__version__", "build_model", "load_official", "load_pretrained"]  # = _LAZY
 
 
 def __getattr__(name: str):

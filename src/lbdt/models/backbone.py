@@ -8,7 +8,8 @@ with `load_torchvision_state_dict`. There is no classifier: `fc.*` is dropped on
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor, nn
 

@@ -10,8 +10,9 @@ from lbdt.models.lbdt import LBDT
 
 def lbdt4(**overrides: Any) -> LBDT:
     """LBDT-4: ResNet-50 streams, 4 LBDT layers per module (the released A2D model)."""
-    kw: dict[str, Any] = dict(backbone_depth=50, backbone_width=64, d_model=512, nhead=8, dim_feedforward=512,
-                              num_layers=4, decoder_dim=128, text_hidden=512, word_dim=300, dropout=0.1)
+    kw: dict[str, Any] = {"backbone_depth": 50, "backbone_width": 64, "d_model": 512, "nhead": 8,
+                          "dim_feedforward": 512, "num_layers": 4, "decoder_dim": 128, "text_hidden": 512,
+                          "word_dim": 300, "dropout": 0.1}
     return LBDT(**{**kw, **overrides})
 
 
@@ -27,8 +28,9 @@ def lbdt4_r101(**overrides: Any) -> LBDT:
 
 def tiny(**overrides: Any) -> LBDT:
     """Small network for tests and CPU training: 1 block per stage, width 8, d 64, 1 layer, dim 32."""
-    kw: dict[str, Any] = dict(backbone_depth=14, backbone_width=8, d_model=64, nhead=4, dim_feedforward=64,
-                              num_layers=1, decoder_dim=32, text_hidden=64, word_dim=300, dropout=0.1)
+    kw: dict[str, Any] = {"backbone_depth": 14, "backbone_width": 8, "d_model": 64, "nhead": 4,
+                          "dim_feedforward": 64, "num_layers": 1, "decoder_dim": 32, "text_hidden": 64,
+                          "word_dim": 300, "dropout": 0.1}
     return LBDT(**{**kw, **overrides})
 
 

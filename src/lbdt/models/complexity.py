@@ -27,7 +27,7 @@ def count_macs(model: nn.Module, size: tuple[int, int] = (320, 320), n_words: in
     """
     param = next(model.parameters())
     h, w = size
-    kw = dict(device=param.device, dtype=param.dtype)
+    kw = {"device": param.device, "dtype": param.dtype}
     frame, ref_frame = torch.randn(1, 3, h, w, **kw), torch.randn(1, 3, h, w, **kw)
     words = torch.randn(1, n_words, model.word_dim, **kw)
     mask = torch.ones(1, n_words, **kw)

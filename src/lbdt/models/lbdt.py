@@ -7,7 +7,8 @@ input |frame - ref_frame| is formed here, so training and inference share it.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,17 +38,18 @@ class LBDT(nn.Module):
             raise LBDTError(f"text_hidden ({text_hidden}) must equal d_model ({d_model}): words are attention tokens")
         if d_model % 4 or d_model % nhead:
             raise LBDTError(f"d_model ({d_model}) must be divisible by 4 and by nhead ({nhead})")
-        self.config: dict[str, Any] = dict(
-            backbone_depth=backbone_depth, backbone_width=backbone_width, d_model=d_model, nhead=nhead,
-            dim_feedforward=dim_feedforward, num_layers=num_layers, decoder_dim=decoder_dim,
-            text_hidden=text_hidden, word_dim=word_dim, dropout=dropout, zero_temporal=zero_temporal,
-        )
+        self.config: dict[str, Any] = {  # constructor arguments, plain types: `LBDT.from_config` rebuilds
+            "backbone_depth": backbone_depth, "backbone_width": backbone_width, "d_model": d_model,
+            "nhead": nhead, "dim_feedforward": dim_feedforward, "num_layers": num_layers,
+            "decoder_dim": decoder_dim, "text_hidden": text_hidden, "word_dim": word_dim, "dropout": dropout,
+            "zero_temporal": zero_temporal,
+        }
         self.spatial_backbone = ResNet(depth=backbone_depth, width=backbone_width)
         self.temporal_backbone = ResNet(depth=backbone_depth, width=backbone_width)
         channels = self.spatial_backbone.channels  # res2..res5
         self.text_encoder = TextEncoder(word_dim=word_dim, hidden=text_hidden)
-        module_kw = dict(d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward, num_layers=num_layers,
-                         dropout=dropout)
+        module_kw = {"d_model": d_model, "nhead": nhead, "dim_feedforward": dim_feedforward,
+                     "num_layers": num_layers, "dropout": dropout}
         self.lbdt_res4 = LBDTModule(in_channels=channels[2], **module_kw)
         self.lbdt_res5 = LBDTModule(in_channels=channels[3], **module_kw)
         self.spatial_decoder = StreamDecoder(in_channels=channels, dim=decoder_dim)
@@ -58,7 +60,7 @@ class LBDT(nn.Module):
         self.word_dim = word_dim
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "LBDT":
+    def from_config(cls, config: Mapping[str, Any]) -> LBDT:
         """Rebuild a model from `model.config` (e.g. stored in a checkpoint)."""
         return cls(**dict(config))
 

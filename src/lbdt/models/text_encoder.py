@@ -18,7 +18,7 @@ class TextFeatures:
     def __len__(self) -> int:
         return self.words.shape[0]
 
-    def expand(self, batch: int) -> "TextFeatures":
+    def expand(self, batch: int) -> TextFeatures:
         """Repeat batch-1 features to `batch` (views, no copy); other sizes are returned as they are."""
         if len(self) == batch:
             return self
