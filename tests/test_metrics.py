@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from lbdt.evaluation.metrics import (
     AP_THRESHOLDS,
@@ -10,7 +11,6 @@ from lbdt.evaluation.metrics import (
     boundary_precision_recall,
     boundary_tolerance,
     coco_mask_map,
-    disk,
     intersection_union,
     iou,
     jf_per_expression,
@@ -99,14 +99,38 @@ def test_region_similarity_davis_edge_cases():
     assert region_similarity(GT, empty) == 0.0
 
 
-def test_disk_matches_skimage_definition():
-    assert np.array_equal(disk(0), [[True]])
+def disk(r):
+    """Reference structuring element: skimage.morphology.disk(r) = offsets with x² + y² ≤ r²."""
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
+    return x * x + y * y <= r * r
+
+
+def reference_precision_recall(pred, gt, radius):
+    """The toolkit's recipe literally: dilate both boundary maps with disk(radius) and count (non-empty cases)."""
+    pb, gb = boundary_map(pred), boundary_map(gt)
+    pd = ndimage.binary_dilation(pb, structure=disk(radius))
+    gd = ndimage.binary_dilation(gb, structure=disk(radius))
+    return (pb & gd).sum() / pb.sum(), (gb & pd).sum() / gb.sum()
+
+
+def test_reference_disk():
     assert np.array_equal(disk(1), [[0, 1, 0], [1, 1, 1], [0, 1, 0]])
-    expected2 = np.array(
-        [[0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 0, 0]], dtype=bool
-    )
-    assert np.array_equal(disk(2), expected2)
-    assert disk(8).sum() == sum(1 for x in range(-8, 9) for y in range(-8, 9) if x * x + y * y <= 64)
+    assert disk(2).sum() == 13 and disk(8).sum() == 197
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_boundary_precision_recall_equals_disk_dilation(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(20, 90, size=2)
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx = h / 2 + rng.uniform(-5, 5), w / 2 + rng.uniform(-5, 5)
+    ry, rx = rng.uniform(3, h / 3), rng.uniform(3, w / 3)
+    gt = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+    pred = np.roll(gt, (int(rng.integers(-6, 7)), int(rng.integers(-6, 7))), axis=(0, 1)) ^ (rng.random((h, w)) < 0.02)
+    for bound_th in (0.008, 0.05, 3):
+        radius = boundary_tolerance((h, w), bound_th)
+        ours = boundary_precision_recall(pred, gt, bound_th)
+        assert ours == pytest.approx(reference_precision_recall(pred, gt, radius))
 
 
 def test_boundary_map_ring_and_border_quirks():
