@@ -16,10 +16,10 @@ from lbdt.evaluation.writers import (
 from lbdt.types import Prediction, SampleMeta
 
 
-def _meta(video="v1", obj="1", frame="00005", exp=""):
+def _meta(video="v1", obj="1", frame="00005", exp="", sentence="a cat"):
     return SampleMeta(
         dataset="ytvos", video_id=video, object_id=obj, frame_id=frame, ref_frame_id=frame,
-        sentence="a cat", original_size=(3, 4), expression_id=exp,
+        sentence=sentence, original_size=(3, 4), expression_id=exp,
     )
 
 
@@ -50,6 +50,16 @@ def test_png_mask_writer_layout(tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "v1" / "2" / "00005.png")) == 255, MASK)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "v1" / "0" / "00010.png")) == 255, ~MASK)
     assert writer.count == 2
+
+
+def test_png_mask_writer_keeps_every_sentence_of_an_object(tmp_path):
+    writer = PngMaskWriter(root=tmp_path)
+    writer.write(Prediction(meta=_meta(obj="3", sentence="the man"), mask=MASK))
+    writer.write(Prediction(meta=_meta(obj="3", sentence="a man walking"), mask=~MASK))
+    writer.write(Prediction(meta=_meta(obj="3", sentence="the man", frame="00010"), mask=MASK))
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.png")) == [
+        "v1/3-s1/00005.png", "v1/3/00005.png", "v1/3/00010.png"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "v1" / "3-s1" / "00005.png")) == 255, ~MASK)
 
 
 def test_ytvos_submission_zip(tmp_path):

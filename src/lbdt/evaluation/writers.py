@@ -65,14 +65,27 @@ def group_id(meta: SampleMeta) -> str:
 
 
 class PngMaskWriter:
-    """Sink: every prediction's mask to `<root>/<video>/<expression or object>/<frame>.png` (0/255, original size)."""
+    """Sink: every prediction's mask to `<root>/<video>/<expression or object>/<frame>.png` (0/255, original size).
+
+    Without an expression id (A2D, J-HMDB) an object may be referred to by several sentences: the first
+    sentence seen for a (video, object) writes under `<object>/`, the k-th other one under `<object>-s<k>/`,
+    so no mask overwrites another.
+    """
 
     def __init__(self, *, root: PathLike):
         self.root = Path(root)
         self.count = 0
+        self._sentences: dict[tuple[str, str], list[str]] = {}
 
     def path_for(self, meta: SampleMeta) -> Path:
-        return self.root / meta.video_id / group_id(meta) / f"{meta.frame_id}.png"
+        folder = group_id(meta)
+        if not meta.expression_id:
+            seen = self._sentences.setdefault((meta.video_id, meta.object_id), [])
+            if meta.sentence not in seen:
+                seen.append(meta.sentence)
+            k = seen.index(meta.sentence)
+            folder = folder if k == 0 else f"{folder}-s{k}"
+        return self.root / meta.video_id / folder / f"{meta.frame_id}.png"
 
     def write(self, pred: Prediction) -> None:
         save_mask_png(self.path_for(pred.meta), pred.mask)
