@@ -68,8 +68,8 @@ class SynthObject:
     size: str  # "small" | "big"
     motion: str  # left | right | up | down | still
     radius: float  # px
-    start: tuple[float, float]  # (y, x) centre at frame 0, px
-    velocity: tuple[float, float]  # (dy, dx) px per frame
+    start: tuple[float, float]  # (y, x) centre at frame 0, whole px
+    velocity: tuple[float, float]  # (dy, dx) px per frame; the centre at frame t is round(start + t * velocity)
     sentence: str
     sentence_type: str  # "motion" (member of the motion pair) | "appearance"
 
@@ -137,10 +137,10 @@ def _start(rng: np.random.Generator, r: float, velocity: float, frames: int, ext
     travel = velocity * (frames - 1)
     lo = r + 1 - min(0.0, travel)
     hi = extent - 2 - r - max(0.0, travel)
-    if hi < lo:
+    if np.ceil(lo) > np.floor(hi):
         raise ValueError(f"{frames} frames at {abs(velocity):.1f} px/frame do not fit in {extent} px; "
                          "use fewer frames or larger frames")
-    return float(rng.uniform(lo, hi))
+    return float(rng.integers(int(np.ceil(lo)), int(np.floor(hi)) + 1))
 
 
 def make_clip(seed: int, *, frames: int = 14, size: tuple[int, int] = (96, 128), speed: float = 3.0,
@@ -192,7 +192,7 @@ def make_clip(seed: int, *, frames: int = 14, size: tuple[int, int] = (96, 128),
     full = np.zeros((len(objects), frames, h, w), dtype=bool)
     for i in order:
         o = objects[i]
-        cy, cx = o.start[0] + o.velocity[0] * t, o.start[1] + o.velocity[1] * t
+        cy, cx = np.round(o.start[0] + o.velocity[0] * t), np.round(o.start[1] + o.velocity[1] * t)
         full[i] = _shape_mask(o.shape, yy - cy, xx - cx, o.radius)
         canvas[full[i]] = COLOURS[o.colour]
     visible = full.copy()
