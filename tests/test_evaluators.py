@@ -99,3 +99,16 @@ def test_jf_evaluator_per_expression_then_mean():
     assert out["J"] == pytest.approx((j0 + 1) / 2)
     assert out["F"] == pytest.approx((f0 + 1) / 2)
     assert out["J&F"] == pytest.approx((out["J"] + out["F"]) / 2)
+
+
+def test_jf_evaluator_without_expression_ids_keys_on_sentence():
+    ev = JFEvaluator()
+    full, empty = np.ones((6, 6), bool), np.zeros((6, 6), bool)
+    m1 = SampleMeta(dataset="a2d", video_id="v", object_id="1", frame_id="0", ref_frame_id="0", sentence="a",
+                    original_size=(6, 6))
+    m2 = SampleMeta(dataset="a2d", video_id="v", object_id="1", frame_id="0", ref_frame_id="0", sentence="b",
+                    original_size=(6, 6))
+    ev.update(Prediction(meta=m1, mask=full), full)  # J = 1
+    ev.update(Prediction(meta=m2, mask=empty), full)  # J = 0
+    out = ev.compute()
+    assert out["num_expressions"] == 2 and out["J"] == 0.5

@@ -13,7 +13,6 @@ import numpy as np
 
 from lbdt.errors import LBDTError
 from lbdt.evaluation import metrics
-from lbdt.evaluation.writers import group_id
 from lbdt.types import Prediction
 
 METRIC_LABELS: dict[str, str] = {
@@ -112,8 +111,8 @@ class ReferSegEvaluator:
 class JFEvaluator:
     """DAVIS-style J and F per frame, averaged per (video, expression) then over expressions.
 
-    The expression key is (video, `meta.expression_id` or `meta.object_id`). `bound_th` is the boundary
-    tolerance of `metrics.boundary_f`.
+    An expression is (video, `meta.expression_id`), or (video, object, sentence) where there is no
+    expression id. `bound_th` is the boundary tolerance of `metrics.boundary_f`.
     """
 
     def __init__(self, *, bound_th: float = metrics.BOUND_TH):
@@ -126,7 +125,8 @@ class JFEvaluator:
 
     def update(self, pred: Prediction, gt: np.ndarray | None) -> None:
         gt = _require_gt(pred, gt, "JFEvaluator")
-        key = f"{pred.meta.video_id}/{group_id(pred.meta)}"
+        m = pred.meta
+        key = f"{m.video_id}/{m.expression_id}" if m.expression_id else f"{m.video_id}/{m.object_id}/{m.sentence}"
         j = metrics.region_similarity(pred.mask, gt)
         f = metrics.boundary_f(pred.mask, gt, self.bound_th)
         self._scores[key].append((j, f))
