@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 
 from lbdt.config import load_config, to_dict
+from lbdt.data.build import build_dataset
 from lbdt.data.collate import collate
 from lbdt.engine.checkpointing import load_checkpoint
 from lbdt.engine.inference import predict
-from lbdt.engine.train import build_dataset, train
+from lbdt.engine.train import train
 from lbdt.evaluation.evaluators import ReferSegEvaluator
 from lbdt.models.lbdt import LBDT
 
@@ -39,7 +40,7 @@ def evaluate(checkpoint: Path, split: str, overrides: list[str]) -> dict:
     model = LBDT.from_config(state["model_config"])
     model.load_state_dict(state["model"])
     cfg = load_config("synthetic_tiny", overrides)
-    dataset = build_dataset(cfg, split, training=False)
+    dataset = build_dataset(cfg.data, split, train=False, with_original_mask=cfg.eval.protocol == "native")
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False,
                                          collate_fn=collate)
     evaluator = ReferSegEvaluator()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
-import hashlib
 import math
 import os
 import random
@@ -27,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lbdt.config import RunConfig, from_dict, save_yaml, to_dict
+from lbdt.data.collate import collate
 from lbdt.engine.checkpointing import FORMAT, VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lbdt.engine.distributed import DistInfo, EpochSampler, barrier, broadcast_object, init_distributed, shutdown
 from lbdt.errors import LBDTError
@@ -84,7 +83,7 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
 
     sampler = EpochSampler(len(train_set), seed=tc.seed, shuffle=True, rank=info.rank, world_size=info.world_size)
     loader_gen = torch.Generator()
-    loader = DataLoader(train_set, batch_size=tc.batch_size, sampler=sampler, collate_fn=_collate,
+    loader = DataLoader(train_set, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=cfg.data.num_workers, generator=loader_gen, worker_init_fn=_seed_worker,
                         pin_memory=info.device.type == "cuda")
     log = MetricsLog(out / "metrics.csv", keep_up_to_step=step, enabled=info.is_main,
@@ -191,76 +190,19 @@ def seed_everything(seed: int) -> None:
 
 def build_datasets(cfg: RunConfig, info: DistInfo) -> tuple[Dataset, Optional[Dataset]]:
     """(training set, validation set or None) of `cfg.data`; rank 0 first writes the synthetic benchmark
-    when `data.synthetic_seed` is set and `data.root` does not exist yet."""
-    if cfg.data.synthetic_seed is not None and info.is_main:
-        ensure_synthetic(cfg)
+    when `data.synthetic_seed` is set and `data.root` does not exist yet. `data.val_split="holdout:<f>"`
+    validates on a fixed fraction f of the training videos, removed from training (`lbdt.data.build`)."""
+    from lbdt.data.build import build_dataset, ensure_synthetic
+
+    if info.is_main:
+        ensure_synthetic(cfg.data)
     barrier(info)
-    val_split = cfg.data.val_split
-    if val_split.startswith("holdout:"):
-        train_set = build_dataset(cfg, cfg.data.train_split, training=True, holdout="train")
-        val_set = build_dataset(cfg, cfg.data.train_split, training=False, holdout="val")
-    else:
-        train_set = build_dataset(cfg, cfg.data.train_split, training=True)
-        val_set = build_dataset(cfg, val_split, training=False) if val_split else None
-    return train_set, val_set
-
-
-def build_dataset(cfg: RunConfig, split: str, *, training: bool, holdout: str = "") -> Dataset:
-    """`ReferringVideoDataset` over list `split` of `cfg.data.root`; augmentation only when `training`.
-
-    `holdout="train"|"val"` keeps the videos outside / inside the `data.val_split="holdout:<fraction>"`
-    share (see `holdout_videos`).
-    """
-    from lbdt.data.dataset import ReferringVideoDataset
-    from lbdt.data.sources import SOURCES
-    from lbdt.data.transforms import ClipTransform
-
     dc = cfg.data
-    if dc.dataset not in SOURCES:
-        raise LBDTError(f"unknown data.dataset {dc.dataset!r}; choose one of {', '.join(SOURCES)}")
-    source = SOURCES[dc.dataset](dc.root)
-    records = source.records(split)
-    if holdout:
-        held = holdout_videos([r.video_id for r in records], _holdout_fraction(dc.val_split))
-        records = [r for r in records if (r.video_id in held) == (holdout == "val")]
-    return ReferringVideoDataset(source, records, word_vectors=load_word_vectors(cfg), size=dc.size,
-                                 frame_gap=dc.frame_gap, transform=ClipTransform(dc.size, augment=dc.augment and training),
-                                 max_words=dc.max_words, with_original_mask=cfg.eval.protocol == "native" and not training,
-                                 seed=cfg.train.seed)
-
-
-@functools.lru_cache(maxsize=2)
-def _word_vectors(path: str):
-    from lbdt.data.text import WordVectors
-
-    return WordVectors.from_glove(path)
-
-
-def load_word_vectors(cfg: RunConfig):
-    """`data.word_vectors` (GloVe text format), as given or relative to `data.root`; read once per process."""
-    path = Path(cfg.data.word_vectors)
-    if not path.is_absolute() and not path.is_file():
-        path = Path(cfg.data.root) / path
-    if not path.is_file():
-        raise LBDTError(f"data.word_vectors: {cfg.data.word_vectors} not found (as given or under {cfg.data.root})")
-    return _word_vectors(str(path))
-
-
-def holdout_videos(video_ids: list[str], fraction: float) -> set[str]:
-    """A deterministic `fraction` of the distinct videos (at least one), chosen by a hash of the video id
-    (independent of list order and of the seed), so no video is in both the training and validation sets."""
-    videos = sorted(set(video_ids), key=lambda v: hashlib.sha1(v.encode("utf-8")).hexdigest())
-    return set(videos[: max(1, round(fraction * len(videos)))])
-
-
-def _holdout_fraction(val_split: str) -> float:
-    try:
-        fraction = float(val_split.split(":", 1)[1])
-    except ValueError:
-        fraction = -1.0
-    if not 0.0 < fraction < 1.0:
-        raise LBDTError(f"data.val_split={val_split!r}: expected holdout:<fraction> with 0 < fraction < 1")
-    return fraction
+    train_set = build_dataset(dc, dc.train_split, train=True, with_original_mask=False, seed=cfg.train.seed)
+    val_set = None
+    if dc.val_split:
+        val_set = build_dataset(dc, dc.val_split, train=False, with_original_mask=cfg.eval.protocol == "native")
+    return train_set, val_set
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
@@ -291,7 +233,7 @@ def validate(model: nn.Module, dataset: Dataset, cfg: RunConfig, info: DistInfo)
     from lbdt.engine.inference import predict
     from lbdt.evaluation.evaluators import ReferSegEvaluator
 
-    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=_collate,
+    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate,
                         num_workers=cfg.data.num_workers)
     evaluator = ReferSegEvaluator()
     stream = predict(model, tqdm(loader, desc="validate", leave=False, dynamic_ncols=True),
@@ -313,12 +255,6 @@ def _seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
-
-
-def _collate(samples):
-    from lbdt.data.collate import collate
-
-    return collate(samples)
 
 
 def _autocast(precision: str, device: torch.device):
