@@ -42,6 +42,7 @@ class CheckpointInfo:
     source: str  # where the weights came from (path, URL or shipped name)
     kind: str  # "lbdt" (our format) | "official" (dzh19990407/LBDT state dict)
     variant: str  # e.g. "lbdt4", "tiny"
+    dataset: str = ""  # on-disk format it was trained on (a2d | jhmdb | ytvos), "" when unknown
     size: tuple[int, int] = DEFAULT_SIZE  # (H, W) model input the model was trained at
     frame_gap: int = DEFAULT_FRAME_GAP  # k: reference frame t - k
     max_words: int = MAX_WORDS  # N: tokens per sentence
@@ -94,7 +95,7 @@ def _load_file(path: Path, source: str) -> tuple[LBDT, CheckpointInfo]:
 
         model = load_official(state)
         variant = f"lbdt{model.config['num_layers']}" + ("_r101" if model.config["backbone_depth"] == 101 else "")
-        return model, CheckpointInfo(source=source, kind="official", variant=variant,
+        return model, CheckpointInfo(source=source, kind="official", variant=variant, dataset="a2d",
                                      word_vectors_hint="the GloVe file glove.840B.300d.txt (`--glove PATH`)")
     raise LBDTError(f"{path}: neither an lbdt checkpoint (no format: 'lbdt' entry) nor an official LBDT state dict")
 
@@ -133,7 +134,8 @@ def _from_lbdt(state: dict, path: Path, source: str) -> tuple[LBDT, CheckpointIn
     if table is not None:
         vectors = WordVectors(list(table["words"]), np.asarray(table["vectors"].float().numpy(), dtype=np.float32))
     hint = "" if vectors is not None else f"the word-vector file it was trained with ({data.get('word_vectors', 'GloVe')})"
-    return model, CheckpointInfo(source=source, kind="lbdt", variant=str(state.get("variant", "")), size=size,
+    return model, CheckpointInfo(source=source, kind="lbdt", variant=str(state.get("variant", "")),
+                                 dataset=str(data.get("dataset", "")), size=size,
                                  frame_gap=int(gap), max_words=int(data.get("max_words", MAX_WORDS)),
                                  word_vectors=vectors, word_vectors_hint=hint)
 

@@ -58,10 +58,11 @@ def overlay(frame: np.ndarray, mask: np.ndarray, *, sentence: str = "", color: S
     return np.asarray(image)
 
 
-def side_by_side(rows: Sequence[Sequence[np.ndarray]], *, titles: Sequence[str] = (), gap: int = 4) -> np.ndarray:
+def side_by_side(rows: Sequence[Sequence[np.ndarray]], *, titles: Sequence[str] = (), heading: str = "",
+                 gap: int = 4) -> np.ndarray:
     """uint8 strip: one row per frame, its panels left to right (uint8 [H,W,3] images or bool [H,W] masks,
-    shown white on black); all panels of a row are resized to the first panel's height; column `titles`
-    are written above the first row."""
+    shown white on black); all panels of a row are resized to the first panel's height; `heading` is one
+    line above everything, column `titles` are written above the first row."""
     rendered = []
     for row in rows:
         height = np.asarray(row[0]).shape[0]
@@ -75,17 +76,21 @@ def side_by_side(rows: Sequence[Sequence[np.ndarray]], *, titles: Sequence[str] 
             panels.append(p)
         rendered.append(panels)
     widths = [sum(p.shape[1] for p in row) + gap * (len(row) - 1) for row in rendered]
-    title_h = 14 if titles else 0
+    font = ImageFont.load_default()
+    heading_h = 14 if heading else 0
+    title_h = heading_h + (14 if titles else 0)
     canvas = Image.new("RGB", (max(widths), title_h + sum(r[0].shape[0] for r in rendered) + gap * (len(rendered) - 1)),
                        (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
+    if heading:
+        draw.text((2, 1), heading, fill=(0, 0, 0), font=font)
     y = title_h
     for r, row in enumerate(rendered):
         x = 0
         for c, p in enumerate(row):
             canvas.paste(Image.fromarray(p), (x, y))
             if r == 0 and c < len(titles):
-                draw.text((x + 2, 1), titles[c], fill=(0, 0, 0), font=ImageFont.load_default())
+                draw.text((x + 2, heading_h + 1), titles[c], fill=(0, 0, 0), font=font)
             x += p.shape[1] + gap
         y += row[0].shape[0] + gap
     return np.asarray(canvas)
