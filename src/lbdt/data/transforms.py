@@ -55,7 +55,7 @@ def normalize(image: Tensor) -> Tensor:
     """[3,H,W] in [0,1] → ImageNet-normalised."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=image.dtype).view(3, 1, 1)
-    return (image - mean) / std
+    return image.sub(mean).div_(std)
 
 
 def resize_image(frame: np.ndarray, size: tuple[int, int]) -> Tensor:
@@ -64,7 +64,7 @@ def resize_image(frame: np.ndarray, size: tuple[int, int]) -> Tensor:
     im = Image.fromarray(np.ascontiguousarray(frame))
     if im.size != (w, h):
         im = im.resize((w, h), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(im).transpose(2, 0, 1))).float().div_(255.0)
 
 
 def resize_target(mask: np.ndarray, size: tuple[int, int]) -> Tensor:
