@@ -30,7 +30,10 @@ def _random_official(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random values with the official names and shapes; BN statistics valid; small weights (finite outputs)."""
     g = torch.Generator().manual_seed(seed)
     sd = {}
-    for name, (shape, dtype) in _official_shapes(variant).items():
+    shapes = _official_shapes(variant)
+    for name, (shape, dtype) in shapes.items():
+        is_norm_scale = name.endswith(".weight") and (
+            name[: -len("weight")] + "running_var" in shapes or "norm" in name)  # BN / LayerNorm gains
         if dtype == "int64":
             sd[name] = torch.randint(0, 100, shape, generator=g)
         elif name.endswith("running_var"):
@@ -41,7 +44,7 @@ def _random_official(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
             fan_in = shape[1] * shape[2] * shape[3]
             sd[name] = torch.randn(shape, generator=g) * (1.0 / fan_in) ** 0.5
         else:
-            sd[name] = torch.randn(shape, generator=g) * 0.05 + (1.0 if ".bn" in name or "norm" in name else 0.0)
+            sd[name] = torch.randn(shape, generator=g) * 0.05 + (1.0 if is_norm_scale else 0.0)
     return sd
 
 
@@ -228,3 +231,124 @@ def test_model_loads_imagenet_into_both_streams():
     model.load_imagenet(sd)
     assert torch.equal(model.spatial_backbone.layer4[0].conv2.weight, sd["layer4.0.conv2.weight"])
     assert torch.equal(model.temporal_backbone.layer4[0].conv2.weight, sd["layer4.0.conv2.weight"])
+
+
+# ------------------------------------------------------------------ functional reference on official names
+
+
+def _reference_forward(sd, frame, ref_frame, words_in, mask, num_layers):
+    """Spec §1 written as plain functional ops that read the official key names directly (eval mode)."""
+    import math
+
+    import torch.nn.functional as F
+
+    from lbdt.models.position import sine_1d, sine_2d
+
+    def bn(x, p):
+        return F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"],
+                            sd[f"{p}.bias"], False, 0.0, 1e-5)
+
+    def conv(x, p, stride=1):
+        w = sd[f"{p}.weight"]
+        return F.conv2d(x, w, sd.get(f"{p}.bias"), stride, w.shape[-1] // 2)
+
+    def stage(x, p):
+        i = 0
+        while f"{p}.{i}.conv1.weight" in sd:
+            stride = 2 if (i == 0 and not p.startswith("res2")) else 1
+            b = f"{p}.{i}"
+            y = F.relu(bn(conv(x, f"{b}.conv1"), f"{b}.bn1"))
+            y = F.relu(bn(conv(y, f"{b}.conv2", stride), f"{b}.bn2"))
+            y = bn(conv(y, f"{b}.conv3"), f"{b}.bn3")
+            skip = bn(conv(x, f"{b}.downsample.0", stride), f"{b}.downsample.1") if f"{b}.downsample.0.weight" in sd else x
+            x = F.relu(y + skip)
+            i += 1
+        return x
+
+    def mha(q, k, v, p, pad=None):
+        d = q.shape[-1]
+        return F.multi_head_attention_forward(q, k, v, d, 8, sd[f"{p}.in_proj_weight"], sd[f"{p}.in_proj_bias"],
+                                              None, None, False, 0.0, sd[f"{p}.out_proj.weight"],
+                                              sd[f"{p}.out_proj.bias"], training=False, key_padding_mask=pad,
+                                              need_weights=False)[0]
+
+    def ln(x, p):
+        return F.layer_norm(x, x.shape[-1:], sd[f"{p}.weight"], sd[f"{p}.bias"], 1e-5)
+
+    def layer(src, tgt, w, px, pw, pad, p):
+        w = ln(w + mha(w + pw, w + pw, w, f"{p}.self_attn_words", pad), f"{p}.norm_words_1")
+        w = ln(w + mha(w, src + px, src + px, f"{p}.cross_attn_img"), f"{p}.norm_words_2")
+        y = ln(tgt + mha(tgt + px, w, w, f"{p}.cross_attn_flo", pad), f"{p}.norm_flo")
+        ffn = F.linear(F.relu(F.linear(y, sd[f"{p}.linear1.weight"], sd[f"{p}.linear1.bias"])),
+                       sd[f"{p}.linear2.weight"], sd[f"{p}.linear2.bias"])
+        return ln(y + ffn, f"{p}.norm_flo2")
+
+    lstm = torch.nn.LSTM(300, 512, batch_first=True)
+    lstm.load_state_dict({k.split(".")[-1]: v for k, v in sd.items() if k.startswith("text_encoder.lstm.")})
+    text, _ = lstm(words_in)
+    sentence, words, pad = text.sum(1), text.transpose(0, 1), mask == 0
+
+    x = [frame, (frame - ref_frame).abs()]
+    feats = [[], []]
+    for k in (0, 1):
+        x[k] = F.max_pool2d(F.relu(bn(conv(x[k], f"conv1_{k + 1}", 2), f"bn1_{k + 1}")), 3, 2, 1)
+        for n in (2, 3):
+            x[k] = stage(x[k], f"res{n}_{k + 1}")
+            feats[k].append(x[k])
+    for n in (4, 5):
+        x = [stage(x[k], f"res{n}_{k + 1}") for k in (0, 1)]
+        red = [bn(conv(x[k], f"conv_r{n}_{k + 1}_reduce.0"), f"conv_r{n}_{k + 1}_reduce.1") for k in (0, 1)]
+        b, d, h, w = red[0].shape
+        px = sine_2d(h, w, d).flatten(1).T[:, None]
+        pw = sine_1d(words.shape[0], d)[:, None]
+        s, t = (r.flatten(2).permute(2, 0, 1) for r in red)
+        for i in range(num_layers):
+            p = f"transformer.stage{n}.layers.{i}"
+            s, t = layer(t, s, words, px, pw, pad, p), layer(s, t, words, px, pw, pad, p)
+        for k, tok in ((0, s), (1, t)):
+            up = tok.permute(1, 2, 0).reshape(b, d, h, w)
+            x[k] = F.relu(x[k] + bn(conv(up, f"conv_r{n}_{k + 1}_up.0"), f"conv_r{n}_{k + 1}_up.1"))
+            feats[k].append(x[k])
+
+    def up(t, f):  # aligned bilinear, spec §1.5
+        hh, ww = t.shape[-2:]
+        t = F.interpolate(F.pad(t, (0, 1, 0, 1), mode="replicate"), size=(f * hh + 1, f * ww + 1),
+                          mode="bilinear", align_corners=True)
+        return F.pad(t, (f // 2, 0, f // 2, 0), mode="replicate")[:, :, :f * hh, :f * ww]
+
+    dec = []
+    for name, fs in (("refine_spa", feats[0]), ("refine_tem", feats[1])):
+        out = None
+        for i, f in enumerate(fs):
+            r = F.relu(bn(conv(f, f"decoder.{name}.{i}.0"), f"decoder.{name}.{i}.1"))
+            out = r if out is None else out + up(r, 2**i)
+        dec.append(out)
+    fc = "decoder.fusion"
+    lin = lambda v, p: F.linear(v, sd[f"{fc}.{p}.weight"], sd[f"{fc}.{p}.bias"])
+    g_s, g_t = dec[0].mean((2, 3)), dec[1].mean((2, 3))
+    c = F.relu(lin(torch.cat([g_s, g_t], 1), "img_flo_fc.0"))
+    gs = torch.sigmoid(lin(torch.cat([g_s, sentence], 1), "img_txt_fc")) * torch.sigmoid(lin(c, "img_enhance_fc"))
+    gt = torch.sigmoid(lin(torch.cat([g_t, sentence], 1), "flo_txt_fc")) * torch.sigmoid(lin(c, "flo_enhance_fc"))
+    z = torch.cat([dec[0] * gs[..., None, None], dec[1] * gt[..., None, None]], 1)
+    z = F.relu(bn(conv(z, f"{fc}.fusion_cat_conv.0"), f"{fc}.fusion_cat_conv.1"))
+    for i in range(4):
+        z = F.relu(bn(conv(z, f"decoder.fuse_tower.{i}.0"), f"decoder.fuse_tower.{i}.1"))
+    assert math.isfinite(float(z.sum()))
+    return up(conv(z, "decoder.fuse_tower.4"), 4)[:, 0]
+
+
+@pytest.mark.parametrize("variant", ["lbdt1", "lbdt4"])
+def test_loaded_official_weights_compute_the_spec_network(variant, official4, official1):
+    """Catches any role mix-up in the key map (e.g. swapping cross_attn_img / cross_attn_flo changes the
+    output by ~0.1 with these weights, far above the tolerance)."""
+    official = official4 if variant == "lbdt4" else official1
+    model = load_official(official)
+    g = torch.Generator().manual_seed(1)
+    frame, ref = torch.randn(2, 3, 64, 96, generator=g), torch.randn(2, 3, 64, 96, generator=g)
+    words = torch.randn(2, 5, 300, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0.0]])
+    with torch.no_grad():
+        out = model(frame, ref, words, mask)
+        expected = _reference_forward(official, frame, ref, words, mask, num_layers=model.config["num_layers"])
+    assert out.shape == expected.shape == (2, 64, 96)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
