@@ -8,7 +8,7 @@ import torch
 
 from conftest import TINY
 from lbdt.config import DataConfig
-from lbdt.data.build import build_dataset, make_loader
+from lbdt.data.build import build_dataset, loader_throughput, make_loader
 from lbdt.data.collate import collate
 from lbdt.data.dataset import ReferringVideoDataset
 from lbdt.data.sources import A2DSource, YTVOSSource
@@ -144,3 +144,9 @@ def test_synthetic_seed_writes_benchmark_on_first_use(tmp_path):
     ds = build_dataset(cfg, "val", train=False)
     assert (root / "benchmark.json").is_file() and len(ds) == 20 * 3 * 4  # default: 20 val videos
     assert build_dataset(cfg, "val", train=False).records == ds.records  # second use reads it
+
+
+def test_loader_throughput_counts_samples(synth_roots):
+    ds = build_dataset(_cfg(synth_roots["a2d"]), "val", train=False)
+    r = loader_throughput(ds, batch_size=4, num_workers=0, seconds=60)
+    assert r["samples"] == len(ds) - 4 and r["samples_per_s"] > 0 and r["size"] == list(SIZE)  # one pass

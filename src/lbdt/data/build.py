@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -108,3 +109,21 @@ def make_loader(dataset: ReferringVideoDataset, *, batch_size: int, shuffle: boo
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
                       sampler=sampler, num_workers=num_workers, collate_fn=collate, drop_last=drop_last,
                       pin_memory=pin_memory, generator=generator, persistent_workers=False)
+
+
+def loader_throughput(dataset: ReferringVideoDataset, *, batch_size: int = 8, num_workers: int = 2,
+                      seconds: float = 20.0) -> dict:
+    """Samples per second through `make_loader` (shuffled), timed from the first batch on, for at most
+    `seconds` (or one pass). Returns {"samples_per_s", "samples", "seconds", "num_workers", "size"}."""
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers)
+    start, count = None, 0
+    for batch in loader:
+        if start is None:  # worker start-up is not part of the rate
+            start = time.perf_counter()
+            continue
+        count += len(batch)
+        if time.perf_counter() - start > seconds:
+            break
+    elapsed = time.perf_counter() - start if start is not None else 0.0
+    return {"samples_per_s": count / elapsed if elapsed > 0 else 0.0, "samples": count, "seconds": elapsed,
+            "num_workers": num_workers, "size": list(dataset.size)}
