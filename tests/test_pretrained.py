@@ -84,6 +84,21 @@ def test_export_keeps_weights_drops_training_state_and_embeds_the_vocabulary(tmp
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
 
+def test_a_synthetic_training_checkpoint_regenerates_its_seeded_table(tmp_path):
+    from lbdt.data.synth import WORD_VECTORS, write_benchmark
+
+    root = tmp_path / "synthetic"
+    write_benchmark(root, seed=5, videos=(1, 0, 0), frames=8, progress=False)
+    on_disk = WordVectors.from_glove(root / WORD_VECTORS)  # what training read (6 decimals)
+    _, state = tiny_state()
+    state["config"]["data"].update(synthetic_seed=5, word_vectors=WORD_VECTORS, root=str(root))
+    torch.save(state, tmp_path / "best.pt")
+    root.rename(tmp_path / "gone")  # a fresh machine has no dataset
+    table = load_pretrained(tmp_path / "best.pt").checkpoint_info.word_vectors
+    assert table.words == on_disk.words
+    np.testing.assert_allclose(table.vectors, on_disk.vectors, atol=1e-6)
+
+
 @pytest.mark.parametrize("wrap", ["plain", "ddp", "state_dict"])
 def test_official_checkpoints_are_told_apart_by_their_keys(tmp_path, monkeypatch, wrap):
     import lbdt.models.checkpoint as ckpt

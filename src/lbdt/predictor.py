@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import unicodedata
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,7 +195,9 @@ class _Pending:
 
 # ---------------------------------------------------------------- lbdt predict
 def _slug(text: str, limit: int = 40) -> str:
-    words = re.findall(r"[a-z0-9]+", text.lower())
+    """A portable folder name: ASCII letters and digits joined by "-" (accents dropped, e.g. "ñandú" → "nandu")."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", ascii_text.lower())
     return "-".join(words)[:limit].strip("-")
 
 

@@ -133,6 +133,10 @@ def _from_lbdt(state: dict, path: Path, source: str) -> tuple[LBDT, CheckpointIn
     vectors = None
     if table is not None:
         vectors = WordVectors(list(table["words"]), np.asarray(table["vectors"].float().numpy(), dtype=np.float32))
+    elif data.get("synthetic_seed") is not None:  # trained on `lbdt synth` data: its seeded table is reproducible
+        from lbdt.data.synth import vocabulary
+
+        vectors = WordVectors.seeded(vocabulary(), dim=300, seed=int(data["synthetic_seed"]))
     hint = "" if vectors is not None else f"the word-vector file it was trained with ({data.get('word_vectors', 'GloVe')})"
     return model, CheckpointInfo(source=source, kind="lbdt", variant=str(state.get("variant", "")),
                                  dataset=str(data.get("dataset", "")), size=size,
