@@ -194,7 +194,7 @@ def test_unknown_instance_id(copy_benchmark):
     root = copy_benchmark("a2d")
     lines = (root / "train.txt").read_text().splitlines()
     video_frame, h, w, _, rest = lines[0].split(",", 4)
-    lines[0] = ",".join([video_frame, h, w, "9", rest])
+    lines[0] = f"{video_frame},{h},{w},9,{rest}"
     (root / "train.txt").write_text("\n".join(lines) + "\n")
     source = A2DSource(root)
     r = _first(source)

@@ -13,8 +13,19 @@ from conftest import TINY
 from lbdt.cli import main
 from lbdt.data.listfile import read_list
 from lbdt.data.sources import SOURCES
-from lbdt.data.synth import (COLOURS, FORMATS, FRAME_GAP, MOTIONS, SIZES, SPEED, SPLITS, WORD_VECTORS,
-                             _shape_mask, make_clip, vocabulary)
+from lbdt.data.synth import (
+    COLOURS,
+    FORMATS,
+    FRAME_GAP,
+    MOTIONS,
+    SIZES,
+    SPEED,
+    SPLITS,
+    WORD_VECTORS,
+    _shape_mask,
+    make_clip,
+    vocabulary,
+)
 from lbdt.data.text import WordVectors, tokenize
 from lbdt.data.transforms import swap_left_right
 

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from lbdt.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, ClipAugment, ClipTransform, resize_image,
-                                  resize_target, swap_left_right)
+from lbdt.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClipAugment,
+    ClipTransform,
+    resize_image,
+    resize_target,
+    swap_left_right,
+)
 
 
 def test_constant_frame_is_normalised_exactly():

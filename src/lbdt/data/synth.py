@@ -378,8 +378,8 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
             write_list(tmp / f"{split}.txt", lists[split], "comma6")
     table = WordVectors.seeded(vocabulary(), dim=300, seed=seed)
     with open(tmp / WORD_VECTORS, "w", encoding="utf-8") as f:
-        for word, vec in zip(table.words, table.vectors):
-            f.write(word + " " + " ".join(f"{x:.6f}" for x in vec) + "\n")
+        f.writelines(word + " " + " ".join(f"{x:.6f}" for x in vec) + "\n"
+                     for word, vec in zip(table.words, table.vectors))
     summary = {"format": fmt, "seed": int(seed), "frames": int(frames), "size": [int(size[0]), int(size[1])],
                "videos": dict(zip(SPLITS, (int(n) for n in videos))), "frame_gap": FRAME_GAP[fmt],
                "samples": {s: len(lists[s]) for s in SPLITS}, "word_vectors": WORD_VECTORS}
