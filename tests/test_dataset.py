@@ -150,3 +150,17 @@ def test_loader_throughput_counts_samples(synth_roots):
     ds = build_dataset(_cfg(synth_roots["a2d"]), "val", train=False)
     r = loader_throughput(ds, batch_size=4, num_workers=0, seconds=60)
     assert r["samples"] == len(ds) - 4 and r["samples_per_s"] > 0 and r["size"] == list(SIZE)  # one pass
+
+
+def test_dataset_surfaces_source_errors(copy_benchmark):
+    root = copy_benchmark("a2d")
+    ds = build_dataset(_cfg(root), "train", train=True)
+    r = ds.records[0]
+    mask = root / "masks" / r.video_id / f"{r.frame_id}.h5"
+    mask.unlink()
+    with pytest.raises(LBDTError, match=f"{mask}: mask file not found"):
+        ds[0]
+    ref = ds.source.frame_path(r.video_id, ds.source.reference_frame_id(r.video_id, r.frame_id, ds.frame_gap))
+    ref.write_bytes(b"garbage")
+    with pytest.raises(LBDTError, match=f"{ref}: unreadable image"):
+        ds[0]
