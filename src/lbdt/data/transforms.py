@@ -128,8 +128,8 @@ class ClipTransform:
         """Apply the given draw (deterministic)."""
         arrays = [frame, ref_frame] + ([mask] if mask is not None else [])
         if aug.crop is not None:
-            t, l, h, w = aug.crop
-            arrays = [a[t:t + h, l:l + w] for a in arrays]
+            top, left, h, w = aug.crop
+            arrays = [a[top:top + h, left:left + w] for a in arrays]
         if aug.flip:
             arrays = [a[:, ::-1] for a in arrays]
             sentence = swap_left_right(sentence)

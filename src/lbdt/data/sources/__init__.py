@@ -7,4 +7,4 @@ from lbdt.data.sources.ytvos import YTVOSSource
 
 SOURCES: dict[str, type[Source]] = {"a2d": A2DSource, "jhmdb": JHMDBSource, "ytvos": YTVOSSource}
 
-__all__ = ["SOURCES", "Source", "A2DSource", "JHMDBSource", "YTVOSSource"]
+__all__ = ["SOURCES", "A2DSource", "JHMDBSource", "Source", "YTVOSSource"]
