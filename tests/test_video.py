@@ -46,6 +46,21 @@ def test_mp4_streams_all_frames_at_original_size(tmp_path):
     assert len(list(reader)) == 6  # a file can be read again
 
 
+@pytest.mark.parametrize("suffix,codec", [(".webm", "libvpx-vp9"), (".avi", "mpeg4"), (".mov", "libx264")])
+def test_other_containers(tmp_path, suffix, codec):
+    path = tmp_path / f"clip{suffix}"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=10)
+        s.height, s.width, s.pix_fmt = 48, 64, "yuv420p"
+        for f in smooth_frames(5, 48, 64):
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    frames = list(open_video(path))
+    assert len(frames) == 5 and frames[0].image.shape == (48, 64, 3)
+
+
 def test_frame_folder_natural_order_and_mode_conversion(tmp_path):
     rgb = np.zeros((49, 71, 3), np.uint8)
     rgb[..., 0] = 200

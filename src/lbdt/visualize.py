@@ -185,11 +185,6 @@ class VideoWriter:
             self.abort()
 
 
-def mask_fraction(mask: np.ndarray) -> float:
-    """Share of foreground pixels in a bool mask."""
-    return float(np.asarray(mask, dtype=bool).mean()) if np.asarray(mask).size else 0.0
-
-
 def pick_color(index: int, palette: Optional[Sequence[Sequence[int]]] = None) -> Sequence[int]:
     """The `index`-th overlay colour (cycles)."""
     palette = palette or COLORS
