@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -58,7 +57,8 @@ class BenchmarkSettings:
     compile: bool = False  # torch.compile the fast path
     threads: int | None = None  # torch.set_num_threads; None = leave as it is
     matmul_sizes: tuple[int, ...] = (2048, 3072)  # square matmul sizes for the machine rate
-    loader_samples: int = 32  # samples read from the data loader
+    loader_samples: int = 48  # samples read from the data loader (0 = skip)
+    loader_workers: int = 2  # DataLoader worker processes
 
 
 def quick_settings(settings: BenchmarkSettings) -> BenchmarkSettings:
@@ -201,19 +201,6 @@ def synthetic_inputs(batch: int, size: tuple[int, int], device: torch.device,
     return frame.to(device), ref.to(device), words.to(device), mask.to(device)
 
 
-def moving_disc_video(frames: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """uint8 [T,H,W,3]: a bright disc moving left to right over a noisy background."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    video = rng.integers(0, 80, size=(frames, h, w, 3), dtype=np.uint8)
-    for t in range(frames):
-        cx = w * (0.2 + 0.6 * t / max(frames - 1, 1))
-        inside = (yy - h / 2) ** 2 + (xx - cx) ** 2 < (min(h, w) / 6) ** 2
-        video[t][inside] = (220, 40, 40)
-    return video
-
-
 # ---------------------------------------------------------------- measurements
 
 
@@ -255,14 +242,14 @@ def _inference_row(model: torch.nn.Module, *, path: str, precision: str, batch: 
 
 def _streaming_row(model: torch.nn.Module, *, precision: str, batch: int, settings: BenchmarkSettings,
                    device: torch.device) -> dict[str, Any]:
+    from lbdt.data.synth import make_clip, vocabulary
     from lbdt.data.text import WordVectors
     from lbdt.predictor import VideoSegmenter
 
-    sentence = "the red disc moving to the right"
-    table = WordVectors.seeded(sentence.split(), dim=300)
+    clip = make_clip(0, frames=settings.frames, size=settings.size)
+    video, sentence = clip.frames, clip.objects[0].sentence  # uint8 [T,H,W,3] at the model size
     segmenter = VideoSegmenter(model, device=device, precision=precision, size=settings.size, batch_size=batch,
-                               word_vectors=table)
-    video = moving_disc_video(settings.frames, settings.size)
+                               word_vectors=WordVectors.seeded(vocabulary(), dim=300))
     for _ in segmenter.segment(video[:batch], sentence):  # warm-up on one batch
         pass
     with peak_memory(device) as mem:
@@ -303,11 +290,32 @@ def _train_row(base: torch.nn.Module, *, precision: str, settings: BenchmarkSett
 
 
 def _loader_row(settings: BenchmarkSettings) -> dict[str, Any]:
-    import lbdt.data
+    """Training samples/s of `lbdt.data.build` on a small synthetic benchmark (A2D layout, 96x128 frames)
+    resized to `settings.size`, through a DataLoader with `settings.loader_workers` workers, batch 8."""
+    import tempfile
 
-    if not hasattr(lbdt.data, "build"):
-        return {"skipped": "lbdt.data.build is not available in this version"}
-    return {"skipped": "data-loader benchmark not wired to lbdt.data.build yet"}
+    from lbdt.config import DataConfig
+    from lbdt.data.build import build_dataset, make_loader
+    from lbdt.data.synth import WORD_VECTORS, write_benchmark
+
+    with tempfile.TemporaryDirectory(prefix="lbdt-bench-") as tmp:
+        root = Path(tmp) / "synthetic"
+        write_benchmark(root, fmt="a2d", seed=0, videos=(max(1, settings.loader_samples // 6), 1, 1),
+                        progress=False)
+        cfg = DataConfig(dataset="a2d", root=str(root), size=settings.size, word_vectors=WORD_VECTORS,
+                         num_workers=settings.loader_workers)
+        dataset = build_dataset(cfg, "train", train=True)
+        loader = make_loader(dataset, batch_size=8, shuffle=True, num_workers=cfg.num_workers)
+        n = 0
+        start = time.perf_counter()
+        for batch in loader:
+            n += len(batch)
+            if n >= settings.loader_samples:
+                break
+        elapsed = time.perf_counter() - start
+    return {"samples": n, "seconds": elapsed, "samples_per_s": n / elapsed, "size": list(settings.size),
+            "workers": settings.loader_workers, "batch": 8,
+            "note": "includes starting the worker processes; the synthetic frames are 96x128 PNG/JPEG"}
 
 
 # ---------------------------------------------------------------- the run
@@ -346,6 +354,7 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
         "inference": [],
         "streaming": [],
         "train": [],
+        "data_loader": None,
         "notes": notes,
     }
     for p in settings.precisions:
@@ -380,8 +389,9 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
         for p in usable:
             progress(f"training step {p}")
             result["train"].append(_train_row(base, precision=p, settings=settings, device=device))
-    progress("data loader")
-    result["data_loader"] = _loader_row(settings)
+    if settings.loader_samples > 0:
+        progress("data loader")
+        result["data_loader"] = _loader_row(settings)
     result["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return result
 
@@ -427,11 +437,10 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{'train':<10}{r['precision']:<10}{r['batch']:>6}{r['samples_per_s']:>10.2f}"
                      f"{1000 * r['median_seconds_per_step']:>10.0f}{'':>9}{'':>7}{_fmt(r['peak_mib'], '.0f'):>10}"
                      "  (samples/s, ms/step)")
-    loader = result.get("data_loader", {})
-    if "samples_per_s" in loader:
-        lines.append(f"data loader: {loader['samples_per_s']:.1f} samples/s at {loader['size']}")
-    elif "skipped" in loader:
-        lines.append(f"data loader: skipped ({loader['skipped']})")
+    loader = result["data_loader"]
+    if loader:
+        lines.append(f"data loader: {loader['samples_per_s']:.1f} samples/s at {loader['size'][0]}x{loader['size'][1]} "
+                     f"({loader['workers']} workers, batch {loader['batch']})")
     lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
 

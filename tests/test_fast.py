@@ -1,0 +1,241 @@
+"""The fast inference path (`lbdt.engine.fast`) and the benchmark harness (`lbdt.benchmark`).
+
+The equivalence tests use a tiny model briefly trained on a synthetic clip (so its mask follows the
+referred object, with logits well away from 0 except at the object's border) and folded BatchNorm
+statistics that are not the identity.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lbdt.benchmark import (
+    BenchmarkSettings,
+    format_table,
+    matmul_rate,
+    peak_memory,
+    run_benchmark,
+    write_json,
+)
+from lbdt.data.synth import make_clip, vocabulary
+from lbdt.data.text import WordVectors
+from lbdt.data.transforms import normalize
+from lbdt.engine import fast
+from lbdt.errors import LBDTError
+from lbdt.losses import segmentation_loss
+from lbdt.models.build import build_model
+
+SIZE = (64, 64)
+FRAMES = 8
+OBJECT = 0  # the clip's first object: a moving shape referred to by its motion
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a & b).sum()) / max(float((a | b).sum()), 1.0)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """(model in eval mode, frames [T,3,H,W], ref_frames, word_vectors [T,N,300], word_mask [T,N], gt bool [T,H,W])."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        clip = make_clip(0, frames=FRAMES, size=SIZE)
+        frames = torch.stack([normalize(torch.from_numpy(f).permute(2, 0, 1).float() / 255) for f in clip.frames])
+        refs = torch.cat([frames[:1], frames[:-1]])  # reference frame t-1, clamped
+        vectors, mask = WordVectors.seeded(vocabulary()).encode(clip.objects[OBJECT].sentence)
+        vectors, mask = vectors[None].expand(FRAMES, -1, -1), mask[None].expand(FRAMES, -1)
+        gt = torch.from_numpy(clip.masks[OBJECT])
+        model = build_model("tiny", dropout=0.0)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+        for step in range(60):
+            idx = torch.arange(step % 2, FRAMES, 2)
+            loss = segmentation_loss(model(frames[idx], refs[idx], vectors[idx], mask[idx]), gt[idx].float())["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+    finally:
+        torch.set_num_threads(threads)
+    return model, frames, refs, vectors, mask, gt
+
+
+def _plain_logits(model, frames, refs, vectors, mask) -> torch.Tensor:
+    """The reference: the unprepared fp32 model, one frame at a time, the sentence encoded every call."""
+    with torch.inference_mode():
+        return torch.cat([model(frames[i:i + 1], refs[i:i + 1], vectors[i:i + 1], mask[i:i + 1])
+                          for i in range(len(frames))])
+
+
+def _fast_logits(model, frames, refs, vectors, mask, *, precision: str, **prepare) -> torch.Tensor:
+    """The fast path: prepared copy, the sentence encoded once, all frames in one batch."""
+    prepared = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision=precision, **prepare)
+    channels_last = prepare.get("channels_last", True)
+    with torch.inference_mode(), fast.autocast("cpu", precision):
+        text = prepared.encode_text(vectors[:1], mask[:1])
+        return prepared.segment(fast.to_input(frames, device="cpu", channels_last=channels_last),
+                                fast.to_input(refs, device="cpu", channels_last=channels_last), text).float()
+
+
+# ---------------------------------------------------------------- BatchNorm folding
+
+
+def test_fold_conv_bn_hand_computed():
+    conv = nn.Conv2d(1, 1, 1, bias=False)
+    bn = nn.BatchNorm2d(1, eps=1.0).eval()
+    with torch.no_grad():
+        conv.weight.fill_(2.0)
+        bn.running_mean.fill_(1.0)
+        bn.running_var.fill_(3.0)  # sqrt(3 + eps) = 2
+        bn.weight.fill_(0.5)
+        bn.bias.fill_(0.25)
+    fast.fold_conv_bn(conv, bn)
+    # w' = 2 * 0.5 / 2 = 0.5; b' = (0 - 1) * 0.5 / 2 + 0.25 = 0
+    assert conv.weight.item() == pytest.approx(0.5)
+    assert conv.bias.item() == pytest.approx(0.0)
+
+
+def test_fold_conv_bn_matches_conv_then_bn():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=True)
+    bn = nn.BatchNorm2d(6)
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.normal_()
+        bn.bias.normal_()
+    bn.eval()
+    x = torch.randn(2, 4, 8, 8)
+    expected = bn(conv(x))
+    fast.fold_conv_bn(conv, bn)
+    torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_batchnorm_removes_every_batchnorm(trained):
+    model, frames, refs, vectors, mask, _ = trained
+    folded_model = copy.deepcopy(model)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in folded_model.modules())
+    assert n_bn > 0
+    assert fast.fold_batchnorm(folded_model) == n_bn  # every BN of LBDT directly follows a conv
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded_model.modules())
+    with torch.inference_mode():
+        torch.testing.assert_close(folded_model(frames, refs, vectors, mask), model(frames, refs, vectors, mask),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_fold_batchnorm_needs_eval_mode():
+    with pytest.raises(LBDTError, match="eval mode"):
+        fast.fold_batchnorm(build_model("tiny").train())
+
+
+# ---------------------------------------------------------------- masks: fast path vs plain model
+
+
+def test_trained_fixture_is_meaningful(trained):
+    model, frames, refs, vectors, mask, gt = trained
+    logits = _plain_logits(model, frames, refs, vectors, mask)
+    assert _iou(logits > 0, gt) > 0.5  # the mask follows the referred object
+    assert float((logits.abs() < 0.05).float().mean()) < 0.01  # logits are not hovering around 0
+
+
+@pytest.mark.parametrize("prepare", [{}, {"fold_bn": False}, {"channels_last": False}],
+                         ids=["fold+channels_last", "channels_last", "fold"])
+def test_fp32_fast_path_gives_identical_masks(trained, prepare):
+    model, frames, refs, vectors, mask, _ = trained
+    plain = _plain_logits(model, frames, refs, vectors, mask)
+    quick = _fast_logits(model, frames, refs, vectors, mask, precision="fp32", **prepare)
+    torch.testing.assert_close(quick, plain, rtol=1e-4, atol=1e-4)
+    assert torch.equal(quick > 0, plain > 0)
+
+
+def test_bf16_masks_agree_with_fp32(trained):
+    model, frames, refs, vectors, mask, _ = trained
+    plain = _plain_logits(model, frames, refs, vectors, mask)
+    low = _fast_logits(model, frames, refs, vectors, mask, precision="bf16")
+    assert float((low - plain).abs().max()) > 1e-3  # reduced precision really ran
+    assert _iou(low > 0, plain > 0) >= 0.99
+    for t in range(FRAMES):  # and frame by frame, not only over the clip
+        assert _iou(low[t] > 0, plain[t] > 0) >= 0.97
+
+
+def test_prepared_model_is_ready_for_inference(trained):
+    model = fast.prepare_for_inference(copy.deepcopy(trained[0]), device="cpu")
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.spatial_backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.spatial_backbone.conv1.bias is not None  # BN folded into it
+
+
+def test_precision_rules():
+    assert fast.check_precision("bf16", "cpu") is torch.bfloat16
+    with pytest.raises(LBDTError, match="fp16"):
+        fast.check_precision("fp16", "cpu")
+    with pytest.raises(LBDTError, match="unknown precision"):
+        fast.autocast("cpu", "int8")
+    with fast.autocast("cpu", "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    with fast.autocast("cpu", "bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") is torch.bfloat16
+
+
+@pytest.mark.slow
+def test_compiled_fast_path_gives_identical_masks(trained):
+    model, frames, refs, vectors, mask, _ = trained
+    plain = _plain_logits(model, frames, refs, vectors, mask)
+    compiled = _fast_logits(model, frames, refs, vectors, mask, precision="fp32", compile=True)
+    assert torch.equal(compiled > 0, plain > 0)
+
+
+# ---------------------------------------------------------------- benchmark harness
+
+
+def test_peak_memory_sees_an_allocation():
+    with peak_memory(torch.device("cpu")) as mem:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del block
+    if mem["peak_mib"] is None:
+        pytest.skip("this kernel cannot reset the peak resident set")
+    assert 60 <= mem["peak_mib"] < 1024
+
+
+def test_matmul_rate_is_a_rate():
+    rate = matmul_rate(torch.device("cpu"), "fp32", sizes=(256,), repeats=2)
+    assert 1e8 < rate < 1e14  # FLOP/s
+
+
+def test_benchmark_quick_run(tmp_path):
+    settings = BenchmarkSettings(model="tiny", size=(64, 64), precisions=("fp32", "bf16", "fp16"), batches=(1, 2),
+                                 frames=4, repeats=1, train_step=True, train_batch=1, matmul_sizes=(512,),
+                                 loader_samples=8, loader_workers=0)
+    result = run_benchmark(settings)
+    assert result["model"]["parameters"] == sum(p.numel() for p in build_model("tiny").parameters())
+    assert result["model"]["gflops_per_frame"] == pytest.approx(2 * result["model"]["gmacs_per_frame"])
+    assert result["matmul_gflops"]["fp16"] is None and "fp16: n/a on cpu" in result["notes"]
+    rows = {(r["path"], r["precision"], r["batch"]) for r in result["inference"]}
+    assert rows == {(p, q, b) for b in (1, 2) for p, q in [("plain", "fp32"), ("fast", "fp32"), ("fast", "bf16")]}
+    for row in result["inference"]:
+        expected = row["frames_per_s"] * result["model"]["gflops_per_frame"] / result["matmul_gflops"][row["precision"]]
+        assert row["achieved_share"] == pytest.approx(expected)
+        assert row["frames_per_s"] == pytest.approx(row["batch"] / row["median_seconds_per_batch"])
+    assert [r["frames"] for r in result["streaming"]] == [4, 4]
+    assert [r["precision"] for r in result["train"]] == ["fp32", "bf16"]
+    assert result["data_loader"]["samples"] >= 8
+    assert result["machine"]["torch"] == torch.__version__
+    out = tmp_path / "bench.json"
+    write_json(result, out)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    table = format_table(result)
+    assert "fp16 n/a" in table and table.count("\nfast ") == 4 and "data loader:" in table
+
+
+def test_benchmark_rejects_bad_settings():
+    with pytest.raises(LBDTError, match="precision"):
+        run_benchmark(BenchmarkSettings(model="tiny", precisions=("fp64",)))
+    with pytest.raises(LBDTError, match="variant"):
+        run_benchmark(BenchmarkSettings(model="huge"))
