@@ -224,6 +224,40 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- benchmark (docs/performance.md)
+def _benchmark_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="lbdt4", help="model variant (lbdt4, lbdt1, tiny, ...)")
+    p.add_argument("--size", type=int, nargs=2, default=(320, 320), metavar=("H", "W"), help="input size")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", default="fp32,bf16,fp16", help="comma list of fp32, bf16, fp16 (fp16: CUDA only)")
+    p.add_argument("--batch", default="1,8", help="comma list of inference batch sizes")
+    p.add_argument("--frames", type=int, default=16, help="frames of the streamed video (0 = skip streaming)")
+    p.add_argument("--repeats", type=int, default=3, help="timed iterations per measurement (median reported)")
+    p.add_argument("--train-step", action="store_true", help="also time forward + backward + AdamW")
+    p.add_argument("--train-batch", type=int, default=2, help="batch size of the training step")
+    p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
+    p.add_argument("--out", help="write the results as JSON here (e.g. benchmarks/results/cpu.json)")
+    p.add_argument("--quick", action="store_true", help="short smoke run: batch <= 2, 1 repeat, 4 frames")
+
+
+@command("benchmark", "measure parameters, FLOPs, frames/s, training step time and memory", _benchmark_args)
+def _benchmark(args: argparse.Namespace) -> int:
+    from lbdt.benchmark import BenchmarkSettings, benchmark
+
+    try:
+        batches = tuple(int(b) for b in args.batch.split(","))
+    except ValueError:
+        raise LBDTError(f"--batch must be a comma list of integers, got {args.batch!r}") from None
+    settings = BenchmarkSettings(
+        model=args.model, size=tuple(args.size), device=args.device, batches=batches,
+        precisions=tuple(p.strip() for p in args.precision.split(",") if p.strip()), frames=args.frames,
+        repeats=args.repeats, train_step=args.train_step, train_batch=args.train_batch, compile=args.compile,
+        threads=args.threads)
+    benchmark(settings, out=args.out, quick=args.quick)
+    return 0
+
+
 # ---- predict / demo (docs/inference.md)
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="video file (mp4, webm, avi, mov, ...), folder of frames, or one image")
