@@ -23,9 +23,10 @@ import re
 import time
 import unicodedata
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,11 +38,10 @@ from lbdt.data.video import VideoFrame, VideoInput, open_video
 from lbdt.engine.fast import autocast, check_precision, prepare_for_inference, to_input
 from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
-from lbdt.models.lbdt import STRIDE, LBDT
+from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
 from lbdt.pretrained import DEFAULT_FRAME_GAP, DEFAULT_SIZE, load_pretrained
 from lbdt.types import Prediction, SampleMeta
-
 
 
 class VideoSegmenter:
@@ -57,8 +57,8 @@ class VideoSegmenter:
     """
 
     def __init__(self, model_or_name: LBDT | str | os.PathLike, *, device: str | torch.device = "cpu",
-                 precision: str = "fp32", size: Optional[tuple[int, int]] = None, frame_gap: Optional[int] = None,
-                 batch_size: int = 8, word_vectors: Optional[WordVectors] = None, threshold: float = 0.5):
+                 precision: str = "fp32", size: tuple[int, int] | None = None, frame_gap: int | None = None,
+                 batch_size: int = 8, word_vectors: WordVectors | None = None, threshold: float = 0.5):
         self.device = _device(device)
         check_precision(precision, self.device)
         if isinstance(model_or_name, LBDT):
@@ -190,7 +190,7 @@ class _Pending:
     index: int
     frame_id: str
     size: tuple[int, int]  # (H0, W0)
-    image: Optional[np.ndarray]  # uint8 [H0,W0,3] or None
+    image: np.ndarray | None  # uint8 [H0,W0,3] or None
 
 
 # ---------------------------------------------------------------- lbdt predict
@@ -203,7 +203,7 @@ def _slug(text: str, limit: int = 40) -> str:
 
 def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out_dir: str | os.PathLike,
                       weights: str = "synthetic-tiny", device: str = "cpu", precision: str = "fp32",
-                      batch_size: int = 8, frame_gap: Optional[int] = None, glove: Optional[str] = None,
+                      batch_size: int = 8, frame_gap: int | None = None, glove: str | None = None,
                       overlay: bool = True, progress: bool = True) -> dict:
     """Segment `video` once per sentence set and write, under `out_dir`:
 
@@ -216,7 +216,8 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     from tqdm import tqdm
 
     from lbdt.evaluation.writers import save_mask_png, save_metrics_json
-    from lbdt.visualize import VideoWriter, overlay as draw_overlay, pick_color
+    from lbdt.visualize import VideoWriter, pick_color
+    from lbdt.visualize import overlay as draw_overlay
 
     sentences = list(sentences)
     if not sentences:

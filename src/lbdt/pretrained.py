@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ class CheckpointInfo:
     size: tuple[int, int] = DEFAULT_SIZE  # (H, W) model input the model was trained at
     frame_gap: int = DEFAULT_FRAME_GAP  # k: reference frame t - k
     max_words: int = MAX_WORDS  # N: tokens per sentence
-    word_vectors: Optional[WordVectors] = None  # the table the model was trained with, when the checkpoint holds it
+    word_vectors: WordVectors | None = None  # the table the model was trained with, when the checkpoint holds it
     word_vectors_hint: str = ""  # what to pass as word_vectors when the table is not inside (e.g. the GloVe file)
 
 
@@ -56,7 +56,7 @@ def shipped_path(name: str) -> Path:
 
 
 def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.device = "cpu",
-                    sha256: Optional[str] = None, cache_dir: Optional[str | os.PathLike] = None) -> LBDT:
+                    sha256: str | None = None, cache_dir: str | os.PathLike | None = None) -> LBDT:
     """A model ready for inference (eval mode, on `device`), with `model.checkpoint_info` set.
 
     `name_or_path`: a shipped name (`"synthetic-tiny"`), a local file (our checkpoint, or an official
@@ -85,7 +85,7 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.devi
 def _load_file(path: Path, source: str) -> tuple[LBDT, CheckpointInfo]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torn file, a full pickle, not a torch file
+    except Exception as e:  # noqa: BLE001 -- torn file, a full pickle, not a torch file: all one error
         first = str(e).splitlines()[0] if str(e) else ""
         raise LBDTError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {first})") from None
     if isinstance(state, dict) and state.get("format") == "lbdt":
@@ -145,7 +145,7 @@ def _from_lbdt(state: dict, path: Path, source: str) -> tuple[LBDT, CheckpointIn
 
 
 def export_pretrained(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
-                      word_vectors: Optional[WordVectors] = None, vocabulary: Optional[list[str]] = None) -> Path:
+                      word_vectors: WordVectors | None = None, vocabulary: list[str] | None = None) -> Path:
     """Write a slim inference checkpoint from a training one: model, model_config and config only
     (no optimizer state), plus the word-vector rows for `vocabulary` (all words of `word_vectors` when
     None) so that the file needs no separate table. Written atomically; returns `out`.
@@ -175,7 +175,7 @@ def export_pretrained(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
     return out
 
 
-def _cache_root(cache_dir: Optional[str | os.PathLike]) -> Path:
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
     env = os.environ.get("LBDT_CACHE")
@@ -190,7 +190,7 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, *, sha256: Optional[str] = None, cache_dir: Optional[str | os.PathLike] = None,
+def download(url: str, *, sha256: str | None = None, cache_dir: str | os.PathLike | None = None,
              timeout: float = 30.0) -> Path:
     """Download `url` into the cache once and return its path; the sha256 (`url#sha256=<hex>` or
     `sha256=`) is required and checked. The file appears under its final name only once verified."""

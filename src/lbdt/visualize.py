@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -115,8 +116,9 @@ class VideoWriter:
     Odd sizes are padded by one black row/column (yuv420p needs even sizes)."""
 
     def __init__(self, path: str | os.PathLike, *, fps: float = 25.0, crf: int = 23):
-        import av
         from fractions import Fraction
+
+        import av
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,14 +170,12 @@ class VideoWriter:
     def abort(self) -> None:
         """Drop the partial file."""
         if self._container is not None:
-            try:
+            with contextlib.suppress(Exception):  # the partial file is deleted anyway
                 self._container.close()
-            except Exception:
-                pass
             self._container = None
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -185,7 +185,7 @@ class VideoWriter:
             self.abort()
 
 
-def pick_color(index: int, palette: Optional[Sequence[Sequence[int]]] = None) -> Sequence[int]:
+def pick_color(index: int, palette: Sequence[Sequence[int]] | None = None) -> Sequence[int]:
     """The `index`-th overlay colour (cycles)."""
     palette = palette or COLORS
     return palette[index % len(palette)]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 from PIL import Image
@@ -77,7 +78,7 @@ def _read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
-    except Exception as e:  # PIL raises many types for bad files
+    except Exception as e:  # noqa: BLE001 -- PIL raises many types for bad files
         raise LBDTError(f"{path}: cannot read image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
@@ -89,8 +90,8 @@ def _av_error(path: Path, e: Exception) -> LBDTError:
 class VideoReader:
     """A re-iterable stream of `VideoFrame`s. Build it with `open_video`."""
 
-    def __init__(self, *, name: str, frames: Callable[[], Iterator[VideoFrame]], fps: Optional[float],
-                 num_frames: Optional[int], reiterable: bool):
+    def __init__(self, *, name: str, frames: Callable[[], Iterator[VideoFrame]], fps: float | None,
+                 num_frames: int | None, reiterable: bool):
         self.name = name  # file or folder name ("arrays" for in-memory input)
         self.fps = fps  # frames per second when the container says, else None
         self.num_frames = num_frames  # known frame count, else None (generators, some containers)
@@ -184,7 +185,7 @@ def _open_file(path: Path) -> VideoReader:
             first = next(iter(container.decode(stream)), None)
     except LBDTError:
         raise
-    except Exception as e:  # av.error.* (InvalidDataError, ...), OSError
+    except Exception as e:  # noqa: BLE001 -- av.error.* (InvalidDataError, ...), OSError
         raise _av_error(path, e) from None
     if first is None:
         raise LBDTError(f"{path}: video is empty (zero frames)")
@@ -198,7 +199,7 @@ def _open_file(path: Path) -> VideoReader:
                     yield VideoFrame(i, f"{i:05d}", frame.to_ndarray(format="rgb24"))
         except LBDTError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- any decoding failure mid-stream
             raise _av_error(path, e) from None
 
     return VideoReader(name=path.name, frames=frames, fps=fps, num_frames=num_frames, reiterable=True)
