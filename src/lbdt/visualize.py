@@ -175,7 +175,7 @@ class VideoWriter:
             self._container = None
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> VideoWriter:
+    def __enter__(self) -> VideoWriter:  # noqa: PYI034 -- typing.Self needs Python 3.11
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
