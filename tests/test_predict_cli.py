@@ -105,6 +105,9 @@ def test_predict_on_a_frame_folder(tmp_path, weights):
     assert all(read_png(m)[1] == (21, 33) for m in masks)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 5 and summary["model"]["frame_gap"] == 1 and summary["sentences"][0]["overlay"] is None
+    preds = list(VideoSegmenter(str(weights), frame_gap=2, batch_size=2).segment(folder, SENTENCES[0]))
+    assert [(p.meta.frame_id, p.meta.ref_frame_id) for p in preds] == [
+        ("img_1", "img_1"), ("img_2", "img_1"), ("img_3", "img_1"), ("img_4", "img_2"), ("img_5", "img_3")]
 
 
 @pytest.mark.parametrize("case,needle", [

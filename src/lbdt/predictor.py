@@ -125,11 +125,11 @@ class VideoSegmenter:
     def _stream(self, name: str, frames: Iterator[VideoFrame], sentences: list[str], texts: list[TextFeatures],
                 return_prob: bool, return_frames: bool) -> Iterator[list[Prediction]]:
         k = self.frame_gap
-        ring: deque[tuple[int, Tensor]] = deque(maxlen=k + self.batch_size)  # (index, [3,H,W]) newest last
+        ring: deque[tuple[int, str, Tensor]] = deque(maxlen=k + self.batch_size)  # (index, id, [3,H,W]), newest last
         pending: list[_Pending] = []
         self.max_buffered = 0
         for frame in frames:
-            ring.append((frame.index, self._preprocess(frame.image)))
+            ring.append((frame.index, frame.frame_id, self._preprocess(frame.image)))
             self.max_buffered = max(self.max_buffered, len(ring))
             pending.append(_Pending(frame.index, frame.frame_id, frame.image.shape[:2],
                                     frame.image if return_frames else None))
@@ -141,12 +141,11 @@ class VideoSegmenter:
 
     def _run_batch(self, name: str, pending: list[_Pending], ring: deque, sentences: list[str],
                    texts: list[TextFeatures], return_prob: bool) -> Iterator[list[Prediction]]:
-        held = dict(ring)
+        held = {index: (frame_id, x) for index, frame_id, x in ring}  # holds every t and t - k of the batch
         ref_index = [max(f.index - self.frame_gap, 0) for f in pending]
-        ids = {f.index: f.frame_id for f in pending}
-        frames = to_input(torch.stack([held[f.index] for f in pending]), device=self.device,
+        frames = to_input(torch.stack([held[f.index][1] for f in pending]), device=self.device,
                           channels_last=self._channels_last)  # [B,3,H,W]
-        refs = to_input(torch.stack([held[r] for r in ref_index]), device=self.device,
+        refs = to_input(torch.stack([held[r][1] for r in ref_index]), device=self.device,
                         channels_last=self._channels_last)  # [B,3,H,W]
         probs = []  # per sentence: float32 [B,H,W]
         with torch.inference_mode(), autocast(self.device, self.precision):
@@ -159,7 +158,7 @@ class VideoSegmenter:
                 prob = resize_bilinear(probs[j][b], (h0, w0))
                 mask = prob > self.threshold
                 meta = SampleMeta(dataset="video", video_id=name, object_id=str(j), frame_id=frame.frame_id,
-                                  ref_frame_id=ids.get(ref_index[b], f"{ref_index[b]:05d}"), sentence=sentence,
+                                  ref_frame_id=held[ref_index[b]][0], sentence=sentence,
                                   original_size=(h0, w0))
                 extras: dict[str, Any] = {"index": frame.index}
                 if frame.image is not None:
