@@ -239,3 +239,17 @@ def test_benchmark_rejects_bad_settings():
         run_benchmark(BenchmarkSettings(model="tiny", precisions=("fp64",)))
     with pytest.raises(LBDTError, match="variant"):
         run_benchmark(BenchmarkSettings(model="huge"))
+
+
+def test_stored_reduced_precision_weights_change_nothing_under_autocast(trained):
+    model, frames, refs, vectors, mask, _ = trained
+    ref_model = fast.prepare_for_inference(copy.deepcopy(model), device="cpu")  # fp32 weights, cast per call
+    low_model = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="bf16")
+    assert low_model.spatial_backbone.layer1[0].conv2.weight.dtype is torch.bfloat16
+    assert low_model.lbdt_res4.layers[0].words_self_attn.in_proj_weight.dtype is torch.bfloat16
+    assert low_model.text_encoder.lstm.weight_ih_l0.dtype is torch.float32
+    x, r = fast.to_input(frames, device="cpu"), fast.to_input(refs, device="cpu")
+    with torch.inference_mode(), fast.autocast("cpu", "bf16"):
+        expected = ref_model.segment(x, r, ref_model.encode_text(vectors[:1], mask[:1]))
+        got = low_model.segment(x, r, low_model.encode_text(vectors[:1], mask[:1]))
+    assert torch.equal(got, expected)

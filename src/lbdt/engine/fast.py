@@ -95,17 +95,39 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
+def cast_matmul_weights(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store convolution, linear and attention-projection weights in `dtype` (in place); returns how many modules.
+
+    These are exactly the tensors `torch.autocast` would cast to `dtype` at every call, so results under
+    autocast are unchanged; only the per-call casts (a full pass over the weights) disappear.
+    Normalisation layers and the LSTM keep their fp32 parameters.
+    """
+    n = 0
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.to(dtype)
+            n += 1
+        elif isinstance(module, nn.MultiheadAttention):  # its packed input projection is not a Linear
+            for name in ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                param = getattr(module, name, None)
+                if param is not None:
+                    param.data = param.data.to(dtype)
+            n += 1
+    return n
+
+
 def prepare_for_inference(model: nn.Module, *, device: torch.device | str, precision: str = "fp32",
                           channels_last: bool = True, fold_bn: bool = True, compile: bool = False) -> nn.Module:
-    """Make `model` (in place) ready for fast inference and return it (compiled, when asked).
+    """Make `model` (in place) ready for fast inference and return it.
 
     eval mode, no gradients, moved to `device`; `fold_bn` folds conv + BatchNorm pairs; `channels_last`
-    converts 4-D weights (feed inputs through `to_input`); `compile` compiles `model.segment` (the per-frame
-    path; `forward` goes through it) with `torch.compile`, which needs a C++ compiler on CPU.
-    Run it under `torch.inference_mode()` and `autocast(device, precision)`; the weights stay fp32.
+    converts 4-D weights (feed inputs through `to_input`); for bf16 / fp16 the convolution, linear and
+    attention weights are stored in that dtype (`cast_matmul_weights`); `compile` compiles `model.segment`
+    (the per-frame path; `forward` goes through it) with `torch.compile`, which needs a C++ compiler on CPU.
+    Run it under `torch.inference_mode()` and `autocast(device, precision)` (required for bf16 / fp16).
     """
     device = torch.device(device)
-    check_precision(precision, device)
+    dtype = check_precision(precision, device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LBDTError("a CUDA device was requested but torch.cuda.is_available() is False")
     model.eval().requires_grad_(False).to(device)
@@ -113,6 +135,8 @@ def prepare_for_inference(model: nn.Module, *, device: torch.device | str, preci
         fold_batchnorm(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if dtype != torch.float32:
+        cast_matmul_weights(model, dtype)
     if compile:
         model.segment = torch.compile(model.segment, dynamic=False)  # instance attribute: forward uses it too
     return model
