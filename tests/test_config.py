@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from lbdt.cli import main
-from lbdt.config import (RunConfig, available_presets, dump_yaml, from_dict, load_config, save_yaml, to_dict)
+from lbdt.config import RunConfig, available_presets, dump_yaml, from_dict, load_config, save_yaml, to_dict
 from lbdt.errors import LBDTError
 
 

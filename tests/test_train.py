@@ -84,7 +84,7 @@ def test_sigkill_during_save_keeps_previous(tmp_path):
         c.os.replace = die
         c.save_checkpoint({{"format": "lbdt", "version": 1, "step": 2, "w": torch.zeros(1000)}}, {str(path)!r})
     """)
-    proc = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(check=False, args=[sys.executable, "-c", script], env=ENV, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (tmp_path / ".last.pt.tmp").is_file()  # the interrupted write
     state = load_checkpoint(path)
@@ -151,7 +151,7 @@ def test_cli_two_steps_writes_run(synth_root, tmp_path):
 
 
 def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], env=ENV, capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run(check=False, args=[sys.executable, *args], env=ENV, capture_output=True, text=True, timeout=300, **kw)
 
 
 KILL_AFTER = """
@@ -182,7 +182,7 @@ def test_sigkill_and_resume_gives_identical_weights(synth_root, tmp_path):
     script = tmp_path / "kill.py"
     script.write_text(KILL_AFTER)
     # 6 steps per epoch; checkpoint at step 4; killed inside step 6, before the epoch ends
-    r = subprocess.run([sys.executable, str(script), *common, *_overrides(synth_root, killed)],
+    r = subprocess.run(check=False, args=[sys.executable, str(script), *common, *_overrides(synth_root, killed)],
                        env={**ENV, "KILL_AT_CALL": "6"}, capture_output=True, text=True, timeout=300)
     assert r.returncode == -signal.SIGKILL, r.stderr
     mid = load_checkpoint(killed / "last.pt")

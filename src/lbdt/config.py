@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import yaml
 
@@ -23,7 +24,7 @@ PRESET_DIR = Path(__file__).parent / "configs"
 @dataclass
 class ModelConfig:
     variant: str = "lbdt4"  # builder name in lbdt.models.build.VARIANTS: lbdt4 | lbdt1 | tiny
-    imagenet_weights: Optional[str] = None  # torchvision resnet .pth (local path or URL) for both streams
+    imagenet_weights: str | None = None  # torchvision resnet .pth (local path or URL) for both streams
     zero_temporal: bool = False  # ablation: feed zeros instead of |frame - ref_frame| (spatial-only)
 
 
@@ -34,12 +35,12 @@ class DataConfig:
     train_split: str = "train"  # list file stem used for training (<root>/<split>.txt)
     val_split: str = "val"  # validation list stem, "holdout:<fraction>" (videos held out of train_split), or "" = none
     size: tuple[int, int] = (320, 320)  # (H, W) model input; both divisible by 32
-    frame_gap: Optional[int] = None  # k for the reference frame t-k; None = dataset default (a2d 6, jhmdb 5, ytvos 1 stored frame)
+    frame_gap: int | None = None  # k for the reference frame t-k; None = dataset default (a2d 6, jhmdb 5, ytvos 1 stored frame)
     word_vectors: str = "glove.840B.300d.txt"  # GloVe-format text file (the synthetic benchmark ships its own)
     max_words: int = 25  # N: tokens per sentence (truncate / pad)
     augment: bool = False  # clip-consistent flip / scale / colour jitter (the original used none)
     num_workers: int = 2  # DataLoader worker processes
-    synthetic_seed: Optional[int] = None  # if set and `root` is missing, write the synthetic benchmark there first
+    synthetic_seed: int | None = None  # if set and `root` is missing, write the synthetic benchmark there first
 
 
 @dataclass
@@ -51,17 +52,17 @@ class TrainConfig:
     milestones: tuple[int, ...] = (10, 12, 14)  # epochs after which lr is multiplied by `gamma`
     gamma: float = 0.5  # lr decay factor at each milestone
     grad_accum: int = 1  # micro-batches accumulated per optimizer step
-    clip_grad_norm: Optional[float] = None  # max gradient norm; None = no clipping (original)
+    clip_grad_norm: float | None = None  # max gradient norm; None = no clipping (original)
     pos_weight: float = 1.5  # BCE positive-class weight
     bce_weight: float = 0.5  # loss = bce_weight * BCE + dice_weight * Dice
     dice_weight: float = 0.5
     seed: int = 3407  # torch / numpy / random seed
     device: str = "auto"  # auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 uses a grad scaler; CUDA only for fp16)
-    max_steps: Optional[int] = None  # stop after this many optimizer steps (smoke tests); None = all epochs
-    max_minutes: Optional[float] = None  # stop (and checkpoint) after this much wall time
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke tests); None = all epochs
+    max_minutes: float | None = None  # stop (and checkpoint) after this much wall time
     log_every: int = 20  # optimizer steps between CSV log lines
-    checkpoint_every: Optional[int] = None  # optimizer steps between mid-epoch `last.pt` saves; None = epoch ends only
+    checkpoint_every: int | None = None  # optimizer steps between mid-epoch `last.pt` saves; None = epoch ends only
     best_metric: str = "mean_iou"  # validation metric used to keep `best.pt`
     output_dir: str = "runs/default"  # where checkpoints, logs, config and plots go
 
@@ -132,7 +133,7 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_config(preset_or_path: Optional[str] = None, overrides: Optional[list[str]] = None) -> RunConfig:
+def load_config(preset_or_path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults ← preset (a name in `lbdt/configs/` or a YAML path) ← dotted `section.field=value` overrides.
 
     Values are converted to the field's declared type (`train.lr=5e-5`, `data.size=[128,128]`,
@@ -195,9 +196,9 @@ def _apply(cfg: RunConfig, d: dict, source: str) -> None:
 
 
 def _convert(value: Any, tp: Any) -> Any:
-    """Convert a YAML-parsed value to type `tp` (int, float, bool, str, Optional[...], tuple[...])."""
+    """Convert a YAML-parsed value to type `tp` (int, float, bool, str, ... | None, tuple[...])."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Union:  # Optional[X]
+    if origin is Union or origin is types.UnionType:  # X | None
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
             return None
         inner = [a for a in args if a is not type(None)]

@@ -53,7 +53,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise LBDTError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torn file, foreign pickle, not a torch file
+    except Exception as e:  # noqa: BLE001 - torn file, foreign pickle, not a torch file
         raise LBDTError(f"{path}: not a readable lbdt checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LBDTError(f"{path}: not an lbdt checkpoint (no format: {FORMAT!r} entry)")

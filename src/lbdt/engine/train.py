@@ -15,7 +15,6 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -26,11 +25,24 @@ from tqdm import tqdm
 
 from lbdt.config import RunConfig, from_dict, save_yaml, to_dict
 from lbdt.data.collate import collate
-from lbdt.engine.checkpointing import FORMAT, VERSION, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from lbdt.engine.distributed import DistInfo, EpochSampler, barrier, broadcast_object, init_distributed, shutdown
+from lbdt.engine.checkpointing import (
+    FORMAT,
+    VERSION,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from lbdt.engine.distributed import (
+    DistInfo,
+    EpochSampler,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    shutdown,
+)
 from lbdt.errors import LBDTError
 from lbdt.losses import segmentation_loss
-from lbdt.types import Batch
 
 LOG_FIELDS = ("step", "epoch", "split", "name", "value")
 
@@ -188,7 +200,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_datasets(cfg: RunConfig, info: DistInfo) -> tuple[Dataset, Optional[Dataset]]:
+def build_datasets(cfg: RunConfig, info: DistInfo) -> tuple[Dataset, Dataset | None]:
     """(training set, validation set or None) of `cfg.data`; rank 0 first writes the synthetic benchmark
     when `data.synthetic_seed` is set and `data.root` does not exist yet. `data.val_split="holdout:<f>"`
     validates on a fixed fraction f of the training videos, removed from training (`lbdt.data.build`)."""
@@ -219,7 +231,7 @@ def load_imagenet(model: nn.Module, source: str) -> None:
         return
     try:
         state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True, progress=True)
-    except Exception as e:  # offline, DNS failure, HTTP error, bad hash
+    except Exception as e:  # noqa: BLE001 - offline, DNS failure, HTTP error, bad hash: all mean the same here
         raise LBDTError(f"cannot download ImageNet weights from {source} ({type(e).__name__}: {e}); "
                         f"download the file elsewhere and set model.imagenet_weights=/path/to/file.pth") from None
     model.load_imagenet(state)
@@ -303,7 +315,7 @@ class MetricsLog:
             w.writeheader()
             w.writerows(rows)
         os.replace(tmp, path)
-        self.file = open(path, "a", newline="")
+        self.file = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run, closed by close()
         self.writer = csv.DictWriter(self.file, LOG_FIELDS)
         try:
             from torch.utils.tensorboard import SummaryWriter
