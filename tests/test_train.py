@@ -244,3 +244,41 @@ def T_init_params() -> dict:
 
     seed_everything(load_config("synthetic_tiny").train.seed)
     return dict(build_model(load_config("synthetic_tiny")).named_parameters())
+
+
+# ---------------------------------------------------------------- initialisation and precision
+
+
+def test_imagenet_init_from_local_file_and_offline_url(tmp_path):
+    from lbdt.config import load_config
+    from lbdt.engine.train import build_model, load_imagenet
+
+    model = build_model(load_config("synthetic_tiny"))
+    # a torchvision-named ResNet state dict (as resnet50-0676ba61.pth, here for the tiny variant's ResNet)
+    donor = {k: torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in model.spatial_backbone.state_dict().items()}
+    donor |= {"fc.weight": torch.zeros(10, 8), "fc.bias": torch.zeros(10)}
+    path = tmp_path / "resnet.pth"
+    torch.save(donor, path)
+    load_imagenet(model, str(path))
+    for stream in (model.spatial_backbone, model.temporal_backbone):
+        for k, v in stream.state_dict().items():
+            assert torch.equal(v, donor[k]), k
+    with pytest.raises(LBDTError, match="cannot download ImageNet weights .* model.imagenet_weights"):
+        load_imagenet(model, "http://127.0.0.1:9/resnet50-0676ba61.pth")
+
+
+def test_bf16_autocast_step_on_cpu(synth_root, tmp_path):
+    from lbdt.config import load_config
+    from lbdt.engine.train import train
+
+    cfg = load_config("synthetic_tiny", _overrides(synth_root, tmp_path / "bf16", "train.precision=bf16",
+                                                  "train.batch_size=4", "train.max_steps=2", "data.val_split="))
+    result = train(cfg)
+    assert result["step"] == 2
+    rows = [r.split(",") for r in (tmp_path / "bf16" / "metrics.csv").read_text().splitlines()[1:]]
+    losses = [float(r[4]) for r in rows if r[3] == "loss"]
+    assert len(losses) == 2 and all(0.0 < v < 2.0 for v in losses)
+    with pytest.raises(LBDTError, match="fp16 needs CUDA"):
+        train(load_config("synthetic_tiny", _overrides(synth_root, tmp_path / "fp16", "train.precision=fp16",
+                                                       "train.device=cpu")))
