@@ -34,6 +34,16 @@ from lbdt.models.lbdt import LBDT
 RUNS = {"full": [], "spatial_only": ["model.zero_temporal=true"]}
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def evaluate(checkpoint: Path, split: str, overrides: list[str]) -> dict:
     """ReferSegEvaluator report of `checkpoint` on `split` of the preset's dataset."""
     state = load_checkpoint(checkpoint)
@@ -58,8 +68,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = ap.parse_args()
 
-    results = {"machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
-                          f"torch {torch.__version__}, {torch.get_num_threads()} threads".strip(),
+    results = {"machine": f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+                          f"{torch.get_num_threads()} threads",
                "minutes_cap": args.minutes, "runs": {}}
     for name in args.runs:
         overrides = RUNS[name] + args.overrides + [f"train.output_dir={args.run_dir}/{name}",

@@ -283,3 +283,18 @@ def test_bf16_autocast_step_on_cpu(synth_root, tmp_path):
     with pytest.raises(LBDTError, match="fp16 needs CUDA"):
         train(load_config("synthetic_tiny", _overrides(synth_root, tmp_path / "fp16", "train.precision=fp16",
                                                        "train.device=cpu")))
+
+
+def test_grad_accumulation_and_clipping_count_optimizer_steps(synth_root, tmp_path):
+    """24 samples, batch 4, 2 micro-batches per step: 3 optimizer steps per epoch; clipping on."""
+    from lbdt.config import load_config
+    from lbdt.engine.train import train
+
+    out = tmp_path / "accum"
+    cfg = load_config("synthetic_tiny", _overrides(synth_root, out, "train.batch_size=4", "train.grad_accum=2",
+                                                  "train.clip_grad_norm=0.5", "train.epochs=2", "data.val_split="))
+    result = train(cfg)
+    assert (result["step"], result["epoch"], result["finished"]) == (6, 2, True)
+    state = load_checkpoint(out / "last.pt")
+    assert all(s["step"].item() == 6 for s in state["optimizer"]["state"].values())
+    assert state["scheduler"]["last_epoch"] == 2 and not (out / "best.pt").exists()  # no validation split
