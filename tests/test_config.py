@@ -44,6 +44,7 @@ def test_overrides_convert_by_field_type():
     ("data.size=[100,100]", "multiples of 32"),
     ("train.precision=fp8", "one of fp32, bf16, fp16"),
     ("data.augment=maybe", "true/false"),
+    ("train.device=gpu", "auto, cpu, cuda or cuda:N"),
     ("lr=1", "section.field=value"),
 ])
 def test_bad_overrides_are_clear_errors(override, words):

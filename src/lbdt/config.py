@@ -190,6 +190,9 @@ def _apply(cfg: RunConfig, d: dict, source: str) -> None:
             if allowed and converted not in allowed:
                 raise LBDTError(f"{source}: {section}.{name} must be one of {', '.join(allowed)}, got {converted!r}")
             setattr(sub, name, converted)
+    device = cfg.train.device
+    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise LBDTError(f"{source}: train.device must be auto, cpu, cuda or cuda:N, got {device!r}")
     h, w = cfg.data.size
     if h % 32 or w % 32 or h <= 0 or w <= 0:
         raise LBDTError(f"{source}: data.size must be positive multiples of 32, got {list(cfg.data.size)}")
