@@ -78,10 +78,13 @@ class LBDTModule(nn.Module):
         """spatial, temporal [B,C,h,w]; text with words [B,N,d] -> updated (spatial, temporal) [B,C,h,w]."""
         b, _, h, w = spatial.shape
         d = self.d_model
-        s = self.spatial_reduce(spatial).flatten(2).permute(2, 0, 1)  # [hw,B,d]
-        t = self.temporal_reduce(temporal).flatten(2).permute(2, 0, 1)  # [hw,B,d]
+        # Token tensors are made contiguous: for B > 1 a permuted (or, for one sentence broadcast over frames,
+        # stride-0) [L,B,d] input turns every attention projection into a batched matmul against an L-times
+        # expanded weight, several times slower than one matrix product.
+        s = self.spatial_reduce(spatial).flatten(2).permute(2, 0, 1).contiguous()  # [hw,B,d]
+        t = self.temporal_reduce(temporal).flatten(2).permute(2, 0, 1).contiguous()  # [hw,B,d]
         visual_pos = sine_2d(h, w, d, device=s.device, dtype=s.dtype).flatten(1).T[:, None]  # [hw,1,d]
-        words = text.words.transpose(0, 1)  # [N,B,d]
+        words = text.words.transpose(0, 1).contiguous()  # [N,B,d]
         word_pos = sine_1d(words.shape[0], d, device=words.device, dtype=words.dtype)[:, None]  # [N,1,d]
         padding = ~text.mask  # [B,N]
         for layer in self.layers:
