@@ -19,6 +19,8 @@ Timings: warm-up iterations first, then the median of `repeats` timed iterations
 from __future__ import annotations
 
 import copy
+import ctypes
+import gc
 import json
 import os
 import platform
@@ -158,13 +160,22 @@ def _status_kib(field_name: str) -> int | None:
     return None
 
 
+def _release_free_memory() -> None:
+    """Give freed heap memory back to the OS (glibc `malloc_trim`), so the next block's growth is visible."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 @contextmanager
 def peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
     """Yields a dict whose "peak_mib" is filled on exit.
 
     CUDA: `torch.cuda.max_memory_allocated` during the block. CPU: growth of the peak resident set
-    (VmHWM, reset through /proc/self/clear_refs) over the resident set at entry; None where the
-    kernel offers neither.
+    (VmHWM, reset through /proc/self/clear_refs) over the resident set at entry, after freed heap memory
+    went back to the OS; None where the kernel offers neither.
     """
     out: dict[str, float | None] = {"peak_mib": None}
     if device.type == "cuda":
@@ -172,6 +183,7 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, float | None]]:
         yield out
         out["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         return
+    _release_free_memory()
     base = _status_kib("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS

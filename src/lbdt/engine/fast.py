@@ -138,7 +138,8 @@ def prepare_for_inference(model: nn.Module, *, device: torch.device | str, preci
     if dtype != torch.float32:
         cast_matmul_weights(model, dtype)
     if compile:
-        model.segment = torch.compile(model.segment, dynamic=False)  # instance attribute: forward uses it too
+        # instance attribute, so `forward` uses it too; freezing lets inductor fold weights and fuse conv + ReLU
+        model.segment = torch.compile(model.segment, dynamic=False, options={"freezing": True})
     return model
 
 
