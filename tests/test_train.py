@@ -19,6 +19,15 @@ from lbdt.errors import LBDTError
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny model is far faster on one thread on a shared 2-core machine (as the subprocesses run)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- data order
 
 
