@@ -341,7 +341,8 @@ class MetricsLog:
 
 
 def plot_curves(csv_path: Path, png_path: Path, val_metric: str) -> None:
-    """Training loss against step and validation metrics against epoch, as one PNG."""
+    """Training loss against step and validation metrics (the selection metric, overall IoU, mean IoU and
+    mean IoU per sentence type) against epoch, as one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,7 +353,7 @@ def plot_curves(csv_path: Path, png_path: Path, val_metric: str) -> None:
         for r in csv.DictReader(f):
             if r["split"] == "train" and r["name"] == "loss":
                 train_loss.append((int(r["step"]), float(r["value"])))
-            elif r["split"] == "val" and r["name"] in (val_metric, "mean_iou", "overall_iou"):
+            elif r["split"] == "val" and (r["name"] in (val_metric, "overall_iou") or r["name"].startswith("mean_iou")):
                 val.setdefault(r["name"], []).append((int(r["epoch"]), float(r["value"])))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     if train_loss:
