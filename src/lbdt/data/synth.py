@@ -143,6 +143,33 @@ def _start(rng: np.random.Generator, r: float, velocity: float, frames: int, ext
     return float(rng.integers(int(np.ceil(lo)), int(np.floor(hi)) + 1))
 
 
+def _separated_starts(rng: np.random.Generator, radii: list[float], velocities: list[tuple[float, float]],
+                      frames: int, h: int, w: int, tries: int = 200) -> list[tuple[float, float]]:
+    """Start centres whose whole trajectories stay inside the frame and apart from each other.
+
+    Two objects are apart when their centres are at least `1.2 (r_i + r_j) + 2` px away in every frame, so
+    referred objects are rarely occluded. Rejection sampling; if no draw of `tries` succeeds, the draw with
+    the largest worst-case clearance is used (objects may then touch).
+    """
+    t = np.arange(frames, dtype=np.float64)[:, None]
+    r = np.asarray(radii)
+    need = 1.2 * (r[:, None] + r[None, :]) + 2.0
+    np.fill_diagonal(need, 0.0)
+    best, best_score = None, -np.inf
+    for _ in range(tries):
+        starts = [(_start(rng, ri, vy, frames, h), _start(rng, ri, vx, frames, w))
+                  for ri, (vy, vx) in zip(radii, velocities)]
+        centres = np.stack([np.concatenate([s[0] + v[0] * t, s[1] + v[1] * t], 1)
+                            for s, v in zip(starts, velocities)])  # [O,T,2]
+        dist = np.linalg.norm(centres[:, None] - centres[None, :], axis=-1).min(-1)  # [O,O] closest approach
+        score = float((dist - need + np.eye(len(radii)) * 1e9).min())
+        if score >= 0:
+            return starts
+        if score > best_score:
+            best, best_score = starts, score
+    return best
+
+
 def make_clip(seed: int, *, frames: int = 14, size: tuple[int, int] = (96, 128), speed: float = 3.0,
               pairs: int = 1, singles: int = 2) -> SynthClip:
     """Draw one clip: `pairs` motion pairs and `singles` uniquely-looking objects, moving at `speed` px/frame.
@@ -172,11 +199,12 @@ def make_clip(seed: int, *, frames: int = 14, size: tuple[int, int] = (96, 128),
         motions += [str(m) for m in rng.choice(list(MOTIONS), size=2, replace=False)]
     motions += [str(rng.choice(list(MOTIONS))) for _ in range(singles)]
 
+    radii = [SIZES[look[2]] * scale for look in looks]
+    velocities = [tuple(d * speed for d in MOTIONS[m]) for m in motions]
+    starts = _separated_starts(rng, radii, velocities, frames, h, w)
     objects = []
     for i, ((shape, colour, size_word), motion) in enumerate(zip(looks, motions)):
-        r = SIZES[size_word] * scale
-        vy, vx = (d * speed for d in MOTIONS[motion])
-        start = (_start(rng, r, vy, frames, h), _start(rng, r, vx, frames, w))
+        r, (vy, vx), start = radii[i], velocities[i], starts[i]
         if i < 2 * pairs:
             kind, template = "motion", str(rng.choice(MOTION_TEMPLATES[motion]))
         else:
@@ -235,9 +263,11 @@ def benchmark_video(seed: int, split: str, index: int, *, fmt: str, frames: int 
     clip_seed, plan_seed = (int(s) for s in ss.generate_state(2))
     clip = make_clip(clip_seed, frames=frames, size=size, speed=SPEED[fmt] * min(size))
     rng = np.random.default_rng(plan_seed)
-    n = min(annotated, frames - 1)
-    chosen = {int(i) for i in rng.choice(np.arange(1, frames), size=n, replace=False)}
-    if index % 4 == 0 and 1 not in chosen:  # an annotated frame near the start: t - k is clamped
+    # annotated frames at least k frames in (the motion cue is complete) ...
+    pool = np.arange(min(FRAME_GAP[fmt], frames - 1), frames)
+    n = min(annotated, len(pool))
+    chosen = {int(i) for i in rng.choice(pool, size=n, replace=False)}
+    if index % 4 == 0 and 1 not in chosen:  # ... and, in every 4th video, one near the start: t - k is clamped
         chosen.discard(max(chosen))
         chosen.add(1)
     targets = list(range(len(clip.objects)))
