@@ -217,6 +217,9 @@ def test_benchmark_quick_run(tmp_path):
     assert result["model"]["parameters"] == sum(p.numel() for p in build_model("tiny").parameters())
     assert result["model"]["gflops_per_frame"] == pytest.approx(2 * result["model"]["gmacs_per_frame"])
     assert result["matmul_gflops"]["fp16"] is None and "fp16: n/a on cpu" in result["notes"]
+    for p in ("fp32", "bf16"):  # sampled at the start and after each of its measurements; the best is kept
+        assert len(result["matmul_gflops_samples"][p]) == 1 + 2 * (1 + (p == "fp32"))
+        assert result["matmul_gflops"][p] == max(result["matmul_gflops_samples"][p])
     rows = {(r["path"], r["precision"], r["batch"]) for r in result["inference"]}
     assert rows == {(p, q, b) for b in (1, 2) for p, q in [("plain", "fp32"), ("fast", "fp32"), ("fast", "bf16")]}
     for row in result["inference"]:
