@@ -300,7 +300,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     r = run_demo(out_dir=args.out, seed=args.seed, weights=args.weights, device=args.device)
     print(f'demo: "{r.sentence}" (motion-dependent), seed {r.seed}: mean IoU {r.mean_iou:.3f} over {r.frames} '
-          f"frames ({r.seconds:.1f} s)")
+          f"frames, {r.mean_iou_full_cue:.3f} from frame {r.frame_gap} on (reference t-{r.frame_gap} exists) "
+          f"({r.seconds:.1f} s)")
     print(f"wrote {r.out_dir}/overlay.mp4, {r.out_dir}/masks/, {r.out_dir}/strip.png, {r.out_dir}/summary.json")
     return 0
 
