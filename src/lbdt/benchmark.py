@@ -337,7 +337,10 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
     """Measure everything `settings` asks for; returns the JSON-ready result (see module docstring)."""
     from lbdt.models.build import build_model
 
-    device = torch.device(settings.device)
+    try:
+        device = torch.device(settings.device)
+    except RuntimeError:
+        raise LBDTError(f"unknown device {settings.device!r}; use cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LBDTError("--device cuda requested but torch.cuda.is_available() is False")
     if device.type not in ("cpu", "cuda"):
