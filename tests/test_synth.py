@@ -96,8 +96,10 @@ def test_motion_pair_differs_only_by_motion_and_singles_are_unique(seed):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_motion_is_visible_across_the_frame_gap(fmt):
     speed = SPEED[fmt] * 96
-    assert speed >= 2.0  # px per stored frame at the default 96x128
     k = FRAME_GAP[fmt]
+    # at the default 96x128 the shift across the gap is clear (>= 3 px) but below a small shape's radius, so the
+    # two copies in |I_t - I_{t-k}| overlap and the direction is visible at the object itself
+    assert 3.0 <= speed * k < SIZES["small"] * 96
     frames = 14
     checked = 0
     for seed in range(6):

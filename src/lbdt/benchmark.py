@@ -313,7 +313,7 @@ def _loader_row(settings: BenchmarkSettings) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lbdt-bench-") as tmp:
         root = Path(tmp) / "synthetic"
         write_benchmark(root, fmt="a2d", seed=0, videos=(max(1, settings.loader_samples // 6), 1, 1),
-                        progress=False)
+                        annotated=3, progress=False)
         cfg = DataConfig(dataset="a2d", root=str(root), size=settings.size, word_vectors=WORD_VECTORS,
                          num_workers=settings.loader_workers)
         dataset = build_dataset(cfg, "train", train=True)

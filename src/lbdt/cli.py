@@ -202,12 +202,12 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
                    help="on-disk format to write (default a2d)")
     p.add_argument("--out", required=True, help="folder to create (must not exist, or be empty)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes identical files")
-    p.add_argument("--videos", nargs=3, type=int, default=(120, 20, 30), metavar=("TRAIN", "VAL", "TEST"),
-                   help="videos per split (default 120 20 30)")
+    p.add_argument("--videos", nargs=3, type=int, default=(360, 60, 90), metavar=("TRAIN", "VAL", "TEST"),
+                   help="videos per split (default 360 60 90)")
     p.add_argument("--frames", type=int, default=14, help="frames per video (default 14)")
     p.add_argument("--size", nargs=2, type=int, default=(96, 128), metavar=("H", "W"),
                    help="frame size (default 96 128)")
-    p.add_argument("--annotated", type=int, default=3, help="annotated frames per video (default 3)")
+    p.add_argument("--annotated", type=int, default=1, help="annotated frames per video (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -5,8 +5,9 @@ stripes or smooth noise). Every clip has one *motion pair*: two objects of ident
 colour, size) that differ only in how they move, referred to by motion sentences ("the red circle moving
 left" / "the red circle that is standing still"); and two *single* objects whose appearance is unique in
 the clip, referred to by appearance sentences ("the big blue square"). Half the sentences therefore need
-the temporal stream. Motions are left, right, up, down and still, at a constant speed that is clearly
-visible across the format's frame gap (a2d: 6 frames, jhmdb: 5, ytvos: 1 stored frame).
+the temporal stream. Motions are left, right, up, down and still, at a constant speed whose shift across
+the format's frame gap (a2d: 6 frames, jhmdb: 5, ytvos: 1 stored frame) is clear but smaller than a shape's
+radius, so the direction shows at the object itself in |I_t - I_{t-k}|.
 
 Everything is a deterministic function of the seed. `make_clip` draws one clip in memory; `write_benchmark`
 (`lbdt synth`) writes train/val/test splits, a `benchmark.json` ground-truth sidecar and a seeded 300-d
@@ -40,7 +41,7 @@ SPLITS = ("train", "val", "test")
 COLOURS = {"red": (220, 45, 45), "green": (40, 180, 70), "blue": (45, 85, 225), "yellow": (235, 210, 40),
            "purple": (150, 65, 200), "orange": (245, 135, 30)}
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")  # all left-right symmetric: a flip keeps them
-SIZES = {"small": 0.085, "big": 0.14}  # radius as a fraction of min(H, W)
+SIZES = {"small": 0.11, "big": 0.16}  # radius as a fraction of min(H, W) (10.6 / 15.4 px at 96x128)
 MOTIONS = {"left": (0.0, -1.0), "right": (0.0, 1.0), "up": (-1.0, 0.0), "down": (1.0, 0.0), "still": (0.0, 0.0)}
 MOTION_TEMPLATES = {
     "left": ("the {colour} {shape} moving left", "the {colour} {shape} that moves to the left",
@@ -55,7 +56,10 @@ MOTION_TEMPLATES = {
 }
 APPEARANCE_TEMPLATES = ("the {size} {colour} {shape}", "a {size} {colour} {shape}", "the {colour} {shape} that is {size}")
 FRAME_GAP = {"a2d": 6, "jhmdb": 5, "ytvos": 1}  # the sources' default k
-SPEED = {"a2d": 0.03, "jhmdb": 0.03, "ytvos": 0.04}  # px per stored frame as a fraction of min(H, W)
+# px per stored frame as a fraction of min(H, W): the displacement across the gap k (~7 % of min(H, W), 7 px at
+# 96x128; ytvos 4 px) is below a small shape's radius, so the copies in |I_t - I_{t-k}| overlap the object: the
+# leading edge lies inside the current shape, the trailing edge outside, and the direction is visible locally.
+SPEED = {"a2d": 0.012, "jhmdb": 0.014, "ytvos": 0.04}
 WORD_VECTORS = "word_vectors.300d.txt"
 
 
@@ -170,7 +174,7 @@ def _separated_starts(rng: np.random.Generator, radii: list[float], velocities: 
     return best
 
 
-def make_clip(seed: int, *, frames: int = 14, size: tuple[int, int] = (96, 128), speed: float = 3.0,
+def make_clip(seed: int, *, frames: int = 14, size: tuple[int, int] = (96, 128), speed: float = 1.2,
               pairs: int = 1, singles: int = 2) -> SynthClip:
     """Draw one clip: `pairs` motion pairs and `singles` uniquely-looking objects, moving at `speed` px/frame.
 
@@ -255,7 +259,7 @@ def frame_names(fmt: str, frames: int) -> list[str]:
 
 
 def benchmark_video(seed: int, split: str, index: int, *, fmt: str, frames: int = 14,
-                    size: tuple[int, int] = (96, 128), annotated: int = 3) -> SynthVideo:
+                    size: tuple[int, int] = (96, 128), annotated: int = 1) -> SynthVideo:
     """The `index`-th video of `split` in the benchmark written with this seed (its in-memory ground truth)."""
     if fmt not in FORMATS:
         raise LBDTError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -267,7 +271,8 @@ def benchmark_video(seed: int, split: str, index: int, *, fmt: str, frames: int 
     pool = np.arange(min(FRAME_GAP[fmt], frames - 1), frames)
     n = min(annotated, len(pool))
     chosen = {int(i) for i in rng.choice(pool, size=n, replace=False)}
-    if index % 4 == 0 and 1 not in chosen:  # ... and, in every 4th video, one near the start: t - k is clamped
+    if n >= 2 and index % 4 == 0 and 1 not in chosen:  # ... and, in every 4th video annotated at least
+        # twice, one near the start: t - k is clamped to the first frame (a 1-frame motion cue)
         chosen.discard(max(chosen))
         chosen.add(1)
     targets = list(range(len(clip.objects)))
@@ -361,11 +366,12 @@ def _write_video(root: Path, fmt: str, v: SynthVideo, palette: list[int]) -> lis
 
 
 def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
-                    videos: Sequence[int] = (120, 20, 30), frames: int = 14, size: tuple[int, int] = (96, 128),
-                    annotated: int = 3, overwrite: bool = False, progress: bool = True) -> dict:
+                    videos: Sequence[int] = (360, 60, 90), frames: int = 14, size: tuple[int, int] = (96, 128),
+                    annotated: int = 1, overwrite: bool = False, progress: bool = True) -> dict:
     """Write the benchmark to `out` in format `fmt` (atomically: built next to it, then renamed).
 
-    `videos` = (train, val, test) counts. Returns the summary also written to `out/benchmark.json`
+    `videos` = (train, val, test) counts; the default, many videos with one annotated frame each, gives more
+    distinct clips per epoch than few videos annotated several times. Returns the summary also written to `out/benchmark.json`
     (without the per-video entries).
     """
     if fmt not in FORMATS:
