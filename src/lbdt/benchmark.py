@@ -36,6 +36,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from lbdt.atomic import write_text
 from lbdt.engine import fast
 from lbdt.errors import LBDTError
 
@@ -425,11 +426,7 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
 
 def write_json(result: dict[str, Any], path: str | os.PathLike) -> None:
     """Write `result` to `path` atomically (temp file + `os.replace`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(result, indent=2) + "\n")
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Union
 
 import yaml
 
+from lbdt.atomic import write_text
 from lbdt.errors import LBDTError
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -122,11 +123,7 @@ def dump_yaml(cfg: RunConfig) -> str:
 
 def save_yaml(cfg: RunConfig, path: str | os.PathLike) -> None:
     """Write `dump_yaml(cfg)` to `path` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_yaml(cfg), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, dump_yaml(cfg))
 
 
 def available_presets() -> list[str]:

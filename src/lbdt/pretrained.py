@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lbdt.atomic import save_torch
 from lbdt.data.text import MAX_WORDS, WordVectors
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import LBDT
@@ -165,13 +166,7 @@ def export_pretrained(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
         words = sorted(set(vocabulary)) if vocabulary is not None else list(word_vectors.words)
         slim["word_vectors"] = {"words": words, "vectors": word_vectors.lookup(words).contiguous()}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        torch.save(slim, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_torch(slim, out)
     return out
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from lbdt.atomic import atomic_write
 from lbdt.errors import LBDTError
 
 COLORS = ((255, 64, 64), (64, 160, 255), (64, 220, 96), (255, 200, 32), (200, 96, 255), (32, 220, 220))
@@ -100,14 +101,11 @@ def side_by_side(rows: Sequence[Sequence[np.ndarray]], *, titles: Sequence[str] 
 def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an RGB uint8 image (PNG/JPEG by extension) atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise LBDTError(f"{path}: unknown image extension {path.suffix!r}")
+    with atomic_write(path) as tmp:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=image_format)
 
 
 class VideoWriter:

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from lbdt.atomic import write_text
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
 
@@ -97,10 +98,6 @@ def format_line(record: ReferRecord, fmt: str) -> str:
 
 def write_list(path: str | os.PathLike, records: Iterable[ReferRecord], fmt: str) -> int:
     """Write a list file atomically; returns the number of lines."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [format_line(r, fmt) for r in records]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)

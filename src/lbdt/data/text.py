@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lbdt.atomic import atomic_write, write_text
 from lbdt.errors import LBDTError
 
 MAX_WORDS = 25  # N: the original's `phrase_len`
@@ -134,14 +135,9 @@ class WordVectors:
 
     def save(self, vocab_file: str | os.PathLike, vec_file: str | os.PathLike) -> None:
         """Write the binary form atomically (vocabulary text + .npy matrix)."""
-        vocab_file, vec_file = Path(vocab_file), Path(vec_file)
-        vocab_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp_v = vocab_file.with_name(vocab_file.name + ".tmp")
-        tmp_m = vec_file.with_name(vec_file.name + ".tmp.npy")
-        tmp_v.write_text("\n".join(self.words) + "\n", encoding="utf-8")
-        np.save(tmp_m, np.ascontiguousarray(self.vectors, dtype=np.float32))
-        os.replace(tmp_m, vec_file)
-        os.replace(tmp_v, vocab_file)
+        with atomic_write(vec_file) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(self.vectors, dtype=np.float32))
+        write_text(vocab_file, "\n".join(self.words) + "\n")  # written last: the cache is complete
 
     @classmethod
     def load(cls, vocab_file: str | os.PathLike, vec_file: str | os.PathLike) -> "WordVectors":

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lbdt.atomic import save_torch
 from lbdt.errors import LBDTError
 
 FORMAT = "lbdt"
@@ -27,23 +28,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
 
     A crash or kill at any point leaves either the previous file or the new one, never a torn one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    save_torch(state, path, fsync=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

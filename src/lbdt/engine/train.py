@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from lbdt.atomic import atomic_write
 from lbdt.config import RunConfig, from_dict, save_yaml, to_dict
 from lbdt.data.collate import collate
 from lbdt.engine.checkpointing import (
@@ -286,13 +287,8 @@ def _check_resumable(cfg: RunConfig, saved: RunConfig, path: Path) -> None:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    with open(src, "rb") as fi, open(tmp, "wb") as fo:
-        while chunk := fi.read(1 << 24):
-            fo.write(chunk)
-        fo.flush()
-        os.fsync(fo.fileno())
-    os.replace(tmp, dst)
+    with atomic_write(dst, fsync=True) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 class MetricsLog:
@@ -309,12 +305,10 @@ class MetricsLog:
         if path.is_file() and not fresh:
             with open(path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_up_to_step]
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, LOG_FIELDS)
             w.writeheader()
             w.writerows(rows)
-        os.replace(tmp, path)
         self.file = open(path, "a", newline="")  # noqa: SIM115 - kept open for the run, closed by close()
         self.writer = csv.DictWriter(self.file, LOG_FIELDS)
         try:
@@ -365,7 +359,6 @@ def plot_curves(csv_path: Path, png_path: Path, val_metric: str) -> None:
     if val:
         b.legend()
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_write(png_path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, png_path)

@@ -24,6 +24,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
+from lbdt.atomic import write_bytes
 from lbdt.errors import LBDTError
 from lbdt.types import Prediction, SampleMeta
 
@@ -41,22 +42,10 @@ def mask_png_bytes(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
 
 def save_mask_png(path: PathLike, mask: np.ndarray) -> None:
     """Write `mask` (bool or {0,1} `[H,W]`) to `path` as a 0/255 single-channel PNG, atomically."""
-    _atomic_write_bytes(Path(path), mask_png_bytes(mask))
+    write_bytes(Path(path), mask_png_bytes(mask))
 
 
 def group_id(meta: SampleMeta) -> str:
@@ -161,7 +150,7 @@ def _json_safe(value: Any) -> Any:
 def save_metrics_json(path: PathLike, report: dict) -> None:
     """Write the metrics report (nested dict of numbers and strings) as indented JSON, atomically."""
     text = json.dumps(_json_safe(report), indent=2, sort_keys=False) + "\n"
-    _atomic_write_bytes(Path(path), text.encode("utf-8"))
+    write_bytes(Path(path), text.encode("utf-8"))
 
 
 def _format_value(value: Any) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lbdt.atomic import save_torch
 from lbdt.errors import LBDTError
 from lbdt.models.build import build_model
 from lbdt.models.lbdt import LBDT
@@ -160,12 +161,5 @@ def convert_official_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) 
     variant, model = _load(src)
     state = {"format": "lbdt", "version": 1, "variant": variant, "model_config": dict(model.config),
              "model": model.state_dict(), "source": f"official LBDT checkpoint {Path(src).name}"}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_torch(state, dst)
     return variant

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from PIL import Image
 from tqdm import tqdm
 
+from lbdt.atomic import atomic_write, write_text
 from lbdt.errors import LBDTError
 
 T = TypeVar("T")
@@ -73,9 +74,8 @@ def place_file(src: Path, dst: Path, *, copy: bool) -> bool:
     if dst.is_symlink() or dst.exists():
         dst.unlink()
     if copy:
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        with atomic_write(dst) as tmp:
+            shutil.copyfile(src, tmp)
         return True
     try:
         os.link(src, dst)
@@ -97,10 +97,7 @@ def remove_tree(path: Path) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def read_json(path: Path, what: str) -> Any:
