@@ -20,7 +20,7 @@ from lbdt.atomic import save_torch
 from lbdt.errors import LBDTError
 from lbdt.models.build import build_model
 from lbdt.models.lbdt import LBDT
-from lbdt.models.strict_load import load_strict, read_state_dict
+from lbdt.models.strict_load import load_strict, mismatch_report, read_state_dict
 
 DROPPED_PREFIXES = ("decoder.spa_tower.", "decoder.tem_tower.", "decoder.mask_head.")
 
@@ -123,15 +123,9 @@ def convert_official_state_dict(state_dict: Mapping[str, Tensor], *, source: str
         else:
             ours[name] = value
     missing = [_rename(k, back) or k for k in expected if k not in ours and _rename(k, back) not in state_dict]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {', '.join(sorted(missing))}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(sorted(unexpected))}")
-    if misshaped:
-        problems.append(f"mis-shaped keys: {', '.join(sorted(misshaped))}")
+    problems = mismatch_report(missing, unexpected, misshaped)
     if problems:
-        raise LBDTError(f"{source}: official LBDT state dict ({variant}) does not match; " + "; ".join(problems))
+        raise LBDTError(f"{source}: official LBDT state dict ({variant}) does not match; {problems}")
     return variant, ours
 
 

@@ -52,14 +52,15 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], *, source: 
         f"{k} (got {tuple(v.shape)}, expected {tuple(own[k].shape)})"
         for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)
     )
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected)}")
-    if misshaped:
-        problems.append(f"mis-shaped keys: {', '.join(misshaped)}")
+    problems = mismatch_report(missing, unexpected, misshaped)
     if problems:
-        raise LBDTError(f"{source}: state dict does not match the model; " + "; ".join(problems))
+        raise LBDTError(f"{source}: state dict does not match the model; {problems}")
     # Every non-optional key is present and shaped right; optional absent keys keep their value.
     module.load_state_dict({**{k: own[k] for k in optional if k not in state_dict}, **state_dict}, strict=True)
+
+
+def mismatch_report(missing: list[str], unexpected: list[str], misshaped: list[str]) -> str:
+    """One line listing every missing, unexpected and mis-shaped key ("" when there are none)."""
+    parts = [f"{what} keys: {', '.join(sorted(keys))}"
+             for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+    return "; ".join(parts)
