@@ -124,7 +124,7 @@ def synth_root(tmp_path_factory) -> Path:
     from lbdt.data.synth import write_benchmark
 
     root = tmp_path_factory.mktemp("synthetic") / "bench"
-    write_benchmark(root, fmt="a2d", seed=5, videos=(2, 1, 1), progress=False)
+    write_benchmark(root, fmt="a2d", seed=5, videos=(2, 1, 1), annotated=3, progress=False)
     return root
 
 
