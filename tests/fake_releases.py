@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import h5py
 import numpy as np
 import scipy.io
 from PIL import Image
+
+import media
 
 A2D_SIZE = (48, 64)  # (H, W) of the fake clips
 JHMDB_SIZE = (24, 32)
@@ -38,18 +39,8 @@ def solid(size: tuple[int, int], colour: tuple[int, int, int]) -> np.ndarray:
 
 
 def write_mp4(path: Path, frames: list[np.ndarray]) -> None:
-    """An MPEG-4 clip of uint8 [H,W,3] frames, written with PyAV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"qscale": "2"}
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    """An MPEG-4 clip like the A2D release's (lossy, yuv420p)."""
+    media.write_mp4(path, frames, lossless=False)
 
 
 def write_a2d_h5(path: Path, instances: list[int], masks: list[np.ndarray], codes: list[int]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -15,6 +14,7 @@ from lbdt.data.text import WordVectors
 from lbdt.data.video import open_video
 from lbdt.models.build import build_model
 from lbdt.predictor import VideoSegmenter
+from media import write_mp4
 
 SENTENCES = ["the red circle moving left", "the blue square that is standing still"]
 
@@ -37,19 +37,6 @@ def weights(tmp_path_factory):
     return path
 
 
-def write_mp4(path, frames, fps=24):
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.height, s.width = frames[0].shape[:2]
-        s.pix_fmt = "yuv444p"  # allows the odd test size
-        s.options = {"crf": "0", "preset": "ultrafast"}
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-
-
 def moving_disc(n, h=49, w=71):
     yy, xx = np.mgrid[0:h, 0:w]
     frames = []
@@ -67,7 +54,7 @@ def read_png(path):
 
 def test_predict_on_an_mp4_with_two_sentences(tmp_path, weights, capsys):
     frames = moving_disc(9)
-    write_mp4(tmp_path / "clip.mp4", frames)
+    write_mp4(tmp_path / "clip.mp4", frames, fps=24)
     out = tmp_path / "out"
     code = main(["predict", str(tmp_path / "clip.mp4"), "--text", SENTENCES[0], "--text", SENTENCES[1],
                  "--weights", str(weights), "--out", str(out), "--batch-size", "4"])

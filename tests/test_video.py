@@ -10,20 +10,7 @@ from PIL import Image
 from lbdt.data.video import open_video, to_rgb
 from lbdt.errors import LBDTError
 from lbdt.visualize import VideoWriter, contour, overlay, side_by_side
-
-
-def write_mp4(path, frames, fps=25):
-    """Lossless H.264 (yuv444p allows odd sizes) so decoded pixels can be compared exactly."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.height, s.width = frames[0].shape[:2]
-        s.pix_fmt = "yuv444p"
-        s.options = {"crf": "0", "preset": "ultrafast"}
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+from media import write_mp4
 
 
 def smooth_frames(n, h=49, w=71):
