@@ -42,6 +42,7 @@ from lbdt.engine.distributed import (
     init_distributed,
     shutdown,
 )
+from lbdt.engine.fast import autocast as precision_autocast
 from lbdt.errors import LBDTError
 from lbdt.losses import segmentation_loss
 
@@ -101,7 +102,7 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
                         pin_memory=info.device.type == "cuda")
     log = MetricsLog(out / "metrics.csv", keep_up_to_step=step, enabled=info.is_main,
                      fresh=ckpt is None)
-    autocast = _autocast(tc.precision, info.device)
+    autocast = precision_autocast(info.device, tc.precision)
     steps_per_epoch = math.ceil(math.ceil(len(train_set) / info.world_size) / tc.batch_size / tc.grad_accum)
     total_steps = steps_per_epoch * tc.epochs if tc.max_steps is None else min(tc.max_steps, steps_per_epoch * tc.epochs)
     started = time.monotonic()
@@ -268,13 +269,6 @@ def _seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _check_resumable(cfg: RunConfig, saved: RunConfig, path: Path) -> None:
