@@ -147,10 +147,10 @@ class VideoSegmenter:
                           channels_last=self._channels_last)  # [B,3,H,W]
         refs = to_input(torch.stack([held[r][1] for r in ref_index]), device=self.device,
                         channels_last=self._channels_last)  # [B,3,H,W]
-        probs = []  # per sentence: float32 [B,H,W]
+        probs = []  # per sentence: float32 [B,H,W] on the CPU (one transfer per batch, not one per frame)
         with torch.inference_mode(), autocast(self.device, self.precision):
             for text in texts:
-                probs.append(self.model.segment(frames, refs, text).float().sigmoid())
+                probs.append(self.model.segment(frames, refs, text).float().sigmoid().cpu())
         for b, frame in enumerate(pending):
             out = []
             h0, w0 = frame.size
