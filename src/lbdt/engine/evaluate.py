@@ -70,15 +70,14 @@ def evaluate(
     and the dataset's k. `limit` evaluates only the first `limit` samples (smoke tests).
     Writes `metrics.json` (and `masks/`, `submission.zip`) into `output_dir` when given. Returns the report.
     """
+    from lbdt.data.build import build_source
     from lbdt.data.collate import collate
     from lbdt.data.dataset import ReferringVideoDataset
-    from lbdt.data.sources import SOURCES
     from lbdt.evaluation.evaluators import METRIC_LABELS, JFEvaluator, ReferSegEvaluator
     from lbdt.evaluation.writers import PngMaskWriter, YTVOSSubmissionWriter, save_metrics_json
     from lbdt.pretrained import load_pretrained
 
-    if dataset not in SOURCES:
-        raise LBDTError(f"unknown dataset format {dataset!r}; choose one of {', '.join(SOURCES)}")
+    source = build_source(dataset, root)
     protocol = protocol or DEFAULT_PROTOCOL.get(dataset, "lbdt")
     if protocol not in PROTOCOLS:
         raise LBDTError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -88,7 +87,6 @@ def evaluate(
     model = load_pretrained(checkpoint, device=dev)
     info = getattr(model, "checkpoint_info", None)
     size = tuple(size) if size else (tuple(info.size) if info is not None else (320, 320))
-    source = SOURCES[dataset](root)
     records = source.records(split)
     if limit is not None:
         records = records[: max(0, int(limit))]
