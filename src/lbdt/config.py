@@ -220,8 +220,7 @@ def _convert(value: Any, tp: Any) -> Any:
             return value.lower() in ("true", "yes", "1")
         raise ValueError(f"expected true/false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or (
-                isinstance(value, float) and not value.is_integer()):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ValueError(f"expected an integer, got {value!r}")
         return int(value)
     if tp is float:
