@@ -183,7 +183,6 @@ class VideoWriter:
             self.abort()
 
 
-def pick_color(index: int, palette: Sequence[Sequence[int]] | None = None) -> Sequence[int]:
-    """The `index`-th overlay colour (cycles)."""
-    palette = palette or COLORS
-    return palette[index % len(palette)]
+def pick_color(index: int) -> Sequence[int]:
+    """The `index`-th overlay colour of `COLORS` (cycles)."""
+    return COLORS[index % len(COLORS)]
