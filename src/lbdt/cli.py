@@ -1,6 +1,6 @@
 """The `lbdt` command. Each subcommand parses its arguments and calls one library function.
 
-Subcommands register themselves in `_COMMANDS` through small `_add_<name>` functions; imports of
+Subcommands register themselves in `_COMMANDS` with `@command(name, help, _<name>_args)`; imports of
 heavy modules happen inside the handlers so `lbdt --help` stays fast.
 """
 
