@@ -92,7 +92,7 @@ class VideoSegmenter:
     # ---------------------------------------------------------------- public API
     def encode(self, sentence: str) -> TextFeatures:
         """The sentence's `TextFeatures` (batch 1); a clear error for an empty one. Long sentences are
-        truncated to N = 25 tokens (as the tokenizer does); unknown words get zero vectors."""
+        truncated to the checkpoint's N tokens (`max_words`, 25 by default); unknown words get zero vectors."""
         if not isinstance(sentence, str) or not tokenize(sentence):
             raise LBDTError(f"empty sentence {sentence!r}: describe the object to segment")
         if self.word_vectors is None:
