@@ -46,6 +46,7 @@ class JHMDBSource(Source):
     def __init__(self, root):
         super().__init__(root)
         self._actions: dict[str, str] = {}
+        self._part_cache: tuple[tuple, np.ndarray] | None = None  # last (path, mtime, size) -> part_mask
 
     def action(self, video_id: str) -> str:
         """The action folder holding the video (found by globbing `Rename_Images/*/<video>`)."""
@@ -67,11 +68,21 @@ class JHMDBSource(Source):
         path = self.mask_path(record)
         if not path.is_file():
             raise LBDTError(f"{path}: mask file not found ({record.source_line})")
-        part = load_part_mask(path)
-        if part.ndim != 3:
-            raise LBDTError(f"{path}: part_mask must be [H,W,T], got shape {part.shape}")
+        part = self._part_mask(path)
         t = int(record.frame_id)
         if not 1 <= t <= part.shape[2]:
             raise LBDTError(f"{path}: no mask for frame {t} (part_mask has {part.shape[2]} frames; "
                             f"{record.source_line})")
         return part[:, :, t - 1] > 0
+
+    def _part_mask(self, path: Path) -> np.ndarray:
+        """`part_mask` [H,W,T] of `path`; the last one read is kept, since a video's annotated frames are
+        listed together and each would otherwise load the whole file again."""
+        st = path.stat()
+        key = (path, st.st_mtime_ns, st.st_size)
+        if self._part_cache is None or self._part_cache[0] != key:
+            part = load_part_mask(path)
+            if part.ndim != 3:
+                raise LBDTError(f"{path}: part_mask must be [H,W,T], got shape {part.shape}")
+            self._part_cache = (key, part)
+        return self._part_cache[1]
