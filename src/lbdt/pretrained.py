@@ -14,6 +14,7 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,13 +103,16 @@ def _load_file(path: Path, source: str) -> tuple[LBDT, CheckpointInfo]:
 
 
 def _looks_official(state: Any) -> bool:
-    """An official `JointModel` state dict (possibly wrapped / DDP-prefixed): it has both stems `conv1_1`, `conv1_2`."""
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
+    """An official `JointModel` state dict (wrapped / DDP-prefixed as `load_official` accepts it, i.e. as
+    `read_state_dict` unwraps it): it has both stems `conv1_1`, `conv1_2`."""
+    from lbdt.models.strict_load import read_state_dict
+
+    if not isinstance(state, Mapping):  # a loaded str would be taken for a path
         return False
-    keys = {k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k for k in state}
+    try:
+        keys = read_state_dict(state, what="checkpoint")
+    except LBDTError:  # not a state dict of tensors
+        return False
     return "conv1_1.weight" in keys and "conv1_2.weight" in keys
 
 
