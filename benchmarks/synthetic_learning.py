@@ -2,9 +2,10 @@
 
 Each run trains for at most `--minutes` of wall time (the preset's schedule usually ends sooner), keeps
 the checkpoint that is best on the validation split, and is evaluated on the held-out **test** split with
-mean IoU split by sentence type (appearance vs motion). The motion sentences name one of two identical
+mean IoU split by sentence type (appearance vs motion: the benchmark's record group). The motion sentences name one of two identical
 objects by how it moves, so only a model that uses the temporal stream can get them right.
 
+    lbdt synth --out datasets/synthetic --seed 0              # the data (once)
     python benchmarks/synthetic_learning.py                # both runs, 15 min each at most
     python benchmarks/synthetic_learning.py --minutes 5 --runs full
 
@@ -16,47 +17,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from lbdt.checkpoint import read_checkpoint, runnable_from_state
 from lbdt.config import load_config, to_dict
 from lbdt.data.build import build_dataset
-from lbdt.data.collate import collate
-from lbdt.engine.checkpointing import load_checkpoint
-from lbdt.engine.inference import predict
+from lbdt.engine.inference import run_on_dataset
 from lbdt.engine.train import train
 from lbdt.evaluation.evaluators import ReferSegEvaluator
-from lbdt.models.lbdt import LBDT
+from lbdt.runtime import cpu_features
 
 RUNS = {"full": [], "spatial_only": ["model.zero_temporal=true"]}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def evaluate(checkpoint: Path, split: str, overrides: list[str]) -> dict:
     """ReferSegEvaluator report of `checkpoint` on `split` of the preset's dataset."""
-    state = load_checkpoint(checkpoint)
-    model = LBDT.from_config(state["model_config"])
-    model.load_state_dict(state["model"])
+    runnable = runnable_from_state(read_checkpoint(checkpoint), where=str(checkpoint), source=str(checkpoint))
     cfg = load_config("synthetic_tiny", overrides)
     dataset = build_dataset(cfg.data, split, train=False, with_original_mask=cfg.eval.protocol == "native")
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False,
-                                         collate_fn=collate)
-    evaluator = ReferSegEvaluator()
-    for pred, gt in predict(model, loader, protocol=cfg.eval.protocol, threshold=cfg.eval.threshold):
-        evaluator.update(pred, gt)
-    return evaluator.compute()
+    return run_on_dataset(runnable.model, dataset, evaluators={"refer": ReferSegEvaluator()},
+                          protocol=cfg.eval.protocol, threshold=cfg.eval.threshold, precision="fp32",
+                          batch_size=cfg.eval.batch_size)["refer"]
 
 
 def main() -> None:
@@ -68,7 +52,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = ap.parse_args()
 
-    results = {"machine": f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+    results = {"machine": f"{cpu_features().name}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                           f"{torch.get_num_threads()} threads",
                "minutes_cap": args.minutes, "runs": {}}
     for name in args.runs:
@@ -82,11 +66,11 @@ def main() -> None:
         out_dir = Path(cfg.train.output_dir)
         ckpt = out_dir / "best.pt" if (out_dir / "best.pt").is_file() else out_dir / "last.pt"
         report = evaluate(ckpt, "test", overrides)
-        by_type = report.get("by_sentence_type", {})
+        by_type = report.get("by_group", {})
         results["runs"][name] = {
             "train_minutes": round(minutes, 2), "steps": summary["step"], "epochs": summary["epoch"],
             "checkpoint": str(ckpt), "best_val": summary["best"],
-            "test": {k: v for k, v in report.items() if k != "by_sentence_type"},
+            "test": {k: v for k, v in report.items() if k != "by_group"},
             "test_by_sentence_type": by_type, "config": to_dict(cfg),
         }
         print(f"   {name}: {minutes:.1f} min, test mean IoU {report['mean_iou']:.3f} "

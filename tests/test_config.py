@@ -17,7 +17,8 @@ def test_presets_ship_and_differ_only_where_needed():
     assert a2d.train.milestones == (10, 12, 14) and a2d.train.gamma == 0.5 and a2d.train.seed == 3407
     assert load_config("a2d_lbdt1").model.variant == "lbdt1"
     tiny = load_config("synthetic_tiny")
-    assert tiny.model.variant == "tiny" and tiny.data.synthetic_seed is not None
+    assert tiny.model.variant == "tiny" and tiny.data.root == "datasets/synthetic"
+    assert load_config("a2d_lbdt4").train.precision == "auto"
     assert all(s % 32 == 0 for s in tiny.data.size)
 
 
@@ -42,7 +43,7 @@ def test_overrides_convert_by_field_type():
     ("train.epochs=2.5", "integer"),
     ("data.size=[64]", "expected 2 values"),
     ("data.size=[100,100]", "multiples of 32"),
-    ("train.precision=fp8", "one of fp32, bf16, fp16"),
+    ("train.precision=fp8", "one of auto, fp32, bf16, fp16"),
     ("data.augment=maybe", "true/false"),
     ("train.device=gpu", "auto, cpu, cuda or cuda:N"),
     ("lr=1", "section.field=value"),

@@ -44,7 +44,7 @@ def test_sample_matches_source_and_transform(synth_roots):
     m = s.meta
     assert (m.dataset, m.video_id, m.object_id, m.frame_id, m.sentence, m.original_size) == (
         "a2d", r.video_id, r.object_id, r.frame_id, r.sentence, TINY["size"])
-    assert m.sentence_type == r.category and m.sentence_type in ("motion", "appearance")
+    assert m.group == r.category and m.group in ("motion", "appearance")  # the synthetic benchmark's sentence type
 
 
 def test_collate_shapes_and_dtypes(synth_roots):
@@ -138,12 +138,11 @@ def test_loader_with_workers(synth_roots):
     assert [m.video_id for b in batches for m in b.metas] == [r.video_id for r in ds.records]
 
 
-def test_synthetic_seed_writes_benchmark_on_first_use(tmp_path):
+def test_building_a_dataset_never_writes_data(tmp_path):
     root = tmp_path / "bench"
-    cfg = _cfg(root, "ytvos", synthetic_seed=3)
-    ds = build_dataset(cfg, "val", train=False)
-    assert (root / "benchmark.json").is_file() and len(ds) == 20 * 3 * 4  # default: 20 val videos
-    assert build_dataset(cfg, "val", train=False).records == ds.records  # second use reads it
+    with pytest.raises(LBDTError, match="dataset root not found"):
+        build_dataset(_cfg(root, "ytvos"), "val", train=False)
+    assert not root.exists()  # only an explicit command (`lbdt synth`) writes a dataset
 
 
 def test_loader_throughput_counts_samples(synth_roots):

@@ -163,8 +163,8 @@ def test_evaluate_counts_every_sample_and_matches_direct_metrics(bench, tmp_path
     assert m["overall_iou"] == pytest.approx(sum(areas) / sum(pixels))
     assert m["mean_iou"] == pytest.approx(np.mean([(a + 1e-6) / (p + 1e-6) for a, p in zip(areas, pixels)]))
     assert report["protocol"] == "native" and "original-resolution" in report["protocol_description"]
-    assert set(m["by_sentence_type"]) == {"appearance", "motion"}
-    assert sum(v["N"] for v in m["by_sentence_type"].values()) == n
+    assert set(m["by_group"]) == {"appearance", "motion"}
+    assert sum(v["N"] for v in m["by_group"].values()) == n
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["N"] == n and saved["metrics"]["overall_iou"] == pytest.approx(m["overall_iou"])
     assert "LBDT-AP" in saved["labels"]["lbdt_ap"] and "COCO mAP" in saved["labels"]["coco_map"]

@@ -9,7 +9,7 @@ from lbdt.types import Prediction, SampleMeta
 
 def _meta(video="v", obj="1", frame="00000", exp="", stype=""):
     return SampleMeta(dataset="synthetic", video_id=video, object_id=obj, frame_id=frame, ref_frame_id=frame,
-                      sentence="s", original_size=(4, 4), expression_id=exp, sentence_type=stype)
+                      sentence="s", original_size=(4, 4), expression_id=exp, group=stype)
 
 
 def _mask(n_on, shape=(4, 4)):
@@ -33,12 +33,12 @@ def test_refer_seg_counts_every_sample_and_hand_values():
     assert out["mean_iou"] == pytest.approx((1 + 0.5 + 0 + 1) / 4, abs=1e-6)
     assert out["lbdt_ap"] == pytest.approx((10 + 1 + 0 + 10) / 40)
     assert out["precision_rule"] == "IoU >= K"
-    assert set(out["by_sentence_type"]) == {"appearance", "motion"}
-    assert out["by_sentence_type"]["motion"]["N"] == 2
-    assert out["by_sentence_type"]["motion"]["mean_iou"] == pytest.approx(0.25, abs=1e-6)
-    assert out["by_sentence_type"]["appearance"]["P@0.9"] == 1.0
+    assert set(out["by_group"]) == {"appearance", "motion"}
+    assert out["by_group"]["motion"]["N"] == 2
+    assert out["by_group"]["motion"]["mean_iou"] == pytest.approx(0.25, abs=1e-6)
+    assert out["by_group"]["appearance"]["P@0.9"] == 1.0
     assert "coco_map" not in out
-    assert all(k in METRIC_LABELS for k in out if k not in ("precision_rule", "by_sentence_type"))
+    assert all(k in METRIC_LABELS for k in out if k not in ("precision_rule", "by_group"))
 
 
 def test_refer_seg_n_equals_samples_fed():
@@ -47,7 +47,7 @@ def test_refer_seg_n_equals_samples_fed():
     for i in range(37):  # not a multiple of any batch size
         ev.update(Prediction(meta=_meta(frame=str(i)), mask=rng.random((5, 6)) > 0.5), rng.random((5, 6)) > 0.5)
     assert ev.compute()["N"] == 37 == len(ev)
-    assert "by_sentence_type" not in ev.compute()
+    assert "by_group" not in ev.compute()
     ev.reset()
     with pytest.raises(LBDTError, match="no samples"):
         ev.compute()

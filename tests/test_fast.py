@@ -26,6 +26,7 @@ from lbdt.data.synth import make_clip, vocabulary
 from lbdt.data.text import WordVectors
 from lbdt.data.transforms import normalize
 from lbdt.engine import fast
+from lbdt.runtime import autocast
 from lbdt.errors import LBDTError
 from lbdt.losses import segmentation_loss
 from lbdt.models.build import build_model
@@ -77,7 +78,7 @@ def _fast_logits(model, frames, refs, vectors, mask, *, precision: str, **prepar
     """The fast path: prepared copy, the sentence encoded once, all frames in one batch."""
     prepared = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision=precision, **prepare)
     channels_last = prepare.get("channels_last", True)
-    with torch.inference_mode(), fast.autocast("cpu", precision):
+    with torch.inference_mode(), autocast("cpu", precision):
         text = prepared.encode_text(vectors[:1], mask[:1])
         return prepared.segment(fast.to_input(frames, device="cpu", channels_last=channels_last),
                                 fast.to_input(refs, device="cpu", channels_last=channels_last), text).float()
@@ -172,18 +173,6 @@ def test_prepared_model_is_ready_for_inference(trained):
     assert model.spatial_backbone.conv1.bias is not None  # BN folded into it
 
 
-def test_precision_rules():
-    assert fast.check_precision("bf16", "cpu") is torch.bfloat16
-    with pytest.raises(LBDTError, match="fp16"):
-        fast.check_precision("fp16", "cpu")
-    with pytest.raises(LBDTError, match="unknown precision"):
-        fast.autocast("cpu", "int8")
-    with fast.autocast("cpu", "fp32"):
-        assert not torch.is_autocast_enabled("cpu")
-    with fast.autocast("cpu", "bf16"):
-        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") is torch.bfloat16
-
-
 @pytest.mark.slow
 def test_compiled_fast_path_gives_identical_masks(trained):
     model, frames, refs, vectors, mask, _ = trained
@@ -252,7 +241,7 @@ def test_stored_reduced_precision_weights_change_nothing_under_autocast(trained)
     assert low_model.lbdt_res4.layers[0].words_self_attn.in_proj_weight.dtype is torch.bfloat16
     assert low_model.text_encoder.lstm.weight_ih_l0.dtype is torch.float32
     x, r = fast.to_input(frames, device="cpu"), fast.to_input(refs, device="cpu")
-    with torch.inference_mode(), fast.autocast("cpu", "bf16"):
+    with torch.inference_mode(), autocast("cpu", "bf16"):
         expected = ref_model.segment(x, r, ref_model.encode_text(vectors[:1], mask[:1]))
         got = low_model.segment(x, r, low_model.encode_text(vectors[:1], mask[:1]))
     assert torch.equal(got, expected)

@@ -60,7 +60,7 @@ def direct_probs(model, table, frames, sentence, k, size):
 
 def test_streamed_batches_equal_direct_per_frame_calls(model, table):
     frames = random_frames(11)
-    seg = VideoSegmenter(model, size=(64, 96), frame_gap=3, batch_size=4, word_vectors=table)
+    seg = VideoSegmenter(model, precision="fp32", size=(64, 96), frame_gap=3, batch_size=4, word_vectors=table)
     preds = list(seg.segment(frames, SENTENCE, return_prob=True))
     expected = direct_probs(model, table, frames, SENTENCE, k=3, size=(64, 96))
     assert len(preds) == 11
@@ -90,7 +90,7 @@ def test_sentence_encoded_once_and_frames_batched(model, table, monkeypatch):
 
     monkeypatch.setattr(model, "encode_text", counting_encode)
     monkeypatch.setattr(model, "segment", counting_segment)
-    seg = VideoSegmenter(model, size=(32, 32), frame_gap=2, batch_size=4, word_vectors=table)
+    seg = VideoSegmenter(model, precision="fp32", size=(32, 32), frame_gap=2, batch_size=4, word_vectors=table)
     assert len(list(seg.segment(random_frames(10, 20, 30), SENTENCE))) == 10
     assert calls == {"encode_text": 1, "segment": [4, 4, 2]}
 
@@ -118,7 +118,7 @@ def _stream_stats(seg, n):
 
 
 def test_memory_is_flat_in_video_length(model, table):
-    seg = VideoSegmenter(model, size=(32, 32), frame_gap=6, batch_size=8, word_vectors=table)
+    seg = VideoSegmenter(model, precision="fp32", size=(32, 32), frame_gap=6, batch_size=8, word_vectors=table)
     _stream_stats(seg, 20)  # warm-up: first-call allocations (lazy imports, caches) are not the video's
     lag_short, peak_short, n_short = _stream_stats(seg, 100)
     lag_long, peak_long, n_long = _stream_stats(seg, 600)
@@ -131,7 +131,7 @@ def test_memory_is_flat_in_video_length(model, table):
 
 
 def test_one_frame_video(model, table):
-    preds = list(VideoSegmenter(model, size=(32, 32), word_vectors=table).segment(random_frames(1), SENTENCE))
+    preds = list(VideoSegmenter(model, precision="fp32", size=(32, 32), word_vectors=table).segment(random_frames(1), SENTENCE))
     assert len(preds) == 1 and preds[0].mask.shape == (49, 71) and preds[0].meta.ref_frame_id == "00000"
 
 
@@ -139,7 +139,7 @@ def test_long_non_ascii_sentence_is_truncated_to_25_tokens(model, table):
     words = ["the", "red", "circle", "moving", "left", "ñandú", "größer", "猫", "très", "вправо"]
     long_sentence = " ".join(words[i % len(words)] for i in range(200))
     truncated = " ".join(long_sentence.split()[:25])
-    seg = VideoSegmenter(model, size=(32, 32), frame_gap=1, word_vectors=table)
+    seg = VideoSegmenter(model, precision="fp32", size=(32, 32), frame_gap=1, word_vectors=table)
     frames = random_frames(3)
     a = [p.prob for p in seg.segment(frames, long_sentence, return_prob=True)]
     b = [p.prob for p in seg.segment(frames, truncated, return_prob=True)]
@@ -152,7 +152,7 @@ def test_rgba_and_grayscale_frames_match_their_rgb_version(model, table):
     rgb = random_frames(4, seed=3)
     gray = [f[..., 0] for f in rgb]
     rgba = [np.dstack([f, np.full(f.shape[:2], 7, np.uint8)]) for f in rgb]
-    seg = VideoSegmenter(model, size=(32, 64), frame_gap=2, batch_size=3, word_vectors=table)
+    seg = VideoSegmenter(model, precision="fp32", size=(32, 64), frame_gap=2, batch_size=3, word_vectors=table)
     ref = [p.prob for p in seg.segment(rgb, SENTENCE, return_prob=True)]
     as_rgba = [p.prob for p in seg.segment(rgba, SENTENCE, return_prob=True)]
     as_gray = [p.prob for p in seg.segment(gray, SENTENCE, return_prob=True)]
@@ -164,7 +164,7 @@ def test_rgba_and_grayscale_frames_match_their_rgb_version(model, table):
 
 def test_segment_many_decodes_once_and_matches_segment(model, table):
     frames = random_frames(5)
-    seg = VideoSegmenter(model, size=(32, 32), frame_gap=2, batch_size=2, word_vectors=table)
+    seg = VideoSegmenter(model, precision="fp32", size=(32, 32), frame_gap=2, batch_size=2, word_vectors=table)
     sentences = [SENTENCE, "the blue square moving right"]
     per_frame = list(seg.segment_many(iter(frames), sentences, return_prob=True))  # a one-shot iterator
     assert len(per_frame) == 5 and all(len(p) == 2 for p in per_frame)
@@ -176,8 +176,8 @@ def test_segment_many_decodes_once_and_matches_segment(model, table):
 
 def test_threshold_and_frames_on_request(model, table):
     frames = random_frames(2)
-    everything = VideoSegmenter(model, size=(32, 32), word_vectors=table, threshold=0.0)
-    nothing = VideoSegmenter(model, size=(32, 32), word_vectors=table, threshold=1.0)
+    everything = VideoSegmenter(model, precision="fp32", size=(32, 32), word_vectors=table, threshold=0.0)
+    nothing = VideoSegmenter(model, precision="fp32", size=(32, 32), word_vectors=table, threshold=1.0)
     p = next(iter(everything.segment(frames, SENTENCE, return_frames=True, return_prob=True)))
     assert p.mask.all() and p.score == pytest.approx(float(p.prob.mean()), rel=1e-5)  # mean prob inside the mask
     assert np.array_equal(p.extras["frame"], frames[0])
@@ -187,7 +187,7 @@ def test_threshold_and_frames_on_request(model, table):
 
 def test_frames_of_different_sizes_keep_their_own_size(model, table):
     frames = [np.zeros((20, 30, 3), np.uint8), np.zeros((33, 17, 3), np.uint8)]
-    preds = list(VideoSegmenter(model, size=(32, 32), word_vectors=table).segment(frames, SENTENCE))
+    preds = list(VideoSegmenter(model, precision="fp32", size=(32, 32), word_vectors=table).segment(frames, SENTENCE))
     assert [p.mask.shape for p in preds] == [(20, 30), (33, 17)]
 
 
@@ -199,7 +199,7 @@ def test_bf16_runs_on_cpu(model, table):
 
 @pytest.mark.parametrize("sentence", ["", "   ", "."])
 def test_empty_sentence_is_a_clear_error(model, table, sentence):
-    seg = VideoSegmenter(model, size=(32, 32), word_vectors=table)
+    seg = VideoSegmenter(model, precision="fp32", size=(32, 32), word_vectors=table)
     with pytest.raises(LBDTError, match="empty sentence") as e:
         seg.segment(random_frames(2), sentence)  # raised at the call, before any frame is read
     assert "\n" not in str(e.value)
@@ -208,7 +208,7 @@ def test_empty_sentence_is_a_clear_error(model, table, sentence):
 def test_configuration_errors(model, table):
     with pytest.raises(LBDTError, match="multiples of 32"):
         VideoSegmenter(model, size=(50, 64), word_vectors=table)
-    with pytest.raises(LBDTError, match="fp16 inference needs a CUDA"):
+    with pytest.raises(LBDTError, match="fp16 needs a CUDA device"):
         VideoSegmenter(model, precision="fp16")
     with pytest.raises(LBDTError, match="unknown precision"):
         VideoSegmenter(model, precision="int8")
@@ -217,7 +217,7 @@ def test_configuration_errors(model, table):
     with pytest.raises(LBDTError, match="batch_size"):
         VideoSegmenter(model, batch_size=0)
     if not torch.cuda.is_available():
-        with pytest.raises(LBDTError, match="CUDA is not available"):
+        with pytest.raises(LBDTError, match="no usable CUDA"):
             VideoSegmenter(model, device="cuda")
-    with pytest.raises(LBDTError, match="needs word vectors"):
-        VideoSegmenter(model, size=(32, 32)).segment(random_frames(1), SENTENCE)
+    with pytest.raises(LBDTError, match="no word vectors"):
+        VideoSegmenter(model, size=(32, 32))

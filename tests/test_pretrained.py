@@ -16,7 +16,8 @@ from lbdt.data.text import WordVectors
 from lbdt.errors import LBDTError
 from lbdt.models.build import build_model
 from lbdt.predictor import VideoSegmenter
-from lbdt.pretrained import SHIPPED, CheckpointInfo, export_pretrained, load_pretrained, shipped_path
+from lbdt.checkpoint import Runnable
+from lbdt.pretrained import SHIPPED, export_pretrained, load_pretrained, shipped_path
 
 VOCAB = ["the", "red", "blue", "circle", "square", "moving", "left", "right"]
 
@@ -40,16 +41,14 @@ def test_our_checkpoint_round_trip_and_its_inference_settings(tmp_path):
     table = WordVectors.seeded(VOCAB, seed=4)
     model, state = tiny_state(table=table)
     torch.save(state, tmp_path / "ours.pt")
-    loaded = lbdt.load_pretrained(tmp_path / "ours.pt")
-    assert not loaded.training
+    info = lbdt.load_pretrained(tmp_path / "ours.pt")
+    assert isinstance(info, Runnable) and not info.model.training
     for k, v in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[k], v), k
-    info = loaded.checkpoint_info
-    assert isinstance(info, CheckpointInfo)
+        assert torch.equal(info.model.state_dict()[k], v), k
     assert (info.kind, info.variant, info.dataset, info.size, info.frame_gap, info.max_words) == \
         ("lbdt", "tiny", "a2d", (64, 96), 3, 25)
     assert info.word_vectors.words == table.words and np.array_equal(info.word_vectors.vectors, table.vectors)
-    seg = VideoSegmenter(loaded)  # every inference default comes from the checkpoint
+    seg = VideoSegmenter(info)  # every inference default comes from the checkpoint
     assert (seg.size, seg.frame_gap, seg.word_vectors is info.word_vectors) == ((64, 96), 3, True)
 
 
@@ -58,8 +57,8 @@ def test_segmenter_from_a_path_uses_the_fast_path_with_the_same_masks(tmp_path):
     _, state = tiny_state(table=table)
     torch.save(state, tmp_path / "ours.pt")
     frames = [np.random.default_rng(t).integers(0, 256, (49, 71, 3), dtype=np.uint8) for t in range(6)]
-    fast = VideoSegmenter(tmp_path / "ours.pt", batch_size=4)  # BN folded, channels-last
-    plain = VideoSegmenter(load_pretrained(tmp_path / "ours.pt"), batch_size=4)
+    fast = VideoSegmenter(tmp_path / "ours.pt", batch_size=4, precision="fp32")  # BN folded, channels-last
+    plain = VideoSegmenter(load_pretrained(tmp_path / "ours.pt"), batch_size=4, precision="fp32")
     a = list(fast.segment(frames, "the red circle moving left", return_prob=True))
     b = list(plain.segment(frames, "the red circle moving left", return_prob=True))
     for p, q in zip(a, b):
@@ -69,18 +68,20 @@ def test_segmenter_from_a_path_uses_the_fast_path_with_the_same_masks(tmp_path):
 
 def test_export_keeps_weights_drops_training_state_and_embeds_the_vocabulary(tmp_path):
     table = WordVectors.seeded(VOCAB + ["unused"] * 1 + [f"w{i}" for i in range(50)], seed=2)
-    model, state = tiny_state(extra={"optimizer": {"state": {}, "param_groups": []}, "step": 7,
+    model, state = tiny_state(extra={"optimizer": {"state": {}, "param_groups": []}, "scheduler": {}, "scaler": {},
+                                     "epoch": 1, "epoch_batches": 0, "step": 7, "best": None, "history": [],
                                      "rng": {"torch": torch.get_rng_state()}})
     torch.save(state, tmp_path / "best.pt")
     export_pretrained(tmp_path / "best.pt", tmp_path / "slim.pt", word_vectors=table, vocabulary=VOCAB)
     slim = torch.load(tmp_path / "slim.pt", weights_only=True)
     assert set(slim) == {"format", "version", "variant", "model_config", "model", "config", "source", "word_vectors"}
+    assert "optimizer" not in slim and "step" not in slim
     assert slim["word_vectors"]["words"] == sorted(VOCAB)
     loaded = load_pretrained(tmp_path / "slim.pt")
-    vectors = loaded.checkpoint_info.word_vectors
+    vectors = loaded.word_vectors
     for w in VOCAB:
         assert np.array_equal(vectors.vectors[vectors.index[w]], table.vectors[table.index[w]])
-    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in model.state_dict().items())
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
 
@@ -94,14 +95,16 @@ def test_a_synthetic_training_checkpoint_regenerates_its_seeded_table(tmp_path):
     state["config"]["data"].update(synthetic_seed=5, word_vectors=WORD_VECTORS, root=str(root))
     torch.save(state, tmp_path / "best.pt")
     root.rename(tmp_path / "gone")  # a fresh machine has no dataset
-    table = load_pretrained(tmp_path / "best.pt").checkpoint_info.word_vectors
+    runnable = load_pretrained(tmp_path / "best.pt")
+    assert runnable.word_vectors is None and runnable.word_table == "synthetic:5"
+    table = VideoSegmenter(runnable).word_vectors  # resolved from the reference
     assert table.words == on_disk.words
     np.testing.assert_allclose(table.vectors, on_disk.vectors, atol=1e-6)
 
 
 @pytest.mark.parametrize("wrap", ["plain", "ddp", "state_dict"])
 def test_official_checkpoints_are_told_apart_by_their_keys(tmp_path, monkeypatch, wrap):
-    import lbdt.models.checkpoint as ckpt
+    import lbdt.models.official as ckpt
 
     seen = {}
 
@@ -116,11 +119,11 @@ def test_official_checkpoints_are_told_apart_by_their_keys(tmp_path, monkeypatch
     elif wrap == "state_dict":
         sd = {"state_dict": sd}
     torch.save(sd, tmp_path / "sota.pth")
-    model = load_pretrained(tmp_path / "sota.pth")
-    assert "keys" in seen and model.checkpoint_info.kind == "official"
-    assert model.checkpoint_info.word_vectors is None and "--glove" in model.checkpoint_info.word_vectors_hint
-    with pytest.raises(LBDTError, match="needs word vectors.*--glove"):
-        VideoSegmenter(model).encode("the man")
+    runnable = load_pretrained(tmp_path / "sota.pth")
+    assert "keys" in seen and runnable.kind == "official" and runnable.word_table == "glove-840b"
+    assert (runnable.size, runnable.frame_gap, runnable.max_words, runnable.word_vectors) == ((320, 320), 6, 25, None)
+    with pytest.raises(LBDTError, match="no word vectors.*--word-vectors PATH"):
+        VideoSegmenter(runnable)
 
 
 def test_bad_checkpoint_files_are_clear_errors(tmp_path, monkeypatch):
@@ -132,7 +135,7 @@ def test_bad_checkpoint_files_are_clear_errors(tmp_path, monkeypatch):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(LBDTError, match="neither an lbdt checkpoint .* nor an official"):
         load_pretrained(tmp_path / "other.pt")
-    torch.save(CheckpointInfo(source="x", kind="lbdt", variant="tiny"), tmp_path / "pickle.pt")  # arbitrary object
+    torch.save(Runnable(model=build_model("tiny"), variant="tiny", source="x"), tmp_path / "pickle.pt")  # an object
     with pytest.raises(LBDTError, match="not a readable weights-only checkpoint"):
         load_pretrained(tmp_path / "pickle.pt")
     _, state = tiny_state()
@@ -167,8 +170,8 @@ def test_url_download_is_checked_cached_and_atomic(tmp_path, http_root):
     torch.save(state, root / "tiny.pt")
     digest = hashlib.sha256((root / "tiny.pt").read_bytes()).hexdigest()
     cache = tmp_path / "cache"
-    model = load_pretrained(f"{base}/tiny.pt#sha256={digest}", cache_dir=cache)
-    assert model.checkpoint_info.size == (64, 96)
+    runnable = load_pretrained(f"{base}/tiny.pt#sha256={digest}", cache_dir=cache)
+    assert runnable.size == (64, 96)
     cached = list((cache / "weights").iterdir())
     assert [p.name for p in cached] == [f"{digest[:16]}-tiny.pt"]
     server.shutdown()  # offline from now on: the cached copy is used
@@ -201,7 +204,7 @@ def test_shipped_weights_segment_fresh_synthetic_clips():
     from lbdt.evaluation.metrics import iou
 
     seg = VideoSegmenter("synthetic-tiny")
-    info = seg.model.checkpoint_info
+    info = seg.runnable
     assert info.word_vectors is not None and info.variant == "tiny"
     ious = {"motion": [], "appearance": []}
     for i in range(8):  # make_clip seeds 90_000+: training draws its clip seeds from SeedSequence(seed, split, i)

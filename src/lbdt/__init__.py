@@ -8,7 +8,7 @@ _LAZY = {
     # models
     "build_model": "lbdt.models.build",
     "LBDT": "lbdt.models.lbdt",
-    "load_official": "lbdt.models.checkpoint",
+    "load_official": "lbdt.models.official",
     # inference
     "VideoSegmenter": "lbdt.predictor",
     "load_pretrained": "lbdt.pretrained",

@@ -39,6 +39,7 @@ from torch import Tensor
 from lbdt.atomic import write_text
 from lbdt.engine import fast
 from lbdt.errors import LBDTError
+from lbdt.runtime import PRECISIONS, autocast, cpu_features, resolve_device, resolve_precision
 
 N_WORDS = 25  # tokens per sentence
 N_REAL_WORDS = 8  # real (unpadded) tokens in the synthetic sentence
@@ -50,8 +51,9 @@ class BenchmarkSettings:
 
     model: str = "lbdt4"  # variant name (lbdt.models.build.VARIANTS)
     size: tuple[int, int] = (320, 320)  # (H, W) model input
-    device: str = "cpu"  # cpu | cuda
-    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")  # fp16 is reported n/a off CUDA
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # fp32 / bf16 / fp16 (fp16 is reported n/a off CUDA); "machine" = what `auto` picks here, plus fp32
+    precisions: tuple[str, ...] = ("machine",)
     batches: tuple[int, ...] = (1, 8)  # inference batch sizes
     frames: int = 16  # streaming video length (0 = skip streaming)
     warmup: int = 1  # untimed iterations before each measurement
@@ -77,21 +79,13 @@ def quick_settings(settings: BenchmarkSettings) -> BenchmarkSettings:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """CPU model, cores, threads, torch build, accelerator; the load average says how busy the machine was."""
-    cpu_model = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu_model in (platform.processor(), platform.machine()):
-                cpu_model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    cpu = cpu_features()
     info: dict[str, Any] = {
-        "cpu_model": cpu_model,
+        "cpu_model": cpu.name,
         "cpu_count": os.cpu_count(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_bf16_instructions": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}),
+        "cpu_bf16_instructions": sorted(cpu.flags & {"avx512_bf16", "amx_bf16", "amx_tile", "bf16"}),
+        "cpu_native_bf16": cpu.native_bf16,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -130,7 +124,7 @@ def _time(fn: Callable[[], Any], *, device: torch.device, warmup: int, repeats: 
 def matmul_rate(device: torch.device, precision: str, *, sizes: tuple[int, ...] = (2048, 3072),
                 repeats: int = 4) -> float:
     """The best FLOP/s of square `torch.mm` (2 n^3 FLOPs) over `sizes`, after a warm-up product."""
-    dtype = fast.PRECISIONS[precision]
+    dtype = PRECISIONS[precision]
     best = 0.0
     gen = torch.Generator(device="cpu").manual_seed(0)
     for n in sizes:
@@ -236,7 +230,7 @@ def _inference_row(model: torch.nn.Module, *, path: str, precision: str, batch: 
     if channels_last:
         frame = fast.to_input(frame, device=device)
         ref = fast.to_input(ref, device=device)
-    with torch.inference_mode(), fast.autocast(device, precision):
+    with torch.inference_mode(), autocast(device, precision):
         if path == "plain":
             def step() -> Tensor:
                 return model(frame, ref, words, mask)
@@ -287,7 +281,7 @@ def _train_row(base: torch.nn.Module, *, precision: str, settings: BenchmarkSett
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with fast.autocast(device, precision):
+        with autocast(device, precision):
             logits = model(frame, ref, words, mask)
         loss = segmentation_loss(logits, target)["loss"]
         scaler.scale(loss).backward()
@@ -334,27 +328,35 @@ def _loader_row(settings: BenchmarkSettings) -> dict[str, Any]:
 # ---------------------------------------------------------------- the run
 
 
+def machine_precisions(requested: tuple[str, ...], device: torch.device) -> tuple[str, ...]:
+    """The precisions to time: "machine" stands for what `auto` picks on `device` plus fp32 (so a CPU without
+    native bf16 is not kept busy by emulated bf16 unless asked); unknown names are an error."""
+    out: list[str] = []
+    for p in requested:
+        names = [resolve_precision("auto", device).name, "fp32"] if p == "machine" else [p]
+        for name in names:
+            if name not in PRECISIONS:
+                raise LBDTError(f"unknown precision {name!r}; choose from machine, {', '.join(PRECISIONS)}")
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
 def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Measure everything `settings` asks for; returns the JSON-ready result (see module docstring)."""
     from lbdt.models.build import build_model
 
-    try:
-        device = torch.device(settings.device)
-    except RuntimeError:
-        raise LBDTError(f"unknown device {settings.device!r}; use cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LBDTError("--device cuda requested but torch.cuda.is_available() is False")
-    if device.type not in ("cpu", "cuda"):
-        raise LBDTError(f"unsupported device {settings.device!r}; use cpu or cuda")
+    device = resolve_device(settings.device)
     if any(b < 1 for b in settings.batches) or settings.repeats < 1 or settings.warmup < 0:
         raise LBDTError("batches and repeats must be >= 1, warmup >= 0")
-    for p in settings.precisions:
-        if p not in fast.PRECISIONS:
-            raise LBDTError(f"unknown precision {p!r}; choose from {', '.join(fast.PRECISIONS)}")
+    precisions = machine_precisions(settings.precisions, device)
+    settings = replace(settings, precisions=precisions)
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    usable = [p for p in settings.precisions if p != "fp16" or device.type == "cuda"]
-    notes: list[str] = [f"{p}: n/a on {device.type}" for p in settings.precisions if p not in usable]
+    usable = [p for p in precisions if p != "fp16" or device.type == "cuda"]
+    notes: list[str] = [f"{p}: n/a on {device.type}" for p in precisions if p not in usable]
+    chosen = {p: resolve_precision(p, device) for p in usable}
+    notes += [f"{p}: {c.reason}" for p, c in chosen.items() if c.emulated]
 
     torch.manual_seed(0)
     base = build_model(settings.model).eval().to(device)
@@ -366,6 +368,8 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
         "machine": machine_info(device),
         "model": {"name": settings.model, "size": list(settings.size), "parameters": params,
                   "gmacs_per_frame": flops / 2e9, "gflops_per_frame": flops / 1e9},
+        "precisions": {p: c.as_dict() for p, c in chosen.items()},
+        "auto_precision": resolve_precision("auto", device).as_dict(),
         "matmul_gflops": {},  # precision -> best sampled GFLOP/s (None where n/a)
         "matmul_gflops_samples": {},
         "inference": [],

@@ -28,6 +28,21 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
     return wrap
 
 
+# ---------------------------------------------------------------- shared options
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    """--device and --precision, with one meaning everywhere (lbdt.runtime)."""
+    p.add_argument("--device", default="auto", help="auto (default: cuda if usable, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto (default): bf16 on GPUs that have it (else fp16) and on CPUs with native bf16, "
+                        "else fp32; an explicit bf16 on a CPU without native bf16 runs emulated (much slower)")
+
+
+def _word_vectors_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--word-vectors", "--glove", dest="word_vectors", metavar="PATH",
+                   help="GloVe-format word-vector file, for checkpoints without their own table "
+                        "(default: the checkpoint's own or named table; --glove is an alias)")
+
+
 # ---------------------------------------------------------------- subcommands
 # (each block: `def _<name>_args(p)` adding options, then `@command(name, help, _<name>_args)` on the runner)
 
@@ -91,10 +106,10 @@ def _convert_official_args(p: argparse.ArgumentParser) -> None:
 @command("convert-official", "convert an official LBDT checkpoint to an lbdt checkpoint (strict)",
          _convert_official_args)
 def _convert_official(args: argparse.Namespace) -> int:
-    from lbdt.models.checkpoint import convert_official_checkpoint
+    from lbdt.pretrained import convert_official_checkpoint
 
-    variant = convert_official_checkpoint(args.src, args.dst)
-    print(f"{args.src}: {variant} -> {args.dst}")
+    runnable = convert_official_checkpoint(args.src, args.dst)
+    print(f"{args.src}: {runnable.variant} -> {args.dst}")
     return 0
 
 
@@ -144,10 +159,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="resize rule (docs/evaluation.md); default lbdt for a2d/jhmdb, native for ytvos")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per forward pass (none is ever dropped)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast precision")
+    _runtime_args(p)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--word-vectors", help="GloVe-format file when the checkpoint holds no word-vector table")
+    _word_vectors_arg(p)
     p.add_argument("--out", help="folder for metrics.json, masks/ and (Ref-YTVOS valid) submission.zip")
     p.add_argument("--save-masks", action="store_true", help="also write every mask as a 0/255 PNG under OUT/masks/")
     p.add_argument("--no-coco", action="store_true", help="skip COCO mask mAP")
@@ -228,8 +242,10 @@ def _synth(args: argparse.Namespace) -> int:
 def _benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="lbdt4", help="model variant (lbdt4, lbdt1, tiny, ...)")
     p.add_argument("--size", type=int, nargs=2, default=(320, 320), metavar=("H", "W"), help="input size")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", default="fp32,bf16,fp16", help="comma list of fp32, bf16, fp16 (fp16: CUDA only)")
+    p.add_argument("--device", default="auto", help="auto (default: cuda if usable, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="machine",
+                   help="comma list of fp32, bf16, fp16 (fp16: CUDA only), or 'machine' (default): what auto picks "
+                        "here plus fp32 (so bf16 is not timed where the CPU only emulates it)")
     p.add_argument("--batch", default="1,8", help="comma list of inference batch sizes")
     p.add_argument("--frames", type=int, default=16, help="frames of the streamed video (0 = skip streaming)")
     p.add_argument("--repeats", type=int, default=3, help="timed iterations per measurement (median reported)")
@@ -258,6 +274,22 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- env (docs/performance.md)
+def _env_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+@command("env", "show the machine as lbdt sees it, and what --device/--precision auto pick here and why", _env_args)
+def _env(args: argparse.Namespace) -> int:
+    import json
+
+    from lbdt.runtime import environment, format_environment
+
+    env = environment()
+    print(json.dumps(env, indent=2) if args.json else format_environment(env))
+    return 0
+
+
 # ---- predict / demo (docs/inference.md)
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="video file (mp4, webm, avi, mov, ...), folder of frames, or one image")
@@ -266,11 +298,10 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="synthetic-tiny",
                    help="shipped name, checkpoint path (ours or official), or https URL#sha256=HEX (default synthetic-tiny)")
     p.add_argument("--out", default="out/predict", help="output folder (default out/predict)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16: CUDA only")
+    _runtime_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--frame-gap", type=int, help="k: reference frame t-k (default: the checkpoint's, else 6)")
-    p.add_argument("--glove", metavar="PATH", help="GloVe text file, for checkpoints without their own word vectors")
+    _word_vectors_arg(p)
     p.add_argument("--no-overlay", action="store_true", help="write masks and summary only")
 
 
@@ -280,7 +311,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     summary = predict_to_folder(args.video, args.text, out_dir=args.out, weights=args.weights, device=args.device,
                                 precision=args.precision, batch_size=args.batch_size, frame_gap=args.frame_gap,
-                                glove=args.glove, overlay=not args.no_overlay)
+                                word_vectors=args.word_vectors, overlay=not args.no_overlay)
     t = summary["timings"]
     print(f"{summary['frames']} frames x {len(args.text)} sentence(s) in {t['segment_s']:.1f} s "
           f"({t['frames_per_s']:.1f} frames/s); wrote {args.out}/")
@@ -291,14 +322,14 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     p.add_argument("--seed", type=int, help="clip seed (default: a fresh random one, printed)")
     p.add_argument("--weights", default="synthetic-tiny", help="checkpoint to demo (default: the shipped one)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    _runtime_args(p)
 
 
 @command("demo", "segment a motion-dependent sentence in a fresh synthetic clip and print its IoU", _demo_args)
 def _demo(args: argparse.Namespace) -> int:
     from lbdt.demo import run_demo
 
-    r = run_demo(out_dir=args.out, seed=args.seed, weights=args.weights, device=args.device)
+    r = run_demo(out_dir=args.out, seed=args.seed, weights=args.weights, device=args.device, precision=args.precision)
     print(f'demo: "{r.sentence}" (motion-dependent), seed {r.seed}: mean IoU {r.mean_iou:.3f} over {r.frames} '
           f"frames, {r.mean_iou_full_cue:.3f} from frame {r.frame_gap} on (reference t-{r.frame_gap} exists) "
           f"({r.seconds:.1f} s)")

@@ -41,7 +41,6 @@ class DataConfig:
     max_words: int = 25  # N: tokens per sentence (truncate / pad)
     augment: bool = False  # clip-consistent flip / scale / colour jitter (the original used none)
     num_workers: int = 2  # DataLoader worker processes
-    synthetic_seed: int | None = None  # if set and `root` is missing, write the synthetic benchmark there first
 
 
 @dataclass
@@ -59,7 +58,7 @@ class TrainConfig:
     dice_weight: float = 0.5
     seed: int = 3407  # torch / numpy / random seed
     device: str = "auto"  # auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 uses a grad scaler; CUDA only for fp16)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (lbdt.runtime: auto = bf16 where native, fp16 + grad scaler on GPUs without bf16)
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests); None = all epochs
     max_minutes: float | None = None  # stop (and checkpoint) after this much wall time
     log_every: int = 20  # optimizer steps between CSV log lines
@@ -87,7 +86,7 @@ class RunConfig:
 
 _SECTIONS = ("model", "data", "train", "eval")
 _CHOICES = {
-    ("train", "precision"): ("fp32", "bf16", "fp16"),
+    ("train", "precision"): ("auto", "fp32", "bf16", "fp16"),
     ("eval", "protocol"): ("lbdt", "native"),
 }
 

@@ -42,7 +42,7 @@ def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | None = None, weights: str = "synthetic-tiny",
-             device: str = "cpu", frames: int = DEMO_FRAMES) -> DemoResult:
+             device: str = "auto", precision: str = "auto", frames: int = DEMO_FRAMES) -> DemoResult:
     """Generate a clip, segment its motion-dependent sentence with `weights`, write `out_dir/`:
     `overlay.mp4`, `masks/<frame>.png`, `strip.png` (frame | prediction | ground truth for a few frames) and
     `summary.json`. Returns the per-frame and mean IoU."""
@@ -50,13 +50,14 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | None = None
     from lbdt.evaluation.metrics import iou, mean_iou
     from lbdt.evaluation.writers import save_mask_png, save_metrics_json
     from lbdt.predictor import VideoSegmenter
+    from lbdt.runtime import announce
     from lbdt.visualize import COLORS, VideoWriter, overlay, save_image, side_by_side
 
     started = time.perf_counter()
-    segmenter = VideoSegmenter(weights, device=device)
+    segmenter = VideoSegmenter(weights, device=device, precision=precision)
+    announce(segmenter.precision, segmenter.device)
     size = segmenter.size
-    info = getattr(segmenter.model, "checkpoint_info", None)
-    speed = SPEED.get(info.dataset if info else "", SPEED["a2d"]) * min(size)  # as in the training clips
+    speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)  # as in the training clips
     # Without --seed, draw until the motion pair is "moving vs standing still": the shipped tiny model has
     # learned *whether* a twin moves, not yet reliably *which way* (docs/inference.md); --seed is used as given.
     draw_until_still = seed is None
@@ -98,6 +99,7 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | None = None
                         seconds=time.perf_counter() - started)
     save_metrics_json(out / "summary.json", {
         "seed": seed, "sentence": sentence, "sentence_type": "motion", "weights": segmenter.source,
+        "device": str(segmenter.device), **segmenter.precision.as_dict(),
         "frames": result.frames, "size": list(size), "frame_gap": segmenter.frame_gap,
         "mean_iou": result.mean_iou, "mean_iou_from_frame_k": result.mean_iou_full_cue, "iou_per_frame": ious,
         "seconds": round(result.seconds, 3)})

@@ -22,6 +22,7 @@ import os
 import re
 import time
 import unicodedata
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,15 +33,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lbdt.data.text import MAX_WORDS, WordVectors, tokenize
+from lbdt.checkpoint import Runnable
+from lbdt.data.text import WordVectors, resolve_word_vectors, tokenize
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
-from lbdt.engine.fast import autocast, check_precision, prepare_for_inference, to_input
+from lbdt.engine.fast import prepare_for_inference, to_input
 from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
-from lbdt.pretrained import DEFAULT_FRAME_GAP, DEFAULT_SIZE, load_pretrained
+from lbdt.pretrained import load_pretrained
+from lbdt.runtime import Precision, announce, autocast, resolve_device, resolve_precision
 from lbdt.types import Prediction, SampleMeta
 
 
@@ -51,42 +54,49 @@ class VideoSegmenter:
     >>> for pred in seg.segment("clip.mp4", "the red circle moving left"):
     ...     pred.mask  # bool [H0,W0]
 
-    `model_or_name`: an `LBDT`, or anything `load_pretrained` accepts. `size` (H, W), `frame_gap` (k) and
-    `word_vectors` default to what the checkpoint says (320×320, k = 6, its own table); a model trained
-    with GloVe needs `word_vectors=WordVectors.from_glove(path)`.
+    `model_or_name`: a `Runnable` (from `load_pretrained`), an `LBDT`, or anything `load_pretrained` accepts
+    (weights loaded by name are prepared for fast inference: folded BatchNorm, channels-last). `device` and
+    `precision` default to `auto` (`lbdt.runtime`). `size` (H, W), `frame_gap` (k) and `word_vectors`
+    default to what the checkpoint says; `word_vectors` may be a table or a GloVe-format file
+    (`lbdt.data.text.resolve_word_vectors` gives the order).
     """
 
-    def __init__(self, model_or_name: LBDT | str | os.PathLike, *, device: str | torch.device = "cpu",
-                 precision: str = "fp32", size: tuple[int, int] | None = None, frame_gap: int | None = None,
-                 batch_size: int = 8, word_vectors: WordVectors | None = None, threshold: float = 0.5):
-        self.device = _device(device)
-        check_precision(precision, self.device)
-        if isinstance(model_or_name, LBDT):
-            model = model_or_name.to(self.device).eval()  # the caller's model: used as it is
-        else:  # ours: folded BatchNorm + channels-last (engine.fast)
-            model = prepare_for_inference(load_pretrained(model_or_name), device=self.device, precision=precision)
-        info = getattr(model, "checkpoint_info", None)
-        self.model = model
-        self.precision = precision
-        first_conv = next((m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    def __init__(self, model_or_name: Runnable | LBDT | str | os.PathLike, *, device: str | torch.device = "auto",
+                 precision: str | Precision = "auto", size: tuple[int, int] | None = None,
+                 frame_gap: int | None = None, batch_size: int = 8,
+                 word_vectors: WordVectors | str | os.PathLike | None = None, threshold: float = 0.5):
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        if self.precision.emulated:
+            warnings.warn(f"bf16 on this CPU is emulated: {self.precision.reason}", stacklevel=2)
+        if isinstance(model_or_name, LBDT):  # the caller's model: used as it is
+            runnable = Runnable(model=model_or_name, variant="", source="in-memory model", kind="in-memory")
+        elif isinstance(model_or_name, Runnable):
+            runnable = model_or_name
+        else:  # loaded here: folded BatchNorm + channels-last (engine.fast)
+            runnable = load_pretrained(model_or_name)
+            prepare_for_inference(runnable.model, device=self.device, precision=self.precision)
+        self.runnable = runnable
+        self.model = runnable.model.to(self.device).eval()
+        first_conv = next((m.weight for m in self.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
         self._channels_last = first_conv is not None and first_conv.is_contiguous(memory_format=torch.channels_last) \
             and not first_conv.is_contiguous()
-        self.size = tuple(int(s) for s in (size or (info.size if info else DEFAULT_SIZE)))
+        self.size = tuple(int(s) for s in (size or runnable.size))
         if len(self.size) != 2 or any(s <= 0 or s % STRIDE for s in self.size):
             raise LBDTError(f"size must be (H, W), both positive multiples of {STRIDE}; got {size}")
-        self.frame_gap = int(frame_gap if frame_gap is not None else (info.frame_gap if info else DEFAULT_FRAME_GAP))
+        self.frame_gap = int(frame_gap if frame_gap is not None else runnable.frame_gap)
         if self.frame_gap < 0:
             raise LBDTError(f"frame_gap must be >= 0, got {frame_gap}")
         if batch_size < 1:
             raise LBDTError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
-        self.word_vectors = word_vectors if word_vectors is not None else (info.word_vectors if info else None)
-        self._word_vectors_hint = info.word_vectors_hint if info else "a GloVe table"
-        self.max_words = info.max_words if info else MAX_WORDS
+        self.word_vectors = resolve_word_vectors(word_vectors, embedded=runnable.word_vectors,
+                                                 table=runnable.word_table)
+        self.max_words = runnable.max_words
         if not 0.0 <= threshold <= 1.0:
             raise LBDTError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = float(threshold)
-        self.source = info.source if info else "in-memory model"
+        self.source = runnable.source
         self.max_buffered = 0  # most preprocessed frames held at once during the last run (≤ k + batch_size)
 
     # ---------------------------------------------------------------- public API
@@ -95,8 +105,6 @@ class VideoSegmenter:
         truncated to the checkpoint's N tokens (`max_words`, 25 by default); unknown words get zero vectors."""
         if not isinstance(sentence, str) or not tokenize(sentence):
             raise LBDTError(f"empty sentence {sentence!r}: describe the object to segment")
-        if self.word_vectors is None:
-            raise LBDTError(f"this model needs word vectors: pass word_vectors= (--glove PATH), {self._word_vectors_hint}")
         vectors, mask = self.word_vectors.encode(sentence, max_len=self.max_words)
         with torch.inference_mode(), autocast(self.device, self.precision):
             return self.model.encode_text(vectors[None].to(self.device), mask[None].to(self.device))
@@ -172,16 +180,6 @@ class VideoSegmenter:
         return normalize(resize_image(image, self.size)).to(self.device)
 
 
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise LBDTError(f"unknown device {device!r} ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LBDTError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
 @dataclass
 class _Pending:
     """A frame waiting for its batch: its pixels are kept only when the caller asked for frames."""
@@ -201,8 +199,8 @@ def _slug(text: str, limit: int = 40) -> str:
 
 
 def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out_dir: str | os.PathLike,
-                      weights: str = "synthetic-tiny", device: str = "cpu", precision: str = "fp32",
-                      batch_size: int = 8, frame_gap: int | None = None, glove: str | None = None,
+                      weights: str = "synthetic-tiny", device: str = "auto", precision: str = "auto",
+                      batch_size: int = 8, frame_gap: int | None = None, word_vectors: str | None = None,
                       overlay: bool = True, progress: bool = True) -> dict:
     """Segment `video` once per sentence set and write, under `out_dir`:
 
@@ -223,11 +221,11 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         raise LBDTError("give at least one sentence (--text)")
     reader = open_video(video)  # input errors first, before loading weights
     started = time.perf_counter()
-    table = WordVectors.from_glove(glove) if glove else None
     segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
-                               frame_gap=frame_gap, word_vectors=table)
+                               frame_gap=frame_gap, word_vectors=word_vectors)
     loaded = time.perf_counter()
     stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
+    announce(segmenter.precision, segmenter.device)
     out = Path(out_dir)
     folders = [f"{j:02d}_{_slug(s) or 'sentence'}" for j, s in enumerate(sentences)]
     writers = [VideoWriter(out / f / "overlay.mp4", fps=reader.fps or 25.0) for f in folders] if overlay else []
@@ -260,9 +258,9 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         "frame_ids": frame_ids,
         "fps": reader.fps,
         "original_sizes": sorted([list(s) for s in sizes]),
-        "model": {"weights": segmenter.source, "size": list(segmenter.size), "frame_gap": segmenter.frame_gap,
-                  "threshold": segmenter.threshold, "precision": precision, "device": str(segmenter.device),
-                  "batch_size": segmenter.batch_size},
+        "model": {**segmenter.runnable.describe(), "size": list(segmenter.size), "frame_gap": segmenter.frame_gap,
+                  "threshold": segmenter.threshold, "device": str(segmenter.device),
+                  **segmenter.precision.as_dict(), "batch_size": segmenter.batch_size},
         "sentences": [{**r, "masks": f"{r['folder']}/masks", "overlay": f"{r['folder']}/overlay.mp4" if overlay else None,
                        "mean_foreground_fraction": float(np.mean(r["foreground_fraction"]))} for r in records],
         "timings": {"load_s": round(loaded - started, 3), "segment_s": round(done - loaded, 3),

@@ -1,10 +1,9 @@
-"""Load a ready-to-run model: the shipped synthetic checkpoint, our own checkpoints, the official LBDT
-checkpoints, or a checksummed URL.
+"""Weights by name: the shipped synthetic checkpoint, our own checkpoints, the official LBDT checkpoints, or
+a checksummed URL, each loaded into a `Runnable` (`lbdt.checkpoint`): the model in eval mode plus the facts
+needed to run it (input size, reference-frame gap k, sentence length N, word table, model card).
 
-`load_pretrained(name_or_path)` returns an `LBDT` in eval mode whose `checkpoint_info` attribute (a
-`CheckpointInfo`) carries what inference needs besides the weights: the input size, the reference-frame
-gap k, the sentence length N and, when the checkpoint holds one, its word-vector table. `VideoSegmenter`
-reads it. Every file is read with `torch.load(weights_only=True)`.
+Every file is read with `torch.load(weights_only=True)`; our format is read and written only through
+`lbdt.checkpoint`.
 """
 
 from __future__ import annotations
@@ -15,41 +14,28 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from lbdt.atomic import save_torch
-from lbdt.data.text import MAX_WORDS, WordVectors
+from lbdt.checkpoint import (
+    Runnable,
+    load_file,
+    make_state,
+    read_checkpoint,
+    runnable_from_state,
+    save_checkpoint,
+    validate_state,
+)
+from lbdt.data.text import WordVectors
 from lbdt.errors import LBDTError
-from lbdt.models.lbdt import LBDT
+from lbdt.runtime import resolve_device
 
 # name -> file inside the package's `weights/` folder
 SHIPPED = {"synthetic-tiny": "synthetic_tiny.pt"}
-# reference-frame gap k for a user video (raw frames at 25-30 fps) by training dataset; spec §2.6
-# (Ref-YouTube-VOS stores every 5th raw frame and uses the previous stored one, i.e. 5 raw frames).
-FRAME_GAP_BY_DATASET = {"a2d": 6, "jhmdb": 5, "ytvos": 5}
-DEFAULT_FRAME_GAP = 6
-DEFAULT_SIZE = (320, 320)
+OFFICIAL_WORD_TABLE = "glove-840b"  # the official checkpoints were trained on GloVe 840B (300-d)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """What a checkpoint says about how to run its model."""
-
-    source: str  # where the weights came from (path, URL or shipped name)
-    kind: str  # "lbdt" (our format) | "official" (dzh19990407/LBDT state dict)
-    variant: str  # e.g. "lbdt4", "tiny"
-    dataset: str = ""  # on-disk format it was trained on (a2d | jhmdb | ytvos), "" when unknown
-    size: tuple[int, int] = DEFAULT_SIZE  # (H, W) model input the model was trained at
-    frame_gap: int = DEFAULT_FRAME_GAP  # k: reference frame t - k
-    max_words: int = MAX_WORDS  # N: tokens per sentence
-    word_vectors: WordVectors | None = None  # the table the model was trained with, when the checkpoint holds it
-    word_vectors_hint: str = ""  # what to pass as word_vectors when the table is not inside (e.g. the GloVe file)
 
 
 def shipped_path(name: str) -> Path:
@@ -58,8 +44,8 @@ def shipped_path(name: str) -> Path:
 
 
 def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.device = "cpu",
-                    sha256: str | None = None, cache_dir: str | os.PathLike | None = None) -> LBDT:
-    """A model ready for inference (eval mode, on `device`), with `model.checkpoint_info` set.
+                    sha256: str | None = None, cache_dir: str | os.PathLike | None = None) -> Runnable:
+    """A `Runnable` (model in eval mode on `device`, with its run facts).
 
     `name_or_path`: a shipped name (`"synthetic-tiny"`), a local file (our checkpoint, or an official
     LBDT-1/LBDT-4 A2D checkpoint told apart by its key names), or an `https://` URL with its sha256
@@ -79,27 +65,26 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.devi
         if not path.is_file():
             names = ", ".join(SHIPPED)
             raise LBDTError(f"{path}: no such checkpoint file (shipped weights: {names}; or a URL)")
-    model, info = _load_file(path, source)
-    model.checkpoint_info = info
-    return model.to(device).eval()
+    return _load_file(path, source).to(resolve_device(device))
 
 
-def _load_file(path: Path, source: str) -> tuple[LBDT, CheckpointInfo]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- torn file, a full pickle, not a torch file: all one error
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise LBDTError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {first})") from None
-    if isinstance(state, dict) and state.get("format") == "lbdt":
-        return _from_lbdt(state, path, source)
+def _load_file(path: Path, source: str) -> Runnable:
+    state = load_file(path)
+    if isinstance(state, Mapping) and "format" in state:
+        return runnable_from_state(validate_state(state, str(path)), where=str(path), source=source)
     if _looks_official(state):
-        from lbdt.models.checkpoint import load_official
-
-        model = load_official(state)
-        variant = f"lbdt{model.config['num_layers']}" + ("_r101" if model.config["backbone_depth"] == 101 else "")
-        return model, CheckpointInfo(source=source, kind="official", variant=variant, dataset="a2d",
-                                     word_vectors_hint="the GloVe file glove.840B.300d.txt (`--glove PATH`)")
+        return _official_runnable(state, source)
     raise LBDTError(f"{path}: neither an lbdt checkpoint (no format: 'lbdt' entry) nor an official LBDT state dict")
+
+
+def _official_runnable(state: Any, source: str) -> Runnable:
+    """An official A2D checkpoint: 320×320 input, k = 6, N = 25 words of GloVe 840B."""
+    from lbdt.models.official import load_official
+
+    model = load_official(state)
+    variant = f"lbdt{model.config['num_layers']}" + ("_r101" if model.config["backbone_depth"] == 101 else "")
+    return Runnable(model=model, variant=variant, source=source, kind="official", dataset="a2d",
+                    word_table=OFFICIAL_WORD_TABLE)
 
 
 def _looks_official(state: Any) -> bool:
@@ -116,41 +101,25 @@ def _looks_official(state: Any) -> bool:
     return "conv1_1.weight" in keys and "conv1_2.weight" in keys
 
 
-def _from_lbdt(state: dict, path: Path, source: str) -> tuple[LBDT, CheckpointInfo]:
-    from lbdt.models.strict_load import load_strict
-
-    if state.get("version", 0) > 1:
-        raise LBDTError(f"{path}: checkpoint version {state['version']} is newer than this lbdt (1)")
-    for key in ("model_config", "model"):
-        if key not in state:
-            raise LBDTError(f"{path}: lbdt checkpoint has no {key!r} entry")
-    try:
-        model = LBDT.from_config(state["model_config"])
-    except TypeError as e:
-        raise LBDTError(f"{path}: model_config does not fit this lbdt ({e})") from None
-    load_strict(model, state["model"], source=str(path))
-    data = dict(state.get("config", {}).get("data", {}))
-    size = tuple(int(s) for s in data.get("size", DEFAULT_SIZE))
-    gap = data.get("frame_gap")
-    if gap is None:
-        gap = FRAME_GAP_BY_DATASET.get(str(data.get("dataset", "")), DEFAULT_FRAME_GAP)
-    table = state.get("word_vectors")
-    vectors = None
-    if table is not None:
-        vectors = WordVectors(list(table["words"]), np.asarray(table["vectors"].float().numpy(), dtype=np.float32))
-    elif data.get("synthetic_seed") is not None:  # trained on `lbdt synth` data: its seeded table is reproducible
-        from lbdt.data.synth import vocabulary
-
-        vectors = WordVectors.seeded(vocabulary(), dim=300, seed=int(data["synthetic_seed"]))
-    hint = "" if vectors is not None else f"the word-vector file it was trained with ({data.get('word_vectors', 'GloVe')})"
-    return model, CheckpointInfo(source=source, kind="lbdt", variant=str(state.get("variant", "")),
-                                 dataset=str(data.get("dataset", "")), size=size,
-                                 frame_gap=int(gap), max_words=int(data.get("max_words", MAX_WORDS)),
-                                 word_vectors=vectors, word_vectors_hint=hint)
+def convert_official_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,
+                                card: Mapping[str, Any] | None = None) -> Runnable:
+    """Convert an official checkpoint file into an lbdt checkpoint (strict; written atomically); returns it as a
+    `Runnable`. The converted file records its source, its word table (GloVe 840B, by name) and `card`."""
+    state = load_file(src)
+    if not _looks_official(state):
+        raise LBDTError(f"{src}: not an official LBDT state dict (no conv1_1 / conv1_2 stems)")
+    runnable = _official_runnable(state, f"official LBDT checkpoint {Path(src).name}")
+    data = {"dataset": runnable.dataset, "size": list(runnable.size), "frame_gap": runnable.frame_gap,
+            "max_words": runnable.max_words}
+    save_checkpoint(make_state(runnable.model, variant=runnable.variant, config={"data": data},
+                               source=runnable.source, card=card, word_table=runnable.word_table), dst)
+    runnable.card = dict(card or {})
+    return runnable
 
 
 def export_pretrained(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
-                      word_vectors: WordVectors | None = None, vocabulary: list[str] | None = None) -> Path:
+                      word_vectors: WordVectors | None = None, vocabulary: list[str] | None = None,
+                      card: Mapping[str, Any] | None = None) -> Path:
     """Write a slim inference checkpoint from a training one: model, model_config and config only
     (no optimizer state), plus the word-vector rows for `vocabulary` (all words of `word_vectors` when
     None) so that the file needs no separate table. Written atomically; returns `out`.
@@ -158,19 +127,19 @@ def export_pretrained(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
     This is how `src/lbdt/weights/synthetic_tiny.pt` is made from `runs/synthetic_tiny/best.pt`.
     """
     src = Path(checkpoint)
-    try:
-        state = torch.load(src, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise LBDTError(f"{src}: no such checkpoint file") from None
-    if not isinstance(state, dict) or state.get("format") != "lbdt":
-        raise LBDTError(f"{src}: not an lbdt checkpoint")
-    slim = {k: state[k] for k in ("format", "version", "variant", "model_config", "model", "config") if k in state}
-    slim["source"] = f"exported from {src.name}"
+    state = read_checkpoint(src)
+    runnable = runnable_from_state(state, where=str(src), source=str(src))
+    table = None
     if word_vectors is not None:
         words = sorted(set(vocabulary)) if vocabulary is not None else list(word_vectors.words)
-        slim["word_vectors"] = {"words": words, "vectors": word_vectors.lookup(words).contiguous()}
+        table = WordVectors(words, word_vectors.lookup(words).numpy())
+    slim = make_state(runnable.model, variant=runnable.variant, config=state.get("config"),
+                      source=f"exported from {src.name}", card=card if card is not None else state.get("card"),
+                      word_vectors=table if table is not None else runnable.word_vectors,
+                      word_table=None if table is not None or runnable.word_vectors is not None
+                      else runnable.word_table or None)
     out = Path(out)
-    save_torch(slim, out)
+    save_checkpoint(slim, out)
     return out
 
 

@@ -26,7 +26,7 @@ class SampleMeta:
     sentence: str
     original_size: tuple[int, int]  # (H0, W0)
     expression_id: str = ""  # Ref-YouTube-VOS expression id where it exists
-    sentence_type: str = ""  # synthetic benchmark: "appearance" | "motion"; "" elsewhere
+    group: str = ""  # the record's category (A2D actor-action, J-HMDB action, synthetic sentence type); "" if none
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -15,7 +14,7 @@ from lbdt.data.collate import collate
 from lbdt.data.dataset import ReferringVideoDataset
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources import SOURCES, Source
-from lbdt.data.text import WordVectors
+from lbdt.data.text import WordVectors, resolve_word_vectors
 from lbdt.data.transforms import ClipTransform
 from lbdt.errors import LBDTError
 
@@ -29,33 +28,15 @@ def build_source(dataset: str, root: str) -> Source:
     return SOURCES[dataset](root)
 
 
-def ensure_synthetic(cfg: DataConfig) -> None:
-    """Write the synthetic benchmark to `cfg.root` when `cfg.synthetic_seed` is set and the root is missing."""
-    if cfg.synthetic_seed is not None and not Path(cfg.root).exists():
-        from lbdt.data.synth import write_benchmark
-
-        write_benchmark(cfg.root, fmt=cfg.dataset, seed=cfg.synthetic_seed)
-
-
-def resolve_word_vectors(cfg: DataConfig) -> Path:
-    """`cfg.word_vectors` as given, or relative to the dataset root (where the synthetic benchmark keeps its own)."""
-    path = Path(cfg.word_vectors).expanduser()
-    if path.is_file():
-        return path
-    if not path.is_absolute() and (Path(cfg.root) / path).is_file():
-        return Path(cfg.root) / path
-    raise LBDTError(f"word-vector file not found: {cfg.word_vectors} (also looked in {cfg.root}); "
-                    "download glove.840B.300d.txt or set data.word_vectors")
-
-
 @functools.lru_cache(maxsize=2)
-def _load_word_vectors(path: str) -> WordVectors:
-    return WordVectors.from_glove(path)
+def _load_word_vectors(table: str, root: str) -> WordVectors:
+    return resolve_word_vectors(table=table, root=root)
 
 
 def load_word_vectors(cfg: DataConfig) -> WordVectors:
-    """The configured word-vector table (read once per process)."""
-    return _load_word_vectors(str(resolve_word_vectors(cfg).resolve()))
+    """The configured word-vector table `data.word_vectors` (as given, else under `data.root`; read once per
+    process), through the one resolver `lbdt.data.text.resolve_word_vectors`."""
+    return _load_word_vectors(cfg.word_vectors, cfg.root)
 
 
 def split_records(source: Source, cfg: DataConfig, split: str) -> list[ReferRecord]:
@@ -83,7 +64,6 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool, word_vectors: Opt
                   with_original_mask: Optional[bool] = None, seed: int = 0) -> ReferringVideoDataset:
     """The dataset of `split` (a list stem, or `cfg.val_split`): augmented when `train` and `cfg.augment`;
     evaluation datasets (train=False) also carry the native-resolution mask unless told otherwise."""
-    ensure_synthetic(cfg)
     source = build_source(cfg.dataset, cfg.root)
     records = split_records(source, cfg, split)
     if not records:

@@ -14,7 +14,6 @@ from lbdt.data.transforms import ClipTransform, side_words, swap_left_right
 from lbdt.errors import LBDTError
 from lbdt.types import ClipSample, SampleMeta
 
-SENTENCE_TYPES = ("appearance", "motion")  # the synthetic benchmark's `category` values
 
 
 class ReferringVideoDataset(Dataset):
@@ -72,7 +71,7 @@ class ReferringVideoDataset(Dataset):
         meta = SampleMeta(
             dataset=src.name, video_id=r.video_id, object_id=r.object_id, frame_id=r.frame_id, ref_frame_id=ref_id,
             sentence=r.sentence, original_size=(h0, w0) if h0 > 0 and w0 > 0 else tuple(frame.shape[:2]),
-            expression_id=r.expression_id, sentence_type=r.category if r.category in SENTENCE_TYPES else "")
+            expression_id=r.expression_id, group=r.category)
         return ClipSample(frame=clip.frame, ref_frame=clip.ref_frame, word_vectors=vectors, word_mask=word_mask,
                           meta=meta, mask=clip.mask,
                           original_mask=mask if self.with_original_mask else None)

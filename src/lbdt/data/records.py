@@ -14,6 +14,6 @@ class ReferRecord:
     object_id: str  # instance id (A2D / J-HMDB), object id (YTVOS train/val) or expression id (YTVOS valid)
     sentence: str
     original_size: tuple[int, int]  # (H0, W0)
-    category: str = ""  # A2D / J-HMDB 6th field (unused by the model); synthetic benchmark: sentence type
+    category: str = ""  # a grouping label evaluators report by: A2D / J-HMDB 6th field, synthetic sentence type
     expression_id: str = ""  # Ref-YouTube-VOS expression id where known
     source_line: str = ""  # "<list file>:<line number>", for error messages

@@ -144,3 +144,58 @@ class WordVectors:
         words = Path(vocab_file).read_text(encoding="utf-8").split("\n")[:-1]
         vectors = np.load(vec_file, mmap_mode="r", allow_pickle=False)
         return cls(words, vectors)
+
+
+GLOVE_FILE = "glove.840B.300d.txt"
+
+
+def resolve_word_vectors(explicit: str | os.PathLike | WordVectors | None = None, *,
+                         embedded: Optional[WordVectors] = None, table: str = "",
+                         root: str | os.PathLike | None = None) -> WordVectors:
+    """The one word-table resolver (docs/model.md, "Word vectors"). First match wins:
+
+    1. `explicit`: what the user passed (`--word-vectors PATH`, `word_vectors=` in Python, or a table);
+    2. `embedded`: the table inside the checkpoint (shipped and exported checkpoints carry theirs);
+    3. `table`: the checkpoint's (or config's) reference — ``synthetic:<seed>`` (the synthetic benchmark's
+       seeded table, regenerated exactly) or a file name, looked up as given, then under `root`;
+    4. `root`: the dataset's own table — a synthetic benchmark's file (its ``benchmark.json``), then
+       ``<root>/glove.840B.300d.txt``.
+
+    Nothing found: an `LBDTError` listing what was tried.
+    """
+    if isinstance(explicit, WordVectors):
+        return explicit
+    if explicit is not None:
+        return WordVectors.from_glove(explicit)
+    if embedded is not None:
+        return embedded
+    tried: list[str] = []
+    if table.startswith("synthetic:"):
+        from lbdt.data.synth import vocabulary
+
+        try:
+            seed = int(table.split(":", 1)[1])
+        except ValueError:
+            raise LBDTError(f"word table {table!r}: expected synthetic:<integer seed>") from None
+        return WordVectors.seeded(vocabulary(), dim=300, seed=seed)
+    candidates: list[Path] = []
+    if table:
+        candidates.append(Path(table).expanduser())
+        if root is not None and not Path(table).is_absolute():
+            candidates.append(Path(root) / table)
+    if root is not None:
+        from lbdt.data.synth import read_summary
+
+        summary = read_summary(root)
+        if summary and summary.get("word_vectors"):
+            candidates.append(Path(root) / str(summary["word_vectors"]))
+        candidates.append(Path(root) / GLOVE_FILE)
+    for i, path in enumerate(candidates):
+        if path.is_file():
+            return WordVectors.from_glove(path)
+        tried.append(str(path))
+        if table and i == (1 if root is not None and not Path(table).is_absolute() else 0):
+            break  # a named table that is missing is an error, never silently another table
+    where = "; tried " + ", ".join(dict.fromkeys(tried)) if tried else ""
+    raise LBDTError(f"no word vectors: the model needs a word table ({table or 'GloVe 840B, 300-d'}) and none was "
+                    f"found{where}; pass --word-vectors PATH (or run `lbdt download glove-840b`)")

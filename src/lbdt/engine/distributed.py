@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from lbdt.errors import LBDTError
+from lbdt.runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda":
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
+    dev = resolve_device(device, local_rank=local_rank)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise LBDTError(f"train.device={device} but CUDA is not available")
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)

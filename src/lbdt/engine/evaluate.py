@@ -1,62 +1,30 @@
 """`lbdt evaluate`: run a model over a dataset split and report every metric, labelled for what it is.
 
-One stream of predictions (`engine.inference.predict`) feeds the evaluators (when the split has ground
-truth) and the writers (PNG masks, the Ref-YouTube-VOS submission zip). Every sample of the split is
-predicted and counted: the report's N equals the number of samples in the split.
+The dataset is built by the same builder as training (`lbdt.data.build.build_dataset`, so `holdout:<f>`
+splits can be evaluated too) and run through the one dataset loop (`engine.inference.run_on_dataset`),
+which feeds the evaluators (when the split has ground truth) and the writers (PNG masks, the
+Ref-YouTube-VOS submission zip). Every sample of the split is predicted and counted.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
-
-from lbdt.data.text import MAX_WORDS
-from lbdt.engine.inference import PROTOCOLS, predict
+from lbdt.engine.inference import PROTOCOLS, run_on_dataset
 from lbdt.errors import LBDTError
 
 PROTOCOL_DESCRIPTIONS = {
-    "lbdt": "LBDT/spec §4.1: prediction > threshold at model size, nearest-resized to the original size; "
-            "ground truth = the model-size training target nearest-resized to the original size",
+    "lbdt": "prediction > threshold at model size, nearest-resized to the original size; "
+            "ground truth = the model-size training target nearest-resized to the original size (docs/evaluation.md)",
     "native": "prediction bilinearly upsampled to the original size, then > threshold; "
               "ground truth = the original-resolution mask",
 }
 DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native"}
-GLOVE = "glove.840B.300d.txt"
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _word_vectors(explicit: str | None, model, root: Path):
-    """The word-vector table: `explicit` file > the checkpoint's own table > the synthetic benchmark's file >
-    `<root>/glove.840B.300d.txt`."""
-    from lbdt.data.synth import read_summary
-    from lbdt.data.text import WordVectors
-
-    if explicit:
-        return WordVectors.from_glove(explicit)
-    info = getattr(model, "checkpoint_info", None)
-    if info is not None and info.word_vectors is not None:
-        return info.word_vectors
-    summary = read_summary(root)
-    candidates = ([root / summary["word_vectors"]] if summary and summary.get("word_vectors") else []) + [root / GLOVE]
-    for path in candidates:
-        if path.is_file():
-            return WordVectors.from_glove(path)
-    hint = f" ({info.word_vectors_hint})" if info is not None and info.word_vectors_hint else ""
-    raise LBDTError(f"no word vectors: the checkpoint holds none and {root / GLOVE} does not exist; "
-                    f"pass --word-vectors PATH{hint}")
 
 
 def evaluate(
     checkpoint: str, *, dataset: str, root: str, split: str, protocol: str | None = None, threshold: float = 0.5,
-    batch_size: int = 8, device: str = "auto", precision: str = "fp32", num_workers: int = 0,
+    batch_size: int = 8, device: str = "auto", precision: str = "auto", num_workers: int = 0,
     word_vectors: str | None = None, output_dir: str | None = None, save_masks: bool = False,
     coco: bool = True, strict_precision: bool = False, jf: bool | None = None, size: tuple[int, int] | None = None,
     frame_gap: int | None = None, limit: int | None = None, progress: bool = True,
@@ -70,12 +38,15 @@ def evaluate(
     and the dataset's k. `limit` evaluates only the first `limit` samples (smoke tests).
     Writes `metrics.json` (and `masks/`, `submission.zip`) into `output_dir` when given. Returns the report.
     """
-    from lbdt.data.build import build_source
-    from lbdt.data.collate import collate
-    from lbdt.data.dataset import ReferringVideoDataset
+    from torch.utils.data import Subset
+
+    from lbdt.config import DataConfig
+    from lbdt.data.build import HOLDOUT, build_dataset, build_source
+    from lbdt.data.text import resolve_word_vectors
     from lbdt.evaluation.evaluators import METRIC_LABELS, JFEvaluator, ReferSegEvaluator
     from lbdt.evaluation.writers import PngMaskWriter, YTVOSSubmissionWriter, save_metrics_json
     from lbdt.pretrained import load_pretrained
+    from lbdt.runtime import announce, resolve_device, resolve_precision
 
     source = build_source(dataset, root)
     protocol = protocol or DEFAULT_PROTOCOL.get(dataset, "lbdt")
@@ -83,26 +54,24 @@ def evaluate(
         raise LBDTError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if batch_size < 1:
         raise LBDTError(f"batch size must be at least 1, got {batch_size}")
-    dev = _device(device)
-    model = load_pretrained(checkpoint, device=dev)
-    info = getattr(model, "checkpoint_info", None)
-    size = tuple(size) if size else (tuple(info.size) if info is not None else (320, 320))
-    records = source.records(split)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    runnable = load_pretrained(checkpoint, device=dev)
+    size = tuple(size) if size else tuple(runnable.size)
+    table = resolve_word_vectors(word_vectors, embedded=runnable.word_vectors, table=runnable.word_table, root=root)
+    list_split = "train" if split.startswith(HOLDOUT) else split
+    has_gt = source.has_masks(list_split)
+    cfg = DataConfig(dataset=dataset, root=str(root), size=size, frame_gap=frame_gap, max_words=runnable.max_words,
+                     val_split=split if split.startswith(HOLDOUT) else "")
+    data = build_dataset(cfg, split, train=False, word_vectors=table, with_original_mask=has_gt and protocol == "native")
     if limit is not None:
-        records = records[: max(0, int(limit))]
-    if not records:
+        data = Subset(data, range(min(max(0, int(limit)), len(data))))
+    if len(data) == 0:
         raise LBDTError(f"{root}: split {split!r} has no samples")
-    has_gt = source.has_masks(split)
-    data = ReferringVideoDataset(source, records, word_vectors=_word_vectors(word_vectors, model, Path(root)),
-                                 size=size, frame_gap=frame_gap,
-                                 max_words=info.max_words if info is not None else MAX_WORDS,
-                                 with_original_mask=has_gt and protocol == "native", with_masks=has_gt)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
-                        collate_fn=collate)
 
     evaluators = {}
     if has_gt:
-        evaluators["refer"] = ReferSegEvaluator(strict=strict_precision, coco=coco)
+        evaluators["metrics"] = ReferSegEvaluator(strict=strict_precision, coco=coco)
         if jf if jf is not None else dataset == "ytvos":
             evaluators["jf"] = JFEvaluator()
     out = Path(output_dir) if output_dir else None
@@ -114,34 +83,16 @@ def evaluate(
         submission = YTVOSSubmissionWriter(zip_path=out / "submission.zip")
         sinks.append(submission)
 
-    count = 0
-    stream = predict(model, loader, protocol=protocol, threshold=threshold, device=dev, precision=precision)
-    try:
-        for pred, gt in tqdm(stream, total=len(data), desc=f"evaluate {dataset}/{split}", unit="sample",
-                             disable=not progress, dynamic_ncols=True):
-            for ev in evaluators.values():
-                ev.update(pred, gt)
-            for sink in sinks:
-                sink.write(pred)
-            count += 1
-    except BaseException:
-        if submission is not None:
-            submission.abort()
-        raise
-    for sink in sinks:
-        sink.close()
-    if count != len(data):  # cannot happen with drop_last=False; guards against a silent loss
-        raise LBDTError(f"predicted {count} of {len(data)} samples")
-
+    announce(prec, dev)
+    results = run_on_dataset(runnable.model, data, evaluators=evaluators, sinks=sinks, protocol=protocol,
+                             threshold=threshold, device=dev, precision=prec, batch_size=batch_size,
+                             num_workers=num_workers, progress=progress, desc=f"evaluate {dataset}/{split}")
     report: dict = {
-        "checkpoint": str(checkpoint), "dataset": dataset, "root": str(root), "split": split, "N": count,
-        "protocol": protocol, "protocol_description": PROTOCOL_DESCRIPTIONS[protocol], "threshold": threshold,
-        "input_size": list(size), "precision": precision,
+        "checkpoint": str(checkpoint), "model": runnable.describe(), "dataset": dataset, "root": str(root),
+        "split": split, "N": results["N"], "protocol": protocol, "protocol_description": PROTOCOL_DESCRIPTIONS[protocol],
+        "threshold": threshold, "input_size": list(size), "device": str(dev), **prec.as_dict(),
     }
-    if "refer" in evaluators:
-        report["metrics"] = evaluators["refer"].compute()
-    if "jf" in evaluators:
-        report["jf"] = evaluators["jf"].compute()
+    report.update({name: results[name] for name in evaluators})
     report["labels"] = {k: v for k, v in METRIC_LABELS.items()
                         if k in report.get("metrics", {}) or k in report.get("jf", {})}
     outputs = {}
@@ -157,21 +108,22 @@ def evaluate(
 
 
 def format_report(report: dict) -> str:
-    """The printed table: what was evaluated, how, and every metric with its meaning (per sentence type compactly)."""
+    """The printed table: what was evaluated, how, and every metric with its meaning (per group compactly, when the samples carry one)."""
     from lbdt.evaluation.writers import format_metrics_table
 
     head = (f"{report['dataset']}/{report['split']}: N = {report['N']} samples, protocol {report['protocol']} "
-            f"({report['protocol_description']}), threshold {report['threshold']}")
+            f"({report['protocol_description']}), threshold {report['threshold']}, {report['precision']} on "
+            f"{report['device']}")
     parts = [head]
     metrics = dict(report.get("metrics", {}))
-    by_type = metrics.pop("by_sentence_type", None)
+    by_group = metrics.pop("by_group", None)
     if metrics:
         parts.append(format_metrics_table(metrics, labels=report["labels"]))
-    if by_type:
+    if by_group:
         cols = ["N", "P@0.5", "lbdt_ap", "overall_iou", "mean_iou"]
-        width = max(len("sentence type"), *(len(t) for t in by_type))
-        parts.append(f"{'sentence type':<{width}}" + "".join(f"  {c:>11}" for c in cols))
-        for kind, sub in by_type.items():
+        width = max(len("group"), *(len(t) for t in by_group))
+        parts.append(f"{'group':<{width}}" + "".join(f"  {c:>11}" for c in cols))
+        for kind, sub in by_group.items():
             cells = "".join(f"  {sub[c]:>11}" if c == "N" else f"  {sub[c]:>11.4f}" for c in cols)
             parts.append(f"{kind:<{width}}{cells}")
     if "jf" in report:

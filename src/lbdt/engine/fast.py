@@ -2,43 +2,21 @@
 
 `prepare_for_inference` puts a model in eval mode on its device, optionally folds every BatchNorm
 that directly follows a convolution into that convolution, converts it to channels-last and compiles
-its per-frame path with `torch.compile`. `autocast(device, precision)` is the context the predictor and the evaluator run
-`encode_text` / `segment` under; `to_input(x, ...)` gives frames the memory format the model expects.
+its per-frame path with `torch.compile`. Run it under `lbdt.runtime.autocast(device, precision)`;
+`to_input(x, ...)` gives frames the memory format the model expects.
 
 fp32 stays fp32 everywhere (channels-last and folding only change float rounding); bf16 / fp16 run the
-convolutions and matrix products in reduced precision through `torch.autocast` while normalisation,
-soft-max and the LSTM stay in fp32.
+convolutions and matrix products in reduced precision through `torch.autocast`; the text encoder (LSTM)
+always runs in fp32 with autocast off (`LBDT.encode_text`), and normalisation and soft-max stay in fp32.
 """
 
 from __future__ import annotations
-
-import contextlib
-from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor, nn
 
 from lbdt.errors import LBDTError
-
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def check_precision(precision: str, device: torch.device | str) -> torch.dtype:
-    """The dtype for `precision` on `device`; raises `LBDTError` for an unknown name or fp16 on CPU."""
-    if precision not in PRECISIONS:
-        raise LBDTError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "fp16" and torch.device(device).type != "cuda":
-        raise LBDTError("fp16 inference needs a CUDA device (use bf16 on CPU)")
-    return PRECISIONS[precision]
-
-
-def autocast(device: torch.device | str, precision: str) -> AbstractContextManager:
-    """The mixed-precision context for `precision` ("fp32" = no autocast at all)."""
-    dtype = check_precision(precision, device)
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
+from lbdt.runtime import Precision, resolve_precision
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """Fold eval-mode `bn` (running statistics) into `conv` in place: conv'(x) = bn(conv(x)).
@@ -116,7 +94,7 @@ def cast_matmul_weights(model: nn.Module, dtype: torch.dtype) -> int:
     return n
 
 
-def prepare_for_inference(model: nn.Module, *, device: torch.device | str, precision: str = "fp32",
+def prepare_for_inference(model: nn.Module, *, device: torch.device | str, precision: str | Precision = "fp32",
                           channels_last: bool = True, fold_bn: bool = True, compile: bool = False) -> nn.Module:
     """Make `model` (in place) ready for fast inference and return it.
 
@@ -127,9 +105,7 @@ def prepare_for_inference(model: nn.Module, *, device: torch.device | str, preci
     Run it under `torch.inference_mode()` and `autocast(device, precision)` (required for bf16 / fp16).
     """
     device = torch.device(device)
-    dtype = check_precision(precision, device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LBDTError("a CUDA device was requested but torch.cuda.is_available() is False")
+    dtype = resolve_precision(precision, device).dtype
     model.eval().requires_grad_(False).to(device)
     if fold_bn:
         fold_batchnorm(model)

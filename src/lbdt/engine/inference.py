@@ -1,4 +1,8 @@
-"""Model + loader → a stream of `Prediction`s at original resolution, each with its ground truth.
+"""Model + dataset → predictions at original resolution: `run_on_dataset`, the one loop behind `lbdt evaluate`,
+validation during training and `benchmarks/synthetic_learning.py`.
+
+`predict` turns batches into (`Prediction`, ground truth) pairs; `run_on_dataset` feeds them to evaluators
+(`update` / `compute`) and sinks (`write` / `close`, `abort` on failure), counting every sample.
 
 The resize rules of both evaluation protocols live here and nowhere else:
 
@@ -14,15 +18,16 @@ original code uses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lbdt.engine.fast import autocast, check_precision
 from lbdt.errors import LBDTError
+from lbdt.runtime import Precision, autocast, resolve_precision
 from lbdt.types import Batch, Prediction
 
 PROTOCOLS = ("lbdt", "native")
@@ -69,7 +74,7 @@ def to_original(
 @torch.no_grad()
 def predict(
     model: nn.Module, loader: Iterable[Batch], *, protocol: str = "lbdt", threshold: float = 0.5,
-    device: torch.device | str = "cpu", precision: str = "fp32", keep_prob: bool = False,
+    device: torch.device | str = "cpu", precision: str | Precision = "fp32", keep_prob: bool = False,
 ) -> Iterator[tuple[Prediction, np.ndarray | None]]:
     """Run `model` over every batch and yield (`Prediction`, ground truth bool `[H0,W0]` or None) per sample.
 
@@ -81,7 +86,7 @@ def predict(
     if protocol not in PROTOCOLS:
         raise LBDTError(f"unknown evaluation protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     device = torch.device(device)
-    check_precision(precision, device)
+    precision = resolve_precision(precision, device)
     model.eval()
     for batch in loader:
         on_device = batch.to(device)
@@ -99,3 +104,57 @@ def predict(
             )
             score = float(prob_full[pred].mean()) if pred.any() else 0.0
             yield Prediction(meta=meta, mask=pred, score=score, prob=prob_full if keep_prob else None), gt
+
+
+class Evaluator(Protocol):
+    def update(self, pred: Prediction, gt: np.ndarray | None) -> None: ...
+    def compute(self) -> dict: ...
+
+
+class Sink(Protocol):
+    def write(self, pred: Prediction) -> None: ...
+    def close(self) -> None: ...
+
+
+def run_on_dataset(
+    model: nn.Module, dataset: Any, *, evaluators: Mapping[str, Evaluator] | None = None,
+    sinks: Sequence[Sink] = (), protocol: str = "lbdt", threshold: float = 0.5,
+    device: torch.device | str = "cpu", precision: str | Precision = "fp32", batch_size: int = 8,
+    num_workers: int = 0, keep_prob: bool = False, progress: bool = False, desc: str = "evaluate",
+) -> dict[str, Any]:
+    """Run `model` over every sample of `dataset` (in order, none dropped) and return
+    `{"N": samples, <evaluator name>: evaluator.compute(), ...}`; each prediction also goes to every sink.
+
+    Sinks are closed at the end; on any error, sinks that have an `abort()` are aborted instead (a
+    submission zip is then never left half-written under its final name).
+    """
+    from tqdm import tqdm
+
+    from lbdt.data.build import make_loader
+
+    if batch_size < 1:
+        raise LBDTError(f"batch size must be at least 1, got {batch_size}")
+    evaluators = dict(evaluators or {})
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    count = 0
+    stream = predict(model, loader, protocol=protocol, threshold=threshold, device=device, precision=precision,
+                     keep_prob=keep_prob)
+    try:
+        for pred, gt in tqdm(stream, total=len(dataset), desc=desc, unit="sample", disable=not progress,
+                             leave=False, dynamic_ncols=True):
+            for ev in evaluators.values():
+                ev.update(pred, gt)
+            for sink in sinks:
+                sink.write(pred)
+            count += 1
+    except BaseException:
+        for sink in sinks:
+            abort = getattr(sink, "abort", None)
+            if abort is not None:
+                abort()
+        raise
+    for sink in sinks:
+        sink.close()
+    if count != len(dataset):  # cannot happen with drop_last=False; guards against a silent loss
+        raise LBDTError(f"predicted {count} of {len(dataset)} samples")
+    return {"N": count, **{name: ev.compute() for name, ev in evaluators.items()}}

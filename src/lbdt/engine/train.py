@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import math
 import random
 import shutil
@@ -23,17 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lbdt.atomic import atomic_write
+from lbdt.atomic import atomic_write, write_text
 from lbdt.config import RunConfig, from_dict, save_yaml, to_dict
 from lbdt.data.collate import collate
-from lbdt.engine.checkpointing import (
-    FORMAT,
-    VERSION,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from lbdt.checkpoint import make_state, read_checkpoint, save_checkpoint
 from lbdt.engine.distributed import (
     DistInfo,
     EpochSampler,
@@ -42,11 +36,13 @@ from lbdt.engine.distributed import (
     init_distributed,
     shutdown,
 )
-from lbdt.engine.fast import autocast as precision_autocast
+from lbdt.engine.rng_state import rng_state, set_rng_state
 from lbdt.errors import LBDTError
 from lbdt.losses import segmentation_loss
+from lbdt.runtime import Precision, announce, autocast, resolve_precision
 
 LOG_FIELDS = ("step", "epoch", "split", "name", "value")
+MAX_LOGGED_GROUPS = 8  # validation logs per-group mean IoU only for a handful of groups (not A2D's 43 classes)
 
 
 def train(cfg: RunConfig, resume: bool | str = False) -> dict:
@@ -62,27 +58,28 @@ def train(cfg: RunConfig, resume: bool | str = False) -> dict:
 def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
     tc = cfg.train
     out = Path(tc.output_dir)
-    if tc.precision == "fp16" and info.device.type != "cuda":
-        raise LBDTError("train.precision=fp16 needs CUDA; use bf16 or fp32 on CPU")
+    precision = resolve_precision(tc.precision, info.device, training=True)
     ckpt = None
     if resume:
         path = out / "last.pt" if resume is True else Path(resume)
-        ckpt = load_checkpoint(path)
-        _check_resumable(cfg, from_dict(ckpt["config"]), path)
+        ckpt = read_checkpoint(path, training=True)
+        _check_resumable(cfg, from_dict(ckpt.get("config", {}), str(path)), path)
     seed_everything(tc.seed)
+    train_set, val_set = build_datasets(cfg)
 
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out / "config.yaml")
-    barrier(info)  # rank 0 may write the synthetic benchmark inside build_datasets
-    train_set, val_set = build_datasets(cfg, info)
+        write_text(out / "runtime.json", json.dumps({"device": str(info.device), "world_size": info.world_size,
+                                                     **precision.as_dict()}, indent=2) + "\n")
+        announce(precision, info.device)
 
     model = build_model(cfg).to(info.device)
     if ckpt is None and cfg.model.imagenet_weights:
         load_imagenet(model, cfg.model.imagenet_weights)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tc.milestones), gamma=tc.gamma)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
+    scaler = torch.amp.GradScaler(info.device.type, enabled=precision.grad_scaler)
     epoch, step, epoch_batches, best, history = 0, 0, 0, None, []
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -102,7 +99,7 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
                         pin_memory=info.device.type == "cuda")
     log = MetricsLog(out / "metrics.csv", keep_up_to_step=step, enabled=info.is_main,
                      fresh=ckpt is None)
-    autocast = precision_autocast(info.device, tc.precision)
+    mixed = autocast(info.device, precision)
     steps_per_epoch = math.ceil(math.ceil(len(train_set) / info.world_size) / tc.batch_size / tc.grad_accum)
     total_steps = steps_per_epoch * tc.epochs if tc.max_steps is None else min(tc.max_steps, steps_per_epoch * tc.epochs)
     started = time.monotonic()
@@ -110,12 +107,11 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
 
     def checkpoint(name: str, epoch_: int, batches_: int) -> None:
         if info.is_main:
-            state = {"format": FORMAT, "version": VERSION, "variant": cfg.model.variant,
-                     "model_config": dict(model.config), "model": model.state_dict(), "config": to_dict(cfg),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "epoch": epoch_, "step": step, "epoch_batches": batches_,
-                     "rng": rng_state(), "best": best, "history": history}
-            save_checkpoint(state, out / name)
+            training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(), "epoch": epoch_, "step": step, "epoch_batches": batches_,
+                        "rng": rng_state(), "best": best, "history": history}
+            save_checkpoint(make_state(model, variant=cfg.model.variant, config=to_dict(cfg),
+                                       word_table=cfg.data.word_vectors, training=training), out / name)
         barrier(info)
 
     bar = tqdm(total=total_steps, initial=min(step, total_steps), disable=not info.is_main, unit="step",
@@ -132,7 +128,7 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
             group_end = (i + 1) % tc.grad_accum == 0 or i + 1 == n_batches
             sync = contextlib.nullcontext() if group_end or not info.distributed else net.no_sync()
             with sync:
-                with autocast:
+                with mixed:
                     logits = net(batch.frames, batch.ref_frames, batch.word_vectors, batch.word_mask)
                 terms = segmentation_loss(logits, batch.masks, pos_weight=tc.pos_weight,
                                           bce_weight=tc.bce_weight, dice_weight=tc.dice_weight)
@@ -170,7 +166,7 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
         # ---- end of epoch: schedule, validate, keep last / best
         scheduler.step()
         epoch, epoch_batches = epoch + 1, 0
-        metrics = validate(model, val_set, cfg, info) if val_set is not None else {}
+        metrics = validate(model, val_set, cfg, info, precision) if val_set is not None else {}
         if metrics:
             log.write(step, epoch, "val", metrics)
             history.append({"epoch": epoch, "step": step} | metrics)
@@ -202,15 +198,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_datasets(cfg: RunConfig, info: DistInfo) -> tuple[Dataset, Dataset | None]:
-    """(training set, validation set or None) of `cfg.data`; rank 0 first writes the synthetic benchmark
-    when `data.synthetic_seed` is set and `data.root` does not exist yet. `data.val_split="holdout:<f>"`
-    validates on a fixed fraction f of the training videos, removed from training (`lbdt.data.build`)."""
-    from lbdt.data.build import build_dataset, ensure_synthetic
+def build_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
+    """(training set, validation set or None) of `cfg.data` (nothing is written: the data must exist, e.g.
+    `lbdt synth` for the synthetic benchmark). `data.val_split="holdout:<f>"` validates on a fixed fraction f
+    of the training videos, removed from training (`lbdt.data.build`)."""
+    from lbdt.data.build import build_dataset
 
-    if info.is_main:
-        ensure_synthetic(cfg.data)
-    barrier(info)
     dc = cfg.data
     train_set = build_dataset(dc, dc.train_split, train=True, with_original_mask=False, seed=cfg.train.seed)
     val_set = None
@@ -239,27 +232,27 @@ def load_imagenet(model: nn.Module, source: str) -> None:
     model.load_imagenet(state)
 
 
-def validate(model: nn.Module, dataset: Dataset, cfg: RunConfig, info: DistInfo) -> dict[str, float]:
-    """`ReferSegEvaluator` metrics of `model` on `dataset` (every sample, `cfg.eval` protocol), computed on
-    rank 0 ({} on other ranks). Per-sentence-type mean IoU is added as `mean_iou_<type>`."""
+def validate(model: nn.Module, dataset: Dataset, cfg: RunConfig, info: DistInfo,
+             precision: Precision) -> dict[str, float]:
+    """`ReferSegEvaluator` metrics of `model` on `dataset` (every sample, `cfg.eval` protocol, through
+    `run_on_dataset`), computed on rank 0 ({} on other ranks). When the samples carry groups (the synthetic
+    benchmark's sentence types, ...) and there are at most `MAX_LOGGED_GROUPS`, each group's mean IoU is
+    added as `mean_iou_<group>`."""
     if not info.is_main:
         return {}
-    from lbdt.engine.inference import predict
+    from lbdt.engine.inference import run_on_dataset
     from lbdt.evaluation.evaluators import ReferSegEvaluator
 
-    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate,
-                        num_workers=cfg.data.num_workers)
-    evaluator = ReferSegEvaluator()
-    stream = predict(model, tqdm(loader, desc="validate", leave=False, dynamic_ncols=True),
-                     protocol=cfg.eval.protocol, threshold=cfg.eval.threshold, device=info.device,
-                     precision=cfg.train.precision)
-    for pred, gt in stream:
-        evaluator.update(pred, gt)
+    report = run_on_dataset(model, dataset, evaluators={"refer": ReferSegEvaluator()}, protocol=cfg.eval.protocol,
+                            threshold=cfg.eval.threshold, device=info.device, precision=precision,
+                            batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers, progress=True,
+                            desc="validate")["refer"]
     model.train()
-    report = evaluator.compute()
     out = {k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and k != "N"}
-    for kind, sub in report.get("by_sentence_type", {}).items():
-        out[f"mean_iou_{kind}"] = float(sub["mean_iou"])
+    groups = report.get("by_group", {})
+    if len(groups) <= MAX_LOGGED_GROUPS:
+        for group, sub in groups.items():
+            out[f"mean_iou_{group}"] = float(sub["mean_iou"])
     return out
 
 

@@ -46,8 +46,9 @@ class ReferSegEvaluator:
     """A2D / J-HMDB style metrics: P@0.5..0.9, LBDT-AP, overall IoU, mean IoU, region F, optional COCO mAP.
 
     `strict=True` counts P@K with IoU > K (MTTR) instead of ≥ K (LBDT). With `coco=True` every sample
-    is also kept (as RLE) for COCO mask AP with score = `Prediction.score`. Samples whose
-    `meta.sentence_type` is set (the synthetic benchmark) are also reported per type under "by_sentence_type".
+    is also kept (as RLE) for COCO mask AP with score = `Prediction.score`. When samples carry a
+    `meta.group` (A2D actor-action, the synthetic benchmark's sentence type, ...), each group is also
+    reported on its own under "by_group".
     """
 
     def __init__(self, *, strict: bool = False, coco: bool = False):
@@ -60,7 +61,7 @@ class ReferSegEvaluator:
         self._union: list[int] = []
         self._ious: list[float] = []
         self._region_f: list[float] = []
-        self._types: list[str] = []
+        self._groups: list[str] = []
         self._gt_rles: list[dict] = []
         self._pred_rles: list[dict] = []
         self._scores: list[float] = []
@@ -72,7 +73,7 @@ class ReferSegEvaluator:
         self._union.append(union)
         self._ious.append((inter + metrics.SMOOTH) / (union + metrics.SMOOTH))
         self._region_f.append(metrics.region_f(pred.mask, gt))
-        self._types.append(pred.meta.sentence_type)
+        self._groups.append(pred.meta.group)
         if self.coco:
             self._gt_rles.append(metrics.rle_encode(gt))
             self._pred_rles.append(metrics.rle_encode(pred.mask))
@@ -100,11 +101,9 @@ class ReferSegEvaluator:
         if self.coco:
             out.update({f"coco_{k.lower()}": v for k, v in
                         metrics.coco_mask_map(self._gt_rles, self._pred_rles, self._scores).items()})
-        types = np.asarray(self._types)
-        if any(types != ""):
-            out["by_sentence_type"] = {
-                t: self._summary(np.flatnonzero(types == t)) for t in sorted(set(self._types)) if t
-            }
+        groups = np.asarray(self._groups)
+        if any(groups != ""):
+            out["by_group"] = {g: self._summary(np.flatnonzero(groups == g)) for g in sorted(set(self._groups)) if g}
         return out
 
 

@@ -84,7 +84,10 @@ class LBDT(nn.Module):
         if bool(empty.any()):
             raise LBDTError(f"sample(s) {empty.nonzero().flatten().tolist()} have no real token in word_mask "
                             "(attention over only padding is undefined)")
-        return self.text_encoder(word_vectors, word_mask)
+        # The LSTM runs in fp32 with autocast off whatever the caller's precision: under CPU autocast PyTorch
+        # would run nn.LSTM in bf16, which oneDNN cannot do without native bf16 (AVX2); it is ~0.04 GMAC.
+        with torch.autocast(word_vectors.device.type, enabled=False):
+            return self.text_encoder(word_vectors.float(), word_mask)
 
     def segment(self, frame: Tensor, ref_frame: Tensor, text: TextFeatures) -> Tensor:
         """frame, ref_frame: ImageNet-normalised [B,3,H,W] (H, W divisible by 32); text of batch B or 1.

@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lbdt.atomic import save_torch
 from lbdt.errors import LBDTError
 from lbdt.models.build import build_model
 from lbdt.models.lbdt import LBDT
@@ -129,31 +127,16 @@ def convert_official_state_dict(state_dict: Mapping[str, Tensor], *, source: str
     return variant, ours
 
 
-def _load(path_or_state_dict: str | os.PathLike | Mapping[str, Any]) -> tuple[str, LBDT]:
+def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Any]) -> LBDT:
+    """Build the right variant and load an official checkpoint strictly; the model is returned in eval mode.
+
+    Accepts a state dict or a path (read with `weights_only=True`); `module.` prefixes (DDP) and
+    `state_dict` / `model` wrappers are removed. `lbdt.pretrained` turns the result into a `Runnable`
+    and `lbdt.pretrained.convert_official_checkpoint` into an lbdt checkpoint.
+    """
     source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else "official state dict"
     state_dict = read_state_dict(path_or_state_dict, what="official LBDT checkpoint")
     variant, ours = convert_official_state_dict(state_dict, source=source)
     model = build_model(variant)
     load_strict(model, ours, source=source)
-    return variant, model.eval()
-
-
-def load_official(path_or_state_dict: str | os.PathLike | Mapping[str, Any]) -> LBDT:
-    """Build the right variant and load an official checkpoint strictly; the model is returned in eval mode.
-
-    Accepts a state dict or a path (read with `weights_only=True`); `module.` prefixes (DDP) and
-    `state_dict` / `model` wrappers are removed.
-    """
-    return _load(path_or_state_dict)[1]
-
-
-def convert_official_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> str:
-    """Convert an official checkpoint file into an lbdt checkpoint (`{"format": "lbdt", ...}`); returns the variant.
-
-    Written atomically (temp file + `os.replace`); readable with `torch.load(weights_only=True)`.
-    """
-    variant, model = _load(src)
-    state = {"format": "lbdt", "version": 1, "variant": variant, "model_config": dict(model.config),
-             "model": model.state_dict(), "source": f"official LBDT checkpoint {Path(src).name}"}
-    save_torch(state, dst)
-    return variant
+    return model.eval()

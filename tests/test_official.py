@@ -11,7 +11,7 @@ from lbdt import build_model, load_official
 from lbdt.cli import main
 from lbdt.errors import LBDTError
 from lbdt.models.backbone import ResNet
-from lbdt.models.checkpoint import DROPPED_PREFIXES, convert_official_state_dict, infer_variant
+from lbdt.models.official import DROPPED_PREFIXES, convert_official_state_dict, infer_variant
 from lbdt.models.lbdt import LBDT
 
 # official `JointModel` key names, shapes and dtypes (from the released LBDT-4 / LBDT-1 checkpoints)
