@@ -118,8 +118,8 @@ def test_official_checkpoints_are_told_apart_by_their_keys(tmp_path, monkeypatch
     torch.save(sd, tmp_path / "sota.pth")
     model = load_pretrained(tmp_path / "sota.pth")
     assert "keys" in seen and model.checkpoint_info.kind == "official"
-    assert model.checkpoint_info.word_vectors is None and "--glove" in model.checkpoint_info.word_vectors_hint
-    with pytest.raises(LBDTError, match="needs word vectors.*--glove"):
+    assert model.checkpoint_info.word_vectors is None and "glove-840b" in model.checkpoint_info.word_vectors_hint
+    with pytest.raises(LBDTError, match="needs word vectors.*--word-vectors.*lbdt download glove-840b"):
         VideoSegmenter(model).encode("the man")
 
 

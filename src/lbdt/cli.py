@@ -67,16 +67,23 @@ def _train(args: argparse.Namespace) -> int:
 
 # ---- info / convert-official (docs/model.md)
 def _info_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="variant name: lbdt4, lbdt1, lbdt4_r101 or tiny")
+    p.add_argument("model", help="variant name (lbdt4, lbdt1, lbdt4_r101, tiny): parameters and GMACs; "
+                                 "weights name (official-lbdt4, synthetic-tiny, ...) or checkpoint file: its model card")
     p.add_argument("--size", nargs=2, type=int, default=(320, 320), metavar=("H", "W"),
                    help="input size for the MAC count (default 320 320)")
     p.add_argument("--words", type=int, default=25, help="sentence length N for the MAC count (default 25)")
 
 
-@command("info", "print a model variant's parameter count and GMACs per frame", _info_args)
+@command("info", "print a model variant's parameter count and GMACs, or a weights' model card", _info_args)
 def _info(args: argparse.Namespace) -> int:
+    from lbdt.models.build import VARIANTS
     from lbdt.models.complexity import model_summary
 
+    if args.model not in VARIANTS:
+        from lbdt.download import card_of, format_card
+
+        print(format_card(card_of(args.model)))
+        return 0
     s = model_summary(args.model, size=tuple(args.size), n_words=args.words)
     print(f"{s['model']}: {s['parameters']:,} parameters, {s['gmacs']:.2f} GMACs per frame at {s['size']} "
           f"(N = {args.words} words)")
@@ -95,6 +102,33 @@ def _convert_official(args: argparse.Namespace) -> int:
 
     variant = convert_official_checkpoint(args.src, args.dst)
     print(f"{args.src}: {variant} -> {args.dst}")
+    return 0
+
+
+# ---- download (README "Weights for real videos")
+def _download_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="what to install (see --list): official-lbdt4, official-lbdt1, glove-840b, "
+                                           "imagenet-resnet50")
+    p.add_argument("--list", action="store_true", help="show the known weights, their sizes and sources, and what is "
+                                                       "installed where")
+    p.add_argument("--from", dest="source", metavar="PATH_OR_URL",
+                   help="install an already-downloaded file or a mirror URL (same checks)")
+    p.add_argument("--max-words", type=int, metavar="N", help="word tables: keep only the N most frequent words")
+    p.add_argument("--fp16", action="store_true", help="word tables: store vectors in float16 (half the size)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("download", "fetch, verify and install known weights (official LBDT checkpoints, GloVe, ImageNet ResNet-50)",
+         _download_args)
+def _download(args: argparse.Namespace) -> int:
+    from lbdt.download import format_list, install
+
+    if args.list or not args.name:
+        print(format_list())
+        return 0
+    folder = install(args.name, source=args.source, max_words=args.max_words, fp16=args.fp16,
+                     progress=not args.no_progress)
+    print(f"{args.name}: installed in {folder}")
     return 0
 
 
@@ -264,13 +298,15 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", action="append", required=True, metavar="SENTENCE",
                    help="referring sentence; repeat for several objects (the video is decoded once)")
     p.add_argument("--weights", default="synthetic-tiny",
-                   help="shipped name, checkpoint path (ours or official), or https URL#sha256=HEX (default synthetic-tiny)")
+                   help="shipped name, name installed by `lbdt download` (official-lbdt4), checkpoint path (ours or "
+                        "official), or https URL#sha256=HEX (default synthetic-tiny)")
     p.add_argument("--out", default="out/predict", help="output folder (default out/predict)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16: CUDA only")
     p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default 8)")
     p.add_argument("--frame-gap", type=int, help="k: reference frame t-k (default: the checkpoint's, else 6)")
-    p.add_argument("--glove", metavar="PATH", help="GloVe text file, for checkpoints without their own word vectors")
+    p.add_argument("--word-vectors", "--glove", dest="word_vectors", metavar="PATH",
+                   help="GloVe file (.txt or .zip), for checkpoints without their own word table")
     p.add_argument("--no-overlay", action="store_true", help="write masks and summary only")
 
 
@@ -280,7 +316,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     summary = predict_to_folder(args.video, args.text, out_dir=args.out, weights=args.weights, device=args.device,
                                 precision=args.precision, batch_size=args.batch_size, frame_gap=args.frame_gap,
-                                glove=args.glove, overlay=not args.no_overlay)
+                                word_vectors=args.word_vectors, overlay=not args.no_overlay)
     t = summary["timings"]
     print(f"{summary['frames']} frames x {len(args.text)} sentence(s) in {t['segment_s']:.1f} s "
           f"({t['frames_per_s']:.1f} frames/s); wrote {args.out}/")

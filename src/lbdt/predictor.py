@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 import unicodedata
 from collections import deque
@@ -40,7 +41,8 @@ from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
-from lbdt.pretrained import DEFAULT_FRAME_GAP, DEFAULT_SIZE, load_pretrained
+from lbdt.download import load_card
+from lbdt.pretrained import DEFAULT_FRAME_GAP, DEFAULT_SIZE, SHIPPED, load_pretrained
 from lbdt.types import Prediction, SampleMeta
 
 
@@ -96,7 +98,12 @@ class VideoSegmenter:
         if not isinstance(sentence, str) or not tokenize(sentence):
             raise LBDTError(f"empty sentence {sentence!r}: describe the object to segment")
         if self.word_vectors is None:
-            raise LBDTError(f"this model needs word vectors: pass word_vectors= (--glove PATH), {self._word_vectors_hint}")
+            raise LBDTError(f"this model needs word vectors: pass word_vectors= (--word-vectors PATH), "
+                            f"{self._word_vectors_hint}")
+        known = self.word_vectors.coverage(sentence, max_len=self.max_words)
+        if known.none_known:
+            raise LBDTError(f"no word of {sentence!r} is in this model's vocabulary ({len(self.word_vectors)} words): "
+                            f"{', '.join(repr(t) for t in known.unknown)}")
         vectors, mask = self.word_vectors.encode(sentence, max_len=self.max_words)
         with torch.inference_mode(), autocast(self.device, self.precision):
             return self.model.encode_text(vectors[None].to(self.device), mask[None].to(self.device))
@@ -202,13 +209,17 @@ def _slug(text: str, limit: int = 40) -> str:
 
 def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out_dir: str | os.PathLike,
                       weights: str = "synthetic-tiny", device: str = "cpu", precision: str = "fp32",
-                      batch_size: int = 8, frame_gap: int | None = None, glove: str | None = None,
+                      batch_size: int = 8, frame_gap: int | None = None, word_vectors: str | None = None,
                       overlay: bool = True, progress: bool = True) -> dict:
     """Segment `video` once per sentence set and write, under `out_dir`:
 
     * `<NN>_<sentence-slug>/masks/<frame>.png`: one 0/255 mask per frame at the original size;
     * `<NN>_<sentence-slug>/overlay.mp4`: the video with the mask tinted, its contour and the sentence;
-    * `summary.json`: frames, sizes, per-frame foreground fraction and score, timings.
+    * `summary.json`: frames, sizes, per-frame foreground fraction and score, the words the model does not
+      know (`unknown_words`, `unknown_fraction`), whether every mask came out empty, timings.
+
+    On stderr: what a demonstration model is (synthetic-tiny), each sentence's unknown words, and each sentence
+    whose masks are all empty.
 
     Every file is written atomically. Returns the summary dict.
     """
@@ -223,9 +234,17 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         raise LBDTError("give at least one sentence (--text)")
     reader = open_video(video)  # input errors first, before loading weights
     started = time.perf_counter()
-    table = WordVectors.from_glove(glove) if glove else None
+    table = WordVectors.from_glove(word_vectors) if word_vectors else None
+    if str(weights) in SHIPPED:  # a demonstration model: say so before it runs on a real video
+        print(load_card(str(weights))["notice"], file=sys.stderr)
     segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
                                frame_gap=frame_gap, word_vectors=table)
+    coverage = [segmenter.word_vectors.coverage(s, max_len=segmenter.max_words) if segmenter.word_vectors else None
+                for s in sentences]
+    for s, c in zip(sentences, coverage):
+        if c is not None and c.unknown:
+            print(f"{s!r}: not in the model's vocabulary (zero vectors): {', '.join(c.unknown)} "
+                  f"({c.unknown_fraction:.0%} of the sentence)", file=sys.stderr)
     loaded = time.perf_counter()
     stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
     out = Path(out_dir)
@@ -254,6 +273,13 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         raise
     done = time.perf_counter()
     n = len(frame_ids)
+    for r, c in zip(records, coverage):
+        r["unknown_words"] = list(c.unknown) if c else []
+        r["unknown_fraction"] = round(c.unknown_fraction, 6) if c else 0.0
+        r["all_masks_empty"] = n > 0 and not any(r["foreground_fraction"])
+        if r["all_masks_empty"]:
+            print(f"{r['sentence']!r}: every mask is empty ({n} frames): the model found nothing it relates to "
+                  "this sentence", file=sys.stderr)
     summary = {
         "video": str(video),
         "frames": n,
