@@ -283,3 +283,20 @@ def test_real_shaped_official_checkpoint_installs_and_predicts(tmp_path, home, c
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["model"]["size"] == [320, 320] and summary["model"]["frame_gap"] == 6
     assert main(["info", "official-lbdt4"]) == 0 and "LBDT-4" in capsys.readouterr().out
+
+
+def test_demo_default_is_the_fixed_representative_clip_next_to_the_benchmark(tmp_path, capsys):
+    from lbdt.demo import DEMO_SEED
+
+    assert main(["demo", "--out", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["seed"] == DEMO_SEED and f"seed {DEMO_SEED}:" in printed
+    assert summary["benchmark_motion_mean_iou"] == 0.616  # synthetic-tiny's card, from synthetic_learning.json
+    assert "scores 0.616 mean IoU on the motion sentences" in printed
+    assert f"mean IoU {summary['mean_iou']:.3f}" in printed
+    assert main(["demo", "--out", str(tmp_path / "b"), "--seed", "random"]) == 0
+    drawn = json.loads((tmp_path / "b" / "summary.json").read_text())["seed"]
+    assert isinstance(drawn, int) and f"seed {drawn}:" in capsys.readouterr().out  # printed, so it can be re-run
+    assert main(["demo", "--out", str(tmp_path / "c"), "--seed", "soon"]) == 2
+    assert "--seed must be an integer or 'random', got 'soon'" in capsys.readouterr().err
