@@ -115,6 +115,7 @@ def _download_args(p: argparse.ArgumentParser) -> None:
                    help="install an already-downloaded file or a mirror URL (same checks)")
     p.add_argument("--max-words", type=int, metavar="N", help="word tables: keep only the N most frequent words")
     p.add_argument("--fp16", action="store_true", help="word tables: store vectors in float16 (half the size)")
+    p.add_argument("--force", action="store_true", help="fetch and install again even when installed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -126,7 +127,7 @@ def _download(args: argparse.Namespace) -> int:
     if args.list or not args.name:
         print(format_list())
         return 0
-    folder = install(args.name, source=args.source, max_words=args.max_words, fp16=args.fp16,
+    folder = install(args.name, source=args.source, max_words=args.max_words, fp16=args.fp16, force=args.force,
                      progress=not args.no_progress)
     print(f"{args.name}: installed in {folder}")
     return 0

@@ -198,10 +198,12 @@ def verify_checksum(path: Path, *, sha256: str | None, prefix: str = "", what: s
 
 # ---------------------------------------------------------------- install
 def install(name: str, *, source: str | os.PathLike | None = None, max_words: int | None = None,
-            fp16: bool = False, progress: bool = True, known: dict[str, KnownWeights] | None = None) -> Path:
+            fp16: bool = False, force: bool = False, progress: bool = True,
+            known: dict[str, KnownWeights] | None = None) -> Path:
     """Fetch, verify and install `name`; returns its folder. `source` is a local file or URL to use instead of
     the entry's own URLs (a mirror, or a file downloaded by hand); it goes through the same checks.
-    `max_words` / `fp16` shrink a GloVe cache (the N most frequent words; float16)."""
+    `max_words` / `fp16` shrink a GloVe cache (the N most frequent words; float16). An entry already installed
+    is left as it is (nothing is fetched) unless `force`, `source` or a new `max_words` / `fp16` is given."""
     table = KNOWN if known is None else known
     if name not in table:
         raise LBDTError(f"unknown weights {name!r}; known: {', '.join(table)} (`lbdt download --list`)")
@@ -209,6 +211,10 @@ def install(name: str, *, source: str | os.PathLike | None = None, max_words: in
     if (max_words is not None or fp16) and entry.kind != "glove":
         raise LBDTError(f"{name}: --max-words and --fp16 only apply to word tables")
     root = home()
+    done = installed(name)
+    if done is not None and not force and source is None and (done.get("max_words"), done.get("fp16")) == \
+            (max_words, fp16):
+        return root / name
     fetched, what = _fetch(entry, source, root / "downloads", progress=progress)
     owned = fetched.parent == root / "downloads"  # ours to delete; a --from file stays where it is
     try:
