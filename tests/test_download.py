@@ -21,7 +21,7 @@ import media
 from lbdt import download
 from lbdt.cli import main
 from lbdt.data.text import WordVectors
-from lbdt.download import KnownWeights, install, installed, resolve_installed
+from lbdt.download import install, installed, resolve_installed
 from lbdt.errors import LBDTError
 from lbdt.pretrained import load_pretrained
 from test_pretrained import tiny_state
@@ -46,7 +46,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     ranges: list[str | None]
 
-    def do_GET(self):  # noqa: N802 -- http.server's naming
+    def do_GET(self):
         self.ranges.append(self.headers.get("Range"))
         path = Path(self.translate_path(self.path))
         if not path.is_file():
@@ -119,6 +119,10 @@ def test_install_from_url_resumes_a_partial_transfer_and_converts(server, home, 
     assert table.words == GLOVE_WORDS and table.vectors.dtype == np.float32
     np.testing.assert_array_equal(np.asarray(table.vectors), vectors)
     assert list((home / "downloads").iterdir()) == []  # the raw download is gone once installed
+    install("glove-840b", progress=False)  # installed already: nothing is fetched
+    assert len(ranges) == 1
+    install("glove-840b", progress=False, force=True)
+    assert ranges[1:] == [None]  # fetched again, from the start
 
 
 def test_wrong_checksum_is_refused_and_nothing_is_installed(server, home, monkeypatch):
@@ -177,6 +181,7 @@ def test_installed_names_run_in_python_and_predict(server, home, monkeypatch, tm
     assert main(["download", "official-lbdt4", "--no-progress"]) == 0
     assert main(["download", "glove-840b", "--from", f"{base}/glove.test.zip", "--no-progress"]) == 0
     ckpt, vectors = resolve_installed("official-lbdt4")
+    assert vectors == home / "glove-840b" / "glove-840b.vectors.npy"
     stored = torch.load(ckpt, weights_only=True)
     assert stored["card"]["name"] == "official-lbdt4" and stored["word_vectors_ref"] == "glove-840b"
     loaded = load_pretrained("official-lbdt4")

@@ -333,9 +333,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 @command("demo", "segment a motion-dependent sentence in a synthetic clip and print its IoU", _demo_args)
 def _demo(args: argparse.Namespace) -> int:
-    from lbdt.demo import run_demo
-
-    from lbdt.demo import DEMO_SEED
+    from lbdt.demo import DEMO_SEED, run_demo
 
     r = run_demo(out_dir=args.out, seed=DEMO_SEED if args.seed is None else args.seed, weights=args.weights,
                  device=args.device)

@@ -36,12 +36,12 @@ from torch import Tensor
 from lbdt.data.text import MAX_WORDS, WordVectors, tokenize
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
+from lbdt.download import load_card
 from lbdt.engine.fast import autocast, check_precision, prepare_for_inference, to_input
 from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
-from lbdt.download import load_card
 from lbdt.pretrained import DEFAULT_FRAME_GAP, DEFAULT_SIZE, SHIPPED, load_pretrained
 from lbdt.types import Prediction, SampleMeta
 
