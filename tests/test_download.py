@@ -147,6 +147,7 @@ def test_a_truncated_official_checkpoint_fails_strict_loading(tmp_path, home):
         install("official-lbdt4", source=tmp_path / "broken.pth", progress=False)
     assert installed("official-lbdt4") is None and not (home / "official-lbdt4").exists()
     assert (tmp_path / "broken.pth").is_file()  # a --from file is never deleted
+    assert not (home / "downloads").exists() or list((home / "downloads").iterdir()) == []
 
 
 def test_small_glove_cache_keeps_the_most_frequent_words_in_fp16(tmp_path, home, capsys):

@@ -241,8 +241,10 @@ def install(name: str, *, source: str | os.PathLike | None = None, max_words: in
             os.replace(final, old)
         os.replace(stage, final)
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(stage, ignore_errors=True)
+        if owned and isinstance(e, LBDTError):  # failed its checks (strict loading): a retry must fetch afresh
+            fetched.unlink(missing_ok=True)
         raise
     if owned and fetched.is_file():
         fetched.unlink()  # installed in converted form; the raw download is no longer needed
