@@ -144,5 +144,6 @@ def test_demo_writes_its_outputs_and_reports_the_true_iou(tmp_path, weights, cap
     assert summary["iou_per_frame"] == pytest.approx(ious) and summary["mean_iou"] == pytest.approx(np.mean(ious))
     assert summary["mean_iou_from_frame_k"] == pytest.approx(np.mean(ious[3:]))  # k = 3 in this checkpoint
     assert f"mean IoU {np.mean(ious):.3f}" in printed and "seed 11" in printed
+    assert summary["benchmark_motion_mean_iou"] is None  # a checkpoint without a card: nothing to compare with
     with Image.open(out / "strip.png") as strip:
         assert strip.width == 3 * 96 * 2 + 2 * 4  # frame | prediction | ground truth at 2x

@@ -122,7 +122,7 @@ def test_official_checkpoints_are_told_apart_by_their_keys(tmp_path, monkeypatch
     runnable = load_pretrained(tmp_path / "sota.pth")
     assert "keys" in seen and runnable.kind == "official" and runnable.word_table == "glove-840b"
     assert (runnable.size, runnable.frame_gap, runnable.max_words, runnable.word_vectors) == ((320, 320), 6, 25, None)
-    with pytest.raises(LBDTError, match="no word vectors.*--word-vectors PATH"):
+    with pytest.raises(LBDTError, match="no word vectors.*lbdt download glove-840b.*--word-vectors PATH"):
         VideoSegmenter(runnable)
 
 
@@ -207,7 +207,7 @@ def test_shipped_weights_segment_fresh_synthetic_clips():
     info = seg.runnable
     assert info.word_vectors is not None and info.variant == "tiny"
     ious = {"motion": [], "appearance": []}
-    for i in range(8):  # make_clip seeds 90_000+: training draws its clip seeds from SeedSequence(seed, split, i)
+    for i in range(16):  # make_clip seeds 90_000+: training draws its clip seeds from SeedSequence(seed, split, i)
         clip = make_clip(90_000 + i, frames=14, size=seg.size, speed=SPEED[info.dataset or "a2d"] * min(seg.size))
         sentences = [o.sentence for o in clip.objects]
         for t, preds in enumerate(seg.segment_many(clip.frames, sentences)):
@@ -215,5 +215,8 @@ def test_shipped_weights_segment_fresh_synthetic_clips():
                 continue
             for o, pred in enumerate(preds):
                 ious[clip.objects[o].sentence_type].append(iou(pred.mask, clip.masks[o, t]))
-    mean = float(np.mean(ious["motion"] + ious["appearance"]))
-    assert mean >= 0.6, {k: float(np.mean(v)) for k, v in ious.items()}
+    motion, appearance = float(np.mean(ious["motion"])), float(np.mean(ious["appearance"]))
+    # measured 0.581 motion / 0.873 appearance on these 16 clips; the spatial-only ablation (temporal input
+    # zeroed) scores 0.42 on motion sentences, so the motion bound is what shows the temporal stream works
+    assert motion >= 0.52, (motion, appearance)
+    assert appearance >= 0.75, (motion, appearance)

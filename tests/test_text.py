@@ -55,3 +55,12 @@ def test_seeded_table_is_deterministic_and_order_free():
     assert torch.equal(a.lookup(["red", "left"]), b.lookup(["red", "left"]))
     assert not torch.equal(a.lookup(["red"]), WordVectors.seeded(["red"], seed=8).lookup(["red"]))
     assert a.lookup(["unknown"]).abs().sum() == 0
+
+
+def test_coverage_names_unknown_tokens_and_their_share():
+    wv = WordVectors.seeded(["the", "man", "in", "red"])
+    c = wv.coverage("The man, in a red car.")
+    assert c.tokens == ("the", "man", ", ", "in", "a", "red", "car")
+    assert c.unknown == (", ", "a", "car") and c.unknown_fraction == 3 / 7 and not c.none_known
+    assert wv.coverage("a bike").none_known and wv.coverage("a bike").unknown_fraction == 1.0
+    assert wv.coverage("the man in red " + "red " * 30, max_len=4).unknown == ()  # cut as encode cuts

@@ -2,9 +2,14 @@
 the clip's known ground truth. Needs nothing from the network.
 
 The clip comes from the synthetic benchmark's generator (`lbdt.data.synth.make_clip`) at the size and
-speed the shipped model was trained on, with a seed the training never used (random unless given).
-Its referred object is one of the clip's *motion pair*: two shapes of identical appearance that differ
-only in how they move, so the sentence cannot be resolved from one frame.
+speed the shipped model was trained on, with a seed the training never used. Its referred object is one of
+the clip's *motion pair*: two shapes of identical appearance that differ only in how they move, so the
+sentence cannot be resolved from one frame.
+
+The default clip (`DEMO_SEED`) is a representative one, not a flattering one: the median of the shipped
+model's IoU over clip seeds 0-23 (a "right vs left" pair). `seed="random"` draws a fresh clip; any int
+picks that clip. The result carries what the model scores on motion sentences in the benchmark (from its
+model card), so one clip's IoU is read against the model's average.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 from lbdt.errors import LBDTError
 
 DEMO_FRAMES = 20
+DEMO_SEED = 3  # median clip of seeds 0-23 for synthetic-tiny (IoU 0.452; 8 of 24 clips ~0.85, 16 ~0.45)
 STRIP_ROWS = 4
 DISPLAY_SCALE = 2  # the overlay video and the strip are drawn at 2x (nearest) so the caption is legible
 
@@ -35,17 +41,18 @@ class DemoResult:
     frame_gap: int
     out_dir: Path
     seconds: float
+    benchmark_motion_iou: float | None  # the weights' mean IoU on the benchmark's motion sentences (model card)
 
 
 def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
-def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | None = None, weights: str = "synthetic-tiny",
+def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_SEED, weights: str = "synthetic-tiny",
              device: str = "auto", precision: str = "auto", frames: int = DEMO_FRAMES) -> DemoResult:
     """Generate a clip, segment its motion-dependent sentence with `weights`, write `out_dir/`:
     `overlay.mp4`, `masks/<frame>.png`, `strip.png` (frame | prediction | ground truth for a few frames) and
-    `summary.json`. Returns the per-frame and mean IoU."""
+    `summary.json`. Returns the per-frame and mean IoU. `seed`: a clip seed, or "random"."""
     from lbdt.data.synth import SPEED, make_clip
     from lbdt.evaluation.metrics import iou, mean_iou
     from lbdt.evaluation.writers import save_mask_png, save_metrics_json
@@ -58,18 +65,16 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | None = None
     announce(segmenter.precision, segmenter.device)
     size = segmenter.size
     speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)  # as in the training clips
-    # Without --seed, draw until the motion pair is "moving vs standing still": the shipped tiny model has
-    # learned *whether* a twin moves, not yet reliably *which way* (docs/inference.md); --seed is used as given.
-    draw_until_still = seed is None
-    seed = int(seed) if seed is not None else secrets.randbelow(2**31 - 1)
-    while True:
-        try:
-            clip = make_clip(seed, frames=frames, size=size, speed=speed)
-        except ValueError as e:
-            raise LBDTError(f"cannot draw a {frames}-frame demo clip at {size[0]}x{size[1]}: {e}") from None
-        if not draw_until_still or any(o.sentence_type == "motion" and o.motion == "still" for o in clip.objects):
-            break
-        seed = (seed + 1) % (2**31 - 1)
+    if seed == "random":
+        seed = secrets.randbelow(2**31 - 1)
+    try:
+        seed = int(seed)
+    except ValueError:
+        raise LBDTError(f"--seed must be an integer or 'random', got {seed!r}") from None
+    try:
+        clip = make_clip(seed, frames=frames, size=size, speed=speed)
+    except ValueError as e:
+        raise LBDTError(f"cannot draw a {frames}-frame demo clip at {size[0]}x{size[1]}: {e}") from None
     pair = [i for i, o in enumerate(clip.objects) if o.sentence_type == "motion"]
     target = next((i for i in pair if clip.objects[i].motion != "still"), pair[0])  # prefer the one that moves
     sentence = clip.objects[target].sentence
@@ -96,11 +101,17 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | None = None
     k = segmenter.frame_gap
     result = DemoResult(seed=seed, sentence=sentence, frames=len(ious), ious=ious, mean_iou=mean_iou(ious),
                         mean_iou_full_cue=mean_iou(ious[k:] or ious), frame_gap=k, out_dir=out,
-                        seconds=time.perf_counter() - started)
+                        seconds=time.perf_counter() - started, benchmark_motion_iou=_benchmark_motion_iou(segmenter.runnable.card))
     save_metrics_json(out / "summary.json", {
         "seed": seed, "sentence": sentence, "sentence_type": "motion", "weights": segmenter.source,
         "device": str(segmenter.device), **segmenter.precision.as_dict(),
         "frames": result.frames, "size": list(size), "frame_gap": segmenter.frame_gap,
         "mean_iou": result.mean_iou, "mean_iou_from_frame_k": result.mean_iou_full_cue, "iou_per_frame": ious,
-        "seconds": round(result.seconds, 3)})
+        "benchmark_motion_mean_iou": result.benchmark_motion_iou, "seconds": round(result.seconds, 3)})
     return result
+
+
+def _benchmark_motion_iou(card: dict) -> float | None:
+    """The weights' mean IoU on the synthetic benchmark's motion sentences, from their model card (None when
+    they have no card with that number)."""
+    return card.get("metrics", {}).get("synthetic_test_by_sentence_type", {}).get("motion_mean_iou")

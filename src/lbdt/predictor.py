@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 import unicodedata
 import warnings
@@ -105,6 +106,10 @@ class VideoSegmenter:
         truncated to the checkpoint's N tokens (`max_words`, 25 by default); unknown words get zero vectors."""
         if not isinstance(sentence, str) or not tokenize(sentence):
             raise LBDTError(f"empty sentence {sentence!r}: describe the object to segment")
+        known = self.word_vectors.coverage(sentence, max_len=self.max_words)
+        if known.none_known:
+            raise LBDTError(f"no word of {sentence!r} is in this model's vocabulary ({len(self.word_vectors)} words): "
+                            f"{', '.join(repr(t) for t in known.unknown)}")
         vectors, mask = self.word_vectors.encode(sentence, max_len=self.max_words)
         with torch.inference_mode(), autocast(self.device, self.precision):
             return self.model.encode_text(vectors[None].to(self.device), mask[None].to(self.device))
@@ -206,7 +211,11 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
 
     * `<NN>_<sentence-slug>/masks/<frame>.png`: one 0/255 mask per frame at the original size;
     * `<NN>_<sentence-slug>/overlay.mp4`: the video with the mask tinted, its contour and the sentence;
-    * `summary.json`: frames, sizes, per-frame foreground fraction and score, timings.
+    * `summary.json`: frames, sizes, per-frame foreground fraction and score, the words the model does not
+      know (`unknown_words`, `unknown_fraction`), whether every mask came out empty, timings.
+
+    On stderr: what a demonstration model is (synthetic-tiny), each sentence's unknown words, and each sentence
+    whose masks are all empty.
 
     Every file is written atomically. Returns the summary dict.
     """
@@ -226,6 +235,14 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     loaded = time.perf_counter()
     stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
     announce(segmenter.precision, segmenter.device)
+    notice = segmenter.runnable.card.get("notice")
+    if notice:  # e.g. a demonstration model: say so before it runs on a real video
+        print(f"lbdt: note: {' '.join(str(notice).split())}", file=sys.stderr)
+    coverage = [segmenter.word_vectors.coverage(s, max_len=segmenter.max_words) for s in sentences]
+    for s, c in zip(sentences, coverage):
+        if c.unknown:
+            print(f"lbdt: {s!r}: not in the model's vocabulary (zero vectors): {', '.join(c.unknown)} "
+                  f"({c.unknown_fraction:.0%} of the sentence)", file=sys.stderr)
     out = Path(out_dir)
     folders = [f"{j:02d}_{_slug(s) or 'sentence'}" for j, s in enumerate(sentences)]
     writers = [VideoWriter(out / f / "overlay.mp4", fps=reader.fps or 25.0) for f in folders] if overlay else []
@@ -252,6 +269,13 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         raise
     done = time.perf_counter()
     n = len(frame_ids)
+    for r, c in zip(records, coverage):
+        r["unknown_words"] = list(c.unknown)
+        r["unknown_fraction"] = round(c.unknown_fraction, 6)
+        r["all_masks_empty"] = n > 0 and not any(r["foreground_fraction"])
+        if r["all_masks_empty"]:
+            print(f"lbdt: {r['sentence']!r}: every mask is empty ({n} frames): the model found nothing it relates to "
+                  "this sentence", file=sys.stderr)
     summary = {
         "video": str(video),
         "frames": n,

@@ -8,11 +8,9 @@ Every file is read with `torch.load(weights_only=True)`; our format is read and 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,10 +48,15 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.devi
     `name_or_path`: a shipped name (`"synthetic-tiny"`), a local file (our checkpoint, or an official
     LBDT-1/LBDT-4 A2D checkpoint told apart by its key names), or an `https://` URL with its sha256
     given as `...#sha256=<hex>` or as `sha256=` (downloaded once into `cache_dir`, default
-    `$LBDT_CACHE` or `~/.cache/lbdt`).
+    `$LBDT_HOME` or `~/.cache/lbdt`), or a name installed by `lbdt download` (`official-lbdt4`).
     """
+    from lbdt.download import resolve_installed
+
     source = str(name_or_path)
-    if source in SHIPPED:
+    installed = resolve_installed(source)  # the checkpoint of an entry installed by `lbdt download`
+    if installed is not None:
+        path = installed
+    elif source in SHIPPED:
         path = shipped_path(source)
         if not path.is_file():
             raise LBDTError(f"shipped weights {source!r} are missing from this installation ({path}); "
@@ -65,7 +68,12 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.devi
         if not path.is_file():
             names = ", ".join(SHIPPED)
             raise LBDTError(f"{path}: no such checkpoint file (shipped weights: {names}; or a URL)")
-    return _load_file(path, source).to(resolve_device(device))
+    runnable = _load_file(path, source).to(resolve_device(device))
+    if not runnable.card and (installed is not None or source in SHIPPED):
+        from lbdt.download import card_of
+
+        runnable.card = card_of(source)  # the card shipped for a known name
+    return runnable
 
 
 def _load_file(path: Path, source: str) -> Runnable:
@@ -143,25 +151,11 @@ def export_pretrained(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
     return out
 
 
-def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("LBDT_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "lbdt"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def download(url: str, *, sha256: str | None = None, cache_dir: str | os.PathLike | None = None,
-             timeout: float = 30.0) -> Path:
+def download(url: str, *, sha256: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
     """Download `url` into the cache once and return its path; the sha256 (`url#sha256=<hex>` or
     `sha256=`) is required and checked. The file appears under its final name only once verified."""
+    from lbdt.download import fetch_url, file_sha256, home, verify_checksum
+
     url, _, fragment = url.partition("#")
     if fragment.startswith("sha256="):
         if sha256 is not None and sha256.lower() != fragment[7:].lower():
@@ -170,26 +164,15 @@ def download(url: str, *, sha256: str | None = None, cache_dir: str | os.PathLik
     if sha256 is None or not _SHA256.fullmatch(sha256):
         raise LBDTError(f"{url}: a URL needs its sha256 checksum (64 hex digits), as URL#sha256=<hex> or sha256=")
     sha256 = sha256.lower()
-    name = os.path.basename(urllib.request.urlparse(url).path) or "weights.pt"
-    target = _cache_root(cache_dir) / "weights" / f"{sha256[:16]}-{name}"
-    if target.is_file() and _file_sha256(target) == sha256:
+    name = os.path.basename(urllib.parse.urlparse(url).path) or "weights.pt"
+    target = (Path(cache_dir) if cache_dir is not None else home()) / "weights" / f"{sha256[:16]}-{name}"
+    if target.is_file() and file_sha256(target) == sha256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    digest = hashlib.sha256()
+    fetched = fetch_url(url, target.with_name(f".{target.name}.download"), progress=False)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                f.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise LBDTError(f"{url}: checksum mismatch (got sha256 {digest.hexdigest()}, expected {sha256}); "
-                            "the file was not kept")
-        os.replace(tmp, target)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise LBDTError(f"{url}: cannot download ({reason}); offline? download it yourself and pass the local path") \
-            from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        verify_checksum(fetched, sha256=sha256, what=url)
+    except LBDTError:
+        fetched.unlink()
+        raise
+    os.replace(fetched, target)
     return target

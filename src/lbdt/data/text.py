@@ -7,8 +7,14 @@ binary form) and for the download-free seeded table of the synthetic benchmark.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -38,6 +44,23 @@ def tokenize(sentence: str, max_len: Optional[int] = MAX_WORDS, keep_separators:
     if not keep_separators:
         tokens = [t for t in tokens if _SPLIT.fullmatch(t) is None]
     return tokens if max_len is None else tokens[:max_len]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of a sentence a word table knows: the tokens the model sees and those it has no vector for."""
+
+    tokens: tuple[str, ...]
+    unknown: tuple[str, ...]  # in sentence order, repeats kept
+
+    @property
+    def unknown_fraction(self) -> float:
+        """Share of the sentence's tokens that are unknown (they reach the model as zero vectors)."""
+        return len(self.unknown) / len(self.tokens) if self.tokens else 0.0
+
+    @property
+    def none_known(self) -> bool:
+        return bool(self.tokens) and len(self.unknown) == len(self.tokens)
 
 
 class WordVectors:
@@ -80,6 +103,11 @@ class WordVectors:
             mask[: len(tokens)] = 1.0
         return vectors, mask
 
+    def coverage(self, sentence: str, max_len: int = MAX_WORDS, keep_separators: bool = True) -> Coverage:
+        """Which of the sentence's tokens (as `encode` cuts them) have no vector in this table."""
+        tokens = tokenize(sentence, max_len, keep_separators)
+        return Coverage(tuple(tokens), tuple(t for t in tokens if t not in self.index))
+
     # ---------------------------------------------------------------- constructors
     @classmethod
     def seeded(cls, words: Iterable[str], dim: int = 300, seed: int = 0) -> "WordVectors":
@@ -96,7 +124,8 @@ class WordVectors:
     @classmethod
     def from_glove(cls, path: str | os.PathLike, cache_dir: Optional[str | os.PathLike] = None,
                    dim: int = 300) -> "WordVectors":
-        """Read GloVe's text format (`word v1 … v_dim` per line, e.g. glove.840B.300d.txt).
+        """Read GloVe's text format (`word v1 … v_dim` per line, e.g. glove.840B.300d.txt), or the
+        `.zip` it is distributed as (its one `.txt` member is streamed, never unpacked).
 
         The first read writes a binary cache (`<name>.vocab.txt` + `<name>.vectors.npy`, in
         `cache_dir` or next to the file); later reads memory-map it. A word may itself contain
@@ -106,37 +135,69 @@ class WordVectors:
         if not path.is_file():
             raise LBDTError(f"GloVe file not found: {path}")
         cache = Path(cache_dir) if cache_dir is not None else path.parent
-        vocab_file = cache / f"{path.name}.vocab.txt"
         vec_file = cache / f"{path.name}.vectors.npy"
+        vocab_file = cache_files(vec_file)[0]
         if vocab_file.is_file() and vec_file.is_file() and vec_file.stat().st_mtime >= path.stat().st_mtime:
             return cls.load(vocab_file, vec_file)
-        words, rows = [], []
-        with open(path, "r", encoding="utf-8", errors="strict") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line.strip():
-                    continue
-                fields = line.rsplit(" ", dim)
-                if len(fields) != dim + 1 or fields[0] == "":
-                    raise LBDTError(f"{path}:{lineno}: expected a word and {dim} numbers")
-                try:
-                    rows.append(np.asarray(fields[1:], dtype=np.float32))
-                except ValueError:
-                    raise LBDTError(f"{path}:{lineno}: vector has a non-numeric value") from None
-                words.append(fields[0])
-        if not words:
-            raise LBDTError(f"{path}: no word vectors found")
-        table = cls(words, np.stack(rows))
         try:
-            table.save(vocab_file, vec_file)
-        except OSError:
-            pass  # read-only location: the cache is an optimisation only
-        return table
+            return cls.build_cache(path, vec_file, dim=dim)
+        except OSError:  # read-only location: the cache is an optimisation only
+            with tempfile.TemporaryDirectory() as tmp:
+                table = cls.build_cache(path, Path(tmp) / "table.vectors.npy", dim=dim)
+                return cls(table.words, np.array(table.vectors))
+
+    @classmethod
+    def build_cache(cls, source: str | os.PathLike, vec_file: str | os.PathLike, *, dim: int = 300,
+                    max_words: Optional[int] = None, dtype: str = "float32") -> "WordVectors":
+        """Stream GloVe text (a `.txt`, or a `.zip` holding one) into the binary cache `vec_file`
+        (+ its `.vocab.txt`, see `cache_files`) and return the table memory-mapped from it.
+
+        `max_words` keeps only the first N lines (GloVe files are ordered by corpus frequency, so these are
+        the N most frequent words); `dtype="float16"` halves the cache. Rows go to disk as they are read,
+        so memory stays flat even for the 2.2 M words of glove.840B.300d (5.6 GB of text)."""
+        source, vec_file = Path(source), Path(vec_file)
+        if dtype not in ("float32", "float16"):
+            raise LBDTError(f"word-vector dtype must be float32 or float16, got {dtype!r}")
+        if max_words is not None and max_words < 1:
+            raise LBDTError(f"max_words must be >= 1, got {max_words}")
+        vocab_file = cache_files(vec_file)[0]
+        vec_file.parent.mkdir(parents=True, exist_ok=True)
+        words: list[str] = []
+        with _glove_lines(source) as (where, lines), atomic_write(vec_file) as tmp:
+            rows = tmp.with_name(tmp.name + ".rows")
+            try:
+                with open(rows, "wb") as raw:
+                    for lineno, line in enumerate(lines, 1):
+                        if max_words is not None and len(words) >= max_words:
+                            break
+                        line = line.rstrip("\n").rstrip("\r")
+                        if not line.strip():
+                            continue
+                        fields = line.rsplit(" ", dim)
+                        if len(fields) != dim + 1 or fields[0] == "":
+                            raise LBDTError(f"{where}:{lineno}: expected a word and {dim} numbers")
+                        try:
+                            raw.write(np.asarray(fields[1:], dtype=np.float32).astype(dtype).tobytes())
+                        except ValueError:
+                            raise LBDTError(f"{where}:{lineno}: vector has a non-numeric value") from None
+                        words.append(fields[0])
+                if not words:
+                    raise LBDTError(f"{where}: no word vectors found")
+                flat = np.memmap(rows, dtype=dtype, mode="r", shape=(len(words), dim))
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(words), dim))
+                out[:] = flat
+                out.flush()
+                del out, flat
+            finally:
+                rows.unlink(missing_ok=True)
+        write_text(vocab_file, "\n".join(words) + "\n")  # written last: the cache is complete
+        return cls.load(vocab_file, vec_file)
 
     def save(self, vocab_file: str | os.PathLike, vec_file: str | os.PathLike) -> None:
-        """Write the binary form atomically (vocabulary text + .npy matrix)."""
+        """Write the binary form atomically (vocabulary text + .npy matrix, float16 kept as float16)."""
+        dtype = np.float16 if self.vectors.dtype == np.float16 else np.float32
         with atomic_write(vec_file) as tmp, open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(self.vectors, dtype=np.float32))
+            np.save(f, np.ascontiguousarray(self.vectors, dtype=dtype))
         write_text(vocab_file, "\n".join(self.words) + "\n")  # written last: the cache is complete
 
     @classmethod
@@ -145,6 +206,37 @@ class WordVectors:
         vectors = np.load(vec_file, mmap_mode="r", allow_pickle=False)
         return cls(words, vectors)
 
+    @classmethod
+    def load_cache(cls, vec_file: str | os.PathLike) -> "WordVectors":
+        """The table of a binary cache, named by its `.vectors.npy` file (see `cache_files`)."""
+        vocab_file, vec_file = cache_files(vec_file)
+        for f in (vocab_file, vec_file):
+            if not f.is_file():
+                raise LBDTError(f"{f}: word-vector cache file missing (rebuild it: `lbdt download` or from_glove)")
+        return cls.load(vocab_file, vec_file)
+
+
+def cache_files(vec_file: str | os.PathLike) -> tuple[Path, Path]:
+    """(vocabulary file, vectors file) of the binary cache whose matrix is `<stem>.vectors.npy`."""
+    vec_file = Path(vec_file)
+    if not vec_file.name.endswith(".vectors.npy"):
+        raise LBDTError(f"{vec_file}: a word-vector cache is named <name>.vectors.npy")
+    return vec_file.with_name(vec_file.name[: -len(".vectors.npy")] + ".vocab.txt"), vec_file
+
+
+@contextmanager
+def _glove_lines(path: Path) -> Iterator[tuple[str, Iterable[str]]]:
+    """(name for messages, text lines) of a GloVe `.txt`, or of the one `.txt` member of a `.zip`, streamed."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "r", encoding="utf-8", errors="strict") as f:
+            yield str(path), f
+        return
+    with zipfile.ZipFile(path) as archive:
+        members = [m for m in archive.namelist() if m.endswith(".txt")]
+        if len(members) != 1:
+            raise LBDTError(f"{path}: expected one .txt member in the GloVe zip, found {len(members)}")
+        with archive.open(members[0]) as raw:
+            yield f"{path}:{members[0]}", io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
 
 GLOVE_FILE = "glove.840B.300d.txt"
 
@@ -157,7 +249,8 @@ def resolve_word_vectors(explicit: str | os.PathLike | WordVectors | None = None
     1. `explicit`: what the user passed (`--word-vectors PATH`, `word_vectors=` in Python, or a table);
     2. `embedded`: the table inside the checkpoint (shipped and exported checkpoints carry theirs);
     3. `table`: the checkpoint's (or config's) reference — ``synthetic:<seed>`` (the synthetic benchmark's
-       seeded table, regenerated exactly) or a file name, looked up as given, then under `root`;
+       seeded table, regenerated exactly), a `lbdt download` name (``glove-840b``: its installed cache), or a
+       file name, looked up as given, then under `root` (a named file that is missing is an error);
     4. `root`: the dataset's own table — a synthetic benchmark's file (its ``benchmark.json``), then
        ``<root>/glove.840B.300d.txt``.
 
@@ -179,6 +272,14 @@ def resolve_word_vectors(explicit: str | os.PathLike | WordVectors | None = None
             raise LBDTError(f"word table {table!r}: expected synthetic:<integer seed>") from None
         return WordVectors.seeded(vocabulary(), dim=300, seed=seed)
     candidates: list[Path] = []
+    from lbdt.download import is_known_table, word_table_cache
+
+    if table and is_known_table(table):  # a `lbdt download` name (glove-840b): its cache, else the root's GloVe
+        cache = word_table_cache(table)
+        if cache is not None:
+            return WordVectors.load_cache(cache)
+        tried.append(f"`lbdt download {table}` (not installed)")
+        table = ""
     if table:
         candidates.append(Path(table).expanduser())
         if root is not None and not Path(table).is_absolute():
