@@ -23,7 +23,7 @@ PROTOCOL_DESCRIPTIONS = {
     "native": "prediction bilinearly upsampled to the original size, then > threshold; "
               "ground truth = the original-resolution mask",
 }
-DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native"}
+DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native", "davis": "native", "mevis": "native"}
 GLOVE = "glove.840B.300d.txt"
 
 
@@ -62,7 +62,9 @@ def evaluate(
     frame_gap: int | None = None, limit: int | None = None, progress: bool = True,
 ) -> dict:
     """Evaluate `checkpoint` (ours, an official LBDT checkpoint, a shipped name or a URL: `load_pretrained`)
-    on list `split` of dataset `root` laid out in format `dataset` (a2d | jhmdb | ytvos).
+    on list `split` of dataset `root` laid out in format `dataset` (a2d | jhmdb | ytvos | davis | mevis).
+    davis and mevis are scored only with their benchmark's protocol (lbdt.evaluation.davis / .mevis), and
+    MeViS `valid` (no ground truth) writes the MeViS server zip.
 
     protocol: "lbdt" | "native" (default: lbdt for a2d/jhmdb, native for ytvos). Metrics need ground truth;
     a split without it (Ref-YTVOS `valid`) only produces masks and, in `output_dir`, `submission.zip`.
@@ -74,7 +76,7 @@ def evaluate(
     from lbdt.data.collate import collate
     from lbdt.data.dataset import ReferringVideoDataset
     from lbdt.evaluation.evaluators import METRIC_LABELS, JFEvaluator, ReferSegEvaluator
-    from lbdt.evaluation.writers import PngMaskWriter, YTVOSSubmissionWriter, save_metrics_json
+    from lbdt.evaluation.writers import MeViSSubmissionWriter, PngMaskWriter, YTVOSSubmissionWriter, save_metrics_json
     from lbdt.pretrained import load_pretrained
 
     source = build_source(dataset, root)
@@ -101,7 +103,16 @@ def evaluate(
                         collate_fn=collate)
 
     evaluators = {}
-    if has_gt:
+    benchmark = None  # davis / mevis: their protocol's evaluator only (lbdt.evaluation.davis / .mevis)
+    if has_gt and dataset == "davis":
+        from lbdt.evaluation import davis as benchmark
+
+        evaluators["jf"] = benchmark.RefDAVISEvaluator(source, split, threshold=threshold)
+    elif has_gt and dataset == "mevis":
+        from lbdt.evaluation import mevis as benchmark
+
+        evaluators["jf"] = benchmark.MeViSEvaluator(no_target=source.no_target_keys(split))
+    elif has_gt:
         evaluators["refer"] = ReferSegEvaluator(strict=strict_precision, coco=coco)
         if jf if jf is not None else dataset == "ytvos":
             evaluators["jf"] = JFEvaluator()
@@ -110,12 +121,14 @@ def evaluate(
     if out is not None and save_masks:
         sinks.append(PngMaskWriter(root=out / "masks"))
     submission = None
-    if out is not None and dataset == "ytvos" and not has_gt:
-        submission = YTVOSSubmissionWriter(zip_path=out / "submission.zip")
+    if out is not None and dataset in ("ytvos", "mevis") and not has_gt:
+        writer = MeViSSubmissionWriter if dataset == "mevis" else YTVOSSubmissionWriter
+        submission = writer(zip_path=out / "submission.zip")
         sinks.append(submission)
 
     count = 0
-    stream = predict(model, loader, protocol=protocol, threshold=threshold, device=dev, precision=precision)
+    stream = predict(model, loader, protocol=protocol, threshold=threshold, device=dev, precision=precision,
+                     keep_prob=dataset == "davis" and has_gt)
     try:
         for pred, gt in tqdm(stream, total=len(data), desc=f"evaluate {dataset}/{split}", unit="sample",
                              disable=not progress, dynamic_ncols=True):
@@ -138,6 +151,8 @@ def evaluate(
         "protocol": protocol, "protocol_description": PROTOCOL_DESCRIPTIONS[protocol], "threshold": threshold,
         "input_size": list(size), "precision": precision,
     }
+    if benchmark is not None:
+        report["benchmark_protocol"] = benchmark.PROTOCOL
     if "refer" in evaluators:
         report["metrics"] = evaluators["refer"].compute()
     if "jf" in evaluators:
@@ -175,6 +190,8 @@ def format_report(report: dict) -> str:
             cells = "".join(f"  {sub[c]:>11}" if c == "N" else f"  {sub[c]:>11.4f}" for c in cols)
             parts.append(f"{kind:<{width}}{cells}")
     if "jf" in report:
+        if "benchmark_protocol" in report:
+            parts.append(report["benchmark_protocol"])
         parts.append(format_metrics_table(report["jf"], labels=report["labels"]))
     if "metrics" not in report and "jf" not in report:
         parts.append("no ground truth in this split: predictions only")
