@@ -157,8 +157,9 @@ def evaluate(
         report["metrics"] = evaluators["refer"].compute()
     if "jf" in evaluators:
         report["jf"] = evaluators["jf"].compute()
-    report["labels"] = {k: v for k, v in METRIC_LABELS.items()
-                        if k in report.get("metrics", {}) or k in report.get("jf", {})}
+    labels = {**METRIC_LABELS, **getattr(benchmark, "LABELS", {})}
+    report["labels"] = {k: v for k, v in labels.items()
+                        if k in report.get("metrics", {}) or k in report.get("jf", {}) or k in str(report.get("jf"))}
     outputs = {}
     if out is not None:
         if save_masks:

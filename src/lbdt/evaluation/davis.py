@@ -27,6 +27,11 @@ from lbdt.types import Prediction
 
 PROTOCOL = ("Ref-DAVIS17, ReferFormer protocol: per group, objects' maps merged into index masks, DAVIS 2017 "
             "unsupervised J&F (Hungarian object matching); J&F = mean of the 4 groups")
+LABELS = {"J": "region similarity J (per ground-truth object over its frames, then mean)",
+          "F": "boundary F (DAVIS; per ground-truth object, then mean)",
+          "J&F": "(J + F) / 2 (top level: mean over the 4 groups)",
+          "num_objects": "ground-truth objects scored", "num_videos": "videos scored",
+          "frames_without_prediction": "(group, frame) pairs with no prediction, scored as background"}
 
 
 def merge_objects(probs: Mapping[int, np.ndarray], threshold: float = 0.5) -> np.ndarray:

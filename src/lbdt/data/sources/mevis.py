@@ -13,7 +13,6 @@ frame. An expression with no `anno_id` (MeViS v2 no-target expressions) has an e
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from lbdt.data.records import ReferRecord
-from lbdt.data.sources.expressions import ExpressionSource
+from lbdt.data.sources.expressions import ExpressionSource, load_json
 from lbdt.errors import LBDTError
 
 
@@ -74,12 +73,7 @@ class MeViSSource(ExpressionSource):
         """anno_id -> per-frame RLE list of `split`, read once (entries are checked when used)."""
         if split not in self._masks:
             path = self.root / split / "mask_dict.json"
-            if not path.is_file():
-                raise LBDTError(f"{path}: not found (split {split!r} has no public ground truth)")
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise LBDTError(f"{path}: malformed JSON ({e})") from None
+            data = load_json(path, f"mask_dict.json (split {split!r} has no public ground truth without it)")
             if not isinstance(data, dict):
                 raise LBDTError(f"{path}: expected an object mapping anno_id to per-frame RLE lists")
             self._masks[split] = data
