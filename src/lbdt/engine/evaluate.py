@@ -158,8 +158,8 @@ def evaluate(
     if "jf" in evaluators:
         report["jf"] = evaluators["jf"].compute()
     labels = {**METRIC_LABELS, **getattr(benchmark, "LABELS", {})}
-    report["labels"] = {k: v for k, v in labels.items()
-                        if k in report.get("metrics", {}) or k in report.get("jf", {}) or k in str(report.get("jf"))}
+    used = _keys(report.get("metrics", {})) | _keys(report.get("jf", {}))
+    report["labels"] = {k: v for k, v in labels.items() if k in used}
     outputs = {}
     if out is not None:
         if save_masks:
@@ -170,6 +170,11 @@ def evaluate(
         report["outputs"] = outputs
         save_metrics_json(out / "metrics.json", report)
     return report
+
+
+def _keys(node) -> set[str]:
+    """Every key of a nested dict, at any depth."""
+    return {k for k, v in node.items() for k in (k, *_keys(v))} if isinstance(node, dict) else set()
 
 
 def format_report(report: dict) -> str:
