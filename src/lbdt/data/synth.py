@@ -62,6 +62,7 @@ MOTION_TEMPLATES = {
     "still": ("the {colour} {shape} that is standing still", "the {colour} {shape} that does not move",
               "the motionless {colour} {shape}"),
 }
+UNION_TEMPLATE = "{first} and {second}"  # mevis: one expression for both objects of the motion pair
 APPEARANCE_TEMPLATES = ("the {size} {colour} {shape}", "a {size} {colour} {shape}", "the {colour} {shape} that is {size}")
 FRAME_GAP = {"a2d": 6, "jhmdb": 5, "ytvos": 1, "davis": 4, "mevis": 1}  # the sources' default k
 # px per stored frame as a fraction of min(H, W): the displacement across the gap k (~7 % of min(H, W), 7 px at
@@ -102,6 +103,7 @@ def vocabulary() -> list[str]:
     fill = {"colour": " ".join(COLOURS), "shape": " ".join(SHAPES), "size": " ".join(SIZES)}
     for t in [t for ts in MOTION_TEMPLATES.values() for t in ts] + list(APPEARANCE_TEMPLATES):
         words.update(tokenize(t.format(**fill), None))
+    words.update(tokenize(UNION_TEMPLATE.format(first="", second=""), None))
     return sorted(words)
 
 
@@ -385,7 +387,8 @@ def _expressions(fmt: str, v: SynthVideo, anno_ids: list[str]) -> dict[str, dict
     for o, ob in enumerate(objects):
         exps[str(len(exps))] = {"exp": ob.sentence, "obj_id": [o], "anno_id": [int(anno_ids[o])], "type": ob.sentence_type}
     a, b = (o for o, ob in enumerate(objects) if ob.sentence_type == "motion")
-    exps[str(len(exps))] = {"exp": f"{objects[a].sentence} and {objects[b].sentence}", "obj_id": [a, b],
+    exps[str(len(exps))] = {"exp": UNION_TEMPLATE.format(first=objects[a].sentence, second=objects[b].sentence),
+                            "obj_id": [a, b],
                             "anno_id": [int(anno_ids[a]), int(anno_ids[b])], "type": "union"}
     looks = {(ob.shape, ob.colour) for ob in objects}
     shape, colour = next((sh, c) for c in COLOURS for sh in SHAPES if (sh, c) not in looks)
