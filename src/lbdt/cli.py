@@ -34,7 +34,7 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 
 # ---- train / show-config (docs/training.md)
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("preset", help="preset name (a2d_lbdt4, a2d_lbdt1, ytvos_lbdt4, synthetic_tiny) or a YAML file")
+    p.add_argument("preset", help="preset name (a2d_lbdt4, a2d_lbdt1, ytvos_lbdt4, mevis_lbdt4, synthetic_tiny) or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE", help="e.g. train.lr=5e-5 data.size=[128,128]")
 
 
