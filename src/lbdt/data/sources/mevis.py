@@ -64,6 +64,12 @@ class MeViSSource(ExpressionSource):
     def has_masks(self, split: str) -> bool:
         return (self.root / split / "mask_dict.json").is_file()
 
+    def records(self, split: str) -> list[ReferRecord]:
+        records = super().records(split)
+        if self.has_masks(split):  # read in the main process, so DataLoader workers inherit it
+            self.mask_dict(split)
+        return records
+
     def no_target_keys(self, split: str) -> set[str]:
         """'video/exp_id' of every expression without a target object (MeViS v2)."""
         return {f"{vid}/{eid}" for vid, v in self.videos(split).items()
