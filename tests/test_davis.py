@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,7 @@ def test_hungarian_not_greedy():
     # mean (J+F)/2 of pred p vs gt g: greedy would take (0, 0) = 0.9 and leave gt 1 with 0.1
     score = np.array([[0.9, 0.8], [0.85, 0.1], [0.0, 0.0]])
     j = np.repeat(score[:, :, None], 3, axis=2)
-    jm, fm = match_objects(j, j.copy())
+    jm, _ = match_objects(j, j.copy())
     np.testing.assert_allclose(jm.mean(1), [0.85, 0.8])
 
 
@@ -140,8 +141,6 @@ def test_video_order_is_required(tmp_path):
     meta = json.loads((root / "val" / "meta_expressions.json").read_text())
     meta["videos"]["w"] = meta["videos"]["v"]
     for sub in ("JPEGImages", "Annotations"):
-        import shutil
-
         shutil.copytree(root / "val" / sub / "v", root / "val" / sub / "w")
     (root / "val" / "meta_expressions.json").write_text(json.dumps(meta))
     source = DAVISSource(root)
@@ -239,9 +238,8 @@ def test_prepare_davis_malformed_line(tmp_path):
 
 # ---------------------------------------------------------------- synth + CLI
 def test_synth_davis_reads_back(synth_roots):
-    from lbdt.data.synth import benchmark_video
-
     from conftest import TINY
+    from lbdt.data.synth import benchmark_video
 
     source = DAVISSource(synth_roots["davis"])
     records = source.records("val")

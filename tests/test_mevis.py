@@ -156,7 +156,7 @@ def test_submission_zip_round_trip_and_broken_zip(tmp_path):
         for name in sorted(names)[1:]:
             dst.writestr(f"Annotations/{name}" if name.startswith("v/2/") else name, src.read(name))
     problems = validate_submission(tmp_path / "bad.zip", meta, fmt="mevis")
-    assert f"missing: {sorted(names)[0]}" in problems
+    assert f"missing: {min(names)}" in problems
     assert "extra file: Annotations/v/2/00000.png (the video folders must be at the zip's top level)" in problems
     assert main(["validate-submission", str(tmp_path / "bad.zip"), "--meta", str(meta), "--format", "mevis"]) == 1
 

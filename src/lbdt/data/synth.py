@@ -187,7 +187,7 @@ def _separated_starts(rng: np.random.Generator, radii: list[float], velocities: 
 
 
 def make_clip(seed: int, *, frames: int = 14, size: tuple[int, int] = (96, 128), speed: float = 1.2,
-              pairs: int = 1, singles: int = 2, absent: Optional[dict[int, Sequence[int]]] = None) -> SynthClip:
+              pairs: int = 1, singles: int = 2, absent: dict[int, Sequence[int]] | None = None) -> SynthClip:
     """Draw one clip: `pairs` motion pairs and `singles` uniquely-looking objects, moving at `speed` px/frame.
     `absent` maps an object index to frame indices where it is not drawn (it changes no random draw).
 
@@ -345,7 +345,7 @@ def _records(v: SynthVideo, object_ids: Sequence[str], size: tuple[int, int]) ->
             for t in v.annotated for o in v.targets]
 
 
-def _save_frames_and_index(part: Path, v: SynthVideo, palette: Optional[list[int]]) -> None:
+def _save_frames_and_index(part: Path, v: SynthVideo, palette: list[int] | None) -> None:
     """`part/JPEGImages/<video>/<frame>.jpg` and, with a palette, `part/Annotations/<video>/<frame>.png`
     (palette PNG, pixel = object index + 1)."""
     clip = v.clip

@@ -76,7 +76,12 @@ def evaluate(
     from lbdt.data.collate import collate
     from lbdt.data.dataset import ReferringVideoDataset
     from lbdt.evaluation.evaluators import METRIC_LABELS, JFEvaluator, ReferSegEvaluator
-    from lbdt.evaluation.writers import MeViSSubmissionWriter, PngMaskWriter, YTVOSSubmissionWriter, save_metrics_json
+    from lbdt.evaluation.writers import (
+        MeViSSubmissionWriter,
+        PngMaskWriter,
+        YTVOSSubmissionWriter,
+        save_metrics_json,
+    )
     from lbdt.pretrained import load_pretrained
 
     source = build_source(dataset, root)

@@ -15,7 +15,7 @@ Predictions arrive video by video (the order of `DAVISSource.records`); only the
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -98,7 +98,7 @@ class RefDAVISEvaluator:
         self.reset()
 
     def reset(self) -> None:
-        self._video: Optional[str] = None
+        self._video: str | None = None
         self._done: set[str] = set()
         self._best: dict[tuple[str, str], np.ndarray] = {}  # (group, frame) -> max probability so far
         self._label: dict[tuple[str, str], np.ndarray] = {}  # (group, frame) -> object id of that maximum

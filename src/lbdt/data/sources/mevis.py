@@ -14,7 +14,6 @@ frame. An expression with no `anno_id` (MeViS v2 no-target expressions) has an e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -103,7 +102,7 @@ class MeViSSource(ExpressionSource):
         t = index[frame_id]
         path = self.root / split / "mask_dict.json"
         masks = self.mask_dict(split)
-        out: Optional[np.ndarray] = None
+        out: np.ndarray | None = None
         for anno in video["expressions"][exp_id]["anno_id"]:
             where = f"{path}: anno_id {anno!r}"
             per_frame = masks.get(anno)
