@@ -179,7 +179,9 @@ def evaluate(
 
 def _keys(node) -> set[str]:
     """Every key of a nested dict, at any depth."""
-    return {k for k, v in node.items() for k in (k, *_keys(v))} if isinstance(node, dict) else set()
+    if not isinstance(node, dict):
+        return set()
+    return set(node) | {k for v in node.values() for k in _keys(v)}
 
 
 def format_report(report: dict) -> str:
