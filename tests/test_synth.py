@@ -20,6 +20,7 @@ from lbdt.data.synth import (
     MOTIONS,
     SIZES,
     SPEED,
+    SPLIT_DIRS,
     SPLITS,
     WORD_VECTORS,
     _shape_mask,
@@ -139,7 +140,7 @@ def test_word_vectors_are_the_seeded_table_and_cover_every_sentence(synth_roots)
         seeded = WordVectors.seeded(vocabulary(), dim=300, seed=TINY["seed"])
         assert table.words == seeded.words
         np.testing.assert_allclose(table.vectors, seeded.vectors, atol=1e-6)
-        for split in SPLITS:
+        for split in SPLIT_DIRS[fmt].values() if fmt in SPLIT_DIRS else SPLITS:
             for r in SOURCES[fmt](root).records(split):
                 for s in (r.sentence, swap_left_right(r.sentence)):
                     assert all(tok in table for tok in tokenize(s, None)), s
@@ -149,8 +150,12 @@ def test_sidecar_and_meta_expressions(synth_roots):
     for fmt, root in synth_roots.items():
         info = json.loads((root / "benchmark.json").read_text())
         assert info["format"] == fmt and info["seed"] == TINY["seed"] and info["size"] == list(TINY["size"])
-        assert info["videos"] == dict(zip(SPLITS, TINY["videos"])) and info["frame_gap"] == FRAME_GAP[fmt]
-        n = {s: len(SOURCES[fmt](root).records(s)) for s in SPLITS}
+        splits = dict(zip(SPLITS, SPLITS))
+        if fmt in SPLIT_DIRS:  # davis / mevis: keyed by the split folders written
+            splits = SPLIT_DIRS[fmt]
+        assert info["videos"] == {splits[s]: n for s, n in zip(SPLITS, TINY["videos"]) if s in splits}
+        assert info["frame_gap"] == FRAME_GAP[fmt]
+        n = {s: len(SOURCES[fmt](root).records(s)) for s in splits.values()}
         assert info["samples"] == n
         for v in info["video_list"]:
             assert {o["sentence_type"] for o in v["objects"]} == {"motion", "appearance"}

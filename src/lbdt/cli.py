@@ -49,7 +49,7 @@ def _word_vectors_arg(p: argparse.ArgumentParser) -> None:
 
 # ---- train / show-config (docs/training.md)
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("preset", help="preset name (a2d_lbdt4, a2d_lbdt1, ytvos_lbdt4, synthetic_tiny) or a YAML file")
+    p.add_argument("preset", help="preset name (a2d_lbdt4, a2d_lbdt1, ytvos_lbdt4, mevis_lbdt4, synthetic_tiny) or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE", help="e.g. train.lr=5e-5 data.size=[128,128]")
 
 
@@ -153,7 +153,9 @@ def _prepare_data_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     helps = {"a2d": "A2D-Sentences (clips320H mp4s, videoset.csv, text_annotations/)",
              "jhmdb": "J-HMDB-Sentences (Rename_Images/, puppet_mask/, jhmdb_annotation.txt)",
-             "ytvos": "Ref-YouTube-VOS (meta_expressions/, train/, valid/)"}
+             "ytvos": "Ref-YouTube-VOS (meta_expressions/, train/, valid/)",
+             "davis": "Ref-DAVIS17 (DAVIS/ 2017 unsupervised trainval 480p, davis_text_annotations/Davis17_annot*.txt)",
+             "mevis": "MeViS (train/, valid_u/, valid/): checked, then linked into --out"}
     for name, text in helps.items():
         d = sub.add_parser(name, help=text, description=text)
         d.add_argument("--raw", required=True, help="folder holding the official download(s), unpacked")
@@ -187,9 +189,12 @@ def _prepare_data(args: argparse.Namespace) -> int:
 # ---- evaluate (docs/evaluation.md)
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="our checkpoint (.pt), an official LBDT checkpoint, a shipped name or a URL")
-    p.add_argument("--dataset", required=True, choices=("a2d", "jhmdb", "ytvos"), help="on-disk format of --root")
+    p.add_argument("--dataset", required=True, choices=("a2d", "jhmdb", "ytvos", "davis", "mevis"),
+                   help="on-disk format of --root")
     p.add_argument("--root", required=True, help="dataset root (see docs/datasets/)")
-    p.add_argument("--split", required=True, help="list to evaluate, e.g. val (A2D test list), test, valid (Ref-YTVOS)")
+    p.add_argument("--split", required=True,
+                   help="list to evaluate, e.g. val (A2D test list), test, valid (Ref-YTVOS), val (Ref-DAVIS17), "
+                        "valid_u / valid (MeViS)")
     p.add_argument("--protocol", choices=("lbdt", "native"),
                    help="resize rule (docs/evaluation.md); default lbdt for a2d/jhmdb, native for ytvos")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
@@ -197,7 +202,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     _runtime_args(p)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     _word_vectors_arg(p)
-    p.add_argument("--out", help="folder for metrics.json, masks/ and (Ref-YTVOS valid) submission.zip")
+    p.add_argument("--out", help="folder for metrics.json, masks/ and (Ref-YTVOS / MeViS valid) submission.zip")
     p.add_argument("--save-masks", action="store_true", help="also write every mask as a 0/255 PNG under OUT/masks/")
     p.add_argument("--no-coco", action="store_true", help="skip COCO mask mAP")
     p.add_argument("--strict-precision", action="store_true", help="P@K counts IoU > K (MTTR) instead of >= K (LBDT)")
@@ -227,18 +232,22 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 # ---- validate-submission (docs/evaluation.md)
 def _validate_submission_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("zip", metavar="ZIP", help="submission zip (Annotations/<video>/<exp_id>/<frame>.png)")
-    p.add_argument("--meta", required=True, help="meta_expressions/valid/meta_expressions.json")
+    p.add_argument("zip", metavar="ZIP", help="submission zip (ytvos: Annotations/<video>/<exp_id>/<frame>.png; "
+                                              "mevis: <video>/<exp_id>/<frame>.png)")
+    p.add_argument("--meta", required=True, help="the split's meta_expressions.json (ytvos: meta_expressions/valid/; "
+                                                 "mevis: valid/)")
+    p.add_argument("--format", dest="fmt", choices=("ytvos", "mevis"), default="ytvos",
+                   help="server the zip is for (default ytvos)")
     p.add_argument("--test-meta", help="meta_expressions/test/meta_expressions.json: its videos are not expected")
     p.add_argument("--images", help="valid/JPEGImages folder: also check every PNG against its frame's size")
 
 
-@command("validate-submission", "check a Ref-YouTube-VOS submission zip: missing, extra and malformed files",
+@command("validate-submission", "check a Ref-YouTube-VOS or MeViS submission zip: missing, extra and malformed files",
          _validate_submission_args)
 def _validate_submission(args: argparse.Namespace) -> int:
     from lbdt.evaluation.submission import validate_submission
 
-    problems = validate_submission(args.zip, args.meta, args.test_meta, images_root=args.images)
+    problems = validate_submission(args.zip, args.meta, args.test_meta, images_root=args.images, fmt=args.fmt)
     for problem in problems:
         print(problem)
     print(f"{args.zip}: {len(problems)} problem(s)" if problems else f"{args.zip}: OK")
@@ -247,12 +256,13 @@ def _validate_submission(args: argparse.Namespace) -> int:
 
 # ---- synth (docs/datasets/synthetic.md)
 def _synth_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", dest="fmt", choices=("a2d", "jhmdb", "ytvos"), default="a2d",
+    p.add_argument("--format", dest="fmt", choices=("a2d", "jhmdb", "ytvos", "davis", "mevis"), default="a2d",
                    help="on-disk format to write (default a2d)")
     p.add_argument("--out", required=True, help="folder to create (must not exist, or be empty)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes identical files")
     p.add_argument("--videos", nargs=3, type=int, default=(360, 60, 90), metavar=("TRAIN", "VAL", "TEST"),
-                   help="videos per split (default 360 60 90)")
+                   help="videos per split (default 360 60 90); davis: train, val (TEST unused); "
+                        "mevis: train, valid_u, valid")
     p.add_argument("--frames", type=int, default=14, help="frames per video (default 14)")
     p.add_argument("--size", nargs=2, type=int, default=(96, 128), metavar=("H", "W"),
                    help="frame size (default 96 128)")

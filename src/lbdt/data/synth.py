@@ -1,4 +1,5 @@
-"""A synthetic referring-video benchmark, written in the on-disk formats of A2D, J-HMDB or Ref-YouTube-VOS.
+"""A synthetic referring-video benchmark, written in the on-disk formats of A2D, J-HMDB, Ref-YouTube-VOS,
+Ref-DAVIS17 or MeViS.
 
 Each clip shows coloured shapes moving in straight lines over a static textured background (gradient,
 stripes or smooth noise). Every clip has one *motion pair*: two objects of identical appearance (shape,
@@ -6,8 +7,14 @@ colour, size) that differ only in how they move, referred to by motion sentences
 left" / "the red circle that is standing still"); and two *single* objects whose appearance is unique in
 the clip, referred to by appearance sentences ("the big blue square"). Half the sentences therefore need
 the temporal stream. Motions are left, right, up, down and still, at a constant speed whose shift across
-the format's frame gap (a2d: 6 frames, jhmdb: 5, ytvos: 1 stored frame) is clear but smaller than a shape's
-radius, so the direction shows at the object itself in |I_t - I_{t-k}|.
+the format's frame gap (a2d: 6 frames, jhmdb: 5, ytvos: 1 stored frame, davis: 4, mevis: 1) is clear but smaller
+than a shape's radius, so the direction shows at the object itself in |I_t - I_{t-k}|.
+
+The davis and mevis formats annotate every frame and score whole videos. davis: every object has one expression
+in each of the four groups (the sentence templates in turn), splits train / val. mevis: every object has its own
+expression, the motion pair also one joint expression (target = the union of both), each video one no-target
+expression (an object that is not in the clip, as in MeViS v2), and the last object is absent (not drawn) in the
+first third of the frames (mask_dict null there); splits train / valid_u / valid (no mask_dict.json).
 
 Everything is a deterministic function of the seed. `make_clip` draws one clip in memory; `write_benchmark`
 (`lbdt synth`) writes train/val/test splits, a `benchmark.json` ground-truth sidecar and a seeded 300-d
@@ -32,11 +39,12 @@ from tqdm import tqdm
 
 from lbdt.data.listfile import write_list
 from lbdt.data.records import ReferRecord
+from lbdt.data.sources.davis import GROUPS
 from lbdt.data.text import WordVectors, tokenize
 from lbdt.data.transforms import side_words
 from lbdt.errors import LBDTError
 
-FORMATS = ("a2d", "jhmdb", "ytvos")
+FORMATS = ("a2d", "jhmdb", "ytvos", "davis", "mevis")
 SPLITS = ("train", "val", "test")
 COLOURS = {"red": (220, 45, 45), "green": (40, 180, 70), "blue": (45, 85, 225), "yellow": (235, 210, 40),
            "purple": (150, 65, 200), "orange": (245, 135, 30)}
@@ -54,12 +62,15 @@ MOTION_TEMPLATES = {
     "still": ("the {colour} {shape} that is standing still", "the {colour} {shape} that does not move",
               "the motionless {colour} {shape}"),
 }
+UNION_TEMPLATE = "{first} and {second}"  # mevis: one expression for both objects of the motion pair
 APPEARANCE_TEMPLATES = ("the {size} {colour} {shape}", "a {size} {colour} {shape}", "the {colour} {shape} that is {size}")
-FRAME_GAP = {"a2d": 6, "jhmdb": 5, "ytvos": 1}  # the sources' default k
+FRAME_GAP = {"a2d": 6, "jhmdb": 5, "ytvos": 1, "davis": 4, "mevis": 1}  # the sources' default k
 # px per stored frame as a fraction of min(H, W): the displacement across the gap k (~7 % of min(H, W), 7 px at
 # 96x128; ytvos 4 px) is below a small shape's radius, so the copies in |I_t - I_{t-k}| overlap the object: the
 # leading edge lies inside the current shape, the trailing edge outside, and the direction is visible locally.
-SPEED = {"a2d": 0.012, "jhmdb": 0.014, "ytvos": 0.04}
+SPEED = {"a2d": 0.012, "jhmdb": 0.014, "ytvos": 0.04, "davis": 0.012, "mevis": 0.04}
+# the generator's train / val / test splits -> the folder they are written to (davis writes no test split)
+SPLIT_DIRS = {"davis": {"train": "train", "val": "val"}, "mevis": {"train": "train", "val": "valid_u", "test": "valid"}}
 WORD_VECTORS = "word_vectors.300d.txt"
 
 
@@ -92,6 +103,7 @@ def vocabulary() -> list[str]:
     fill = {"colour": " ".join(COLOURS), "shape": " ".join(SHAPES), "size": " ".join(SIZES)}
     for t in [t for ts in MOTION_TEMPLATES.values() for t in ts] + list(APPEARANCE_TEMPLATES):
         words.update(tokenize(t.format(**fill), None))
+    words.update(tokenize(UNION_TEMPLATE.format(first="", second=""), None))
     return sorted(words)
 
 
@@ -175,8 +187,9 @@ def _separated_starts(rng: np.random.Generator, radii: list[float], velocities: 
 
 
 def make_clip(seed: int, *, frames: int = 14, size: tuple[int, int] = (96, 128), speed: float = 1.2,
-              pairs: int = 1, singles: int = 2) -> SynthClip:
+              pairs: int = 1, singles: int = 2, absent: dict[int, Sequence[int]] | None = None) -> SynthClip:
     """Draw one clip: `pairs` motion pairs and `singles` uniquely-looking objects, moving at `speed` px/frame.
+    `absent` maps an object index to frame indices where it is not drawn (it changes no random draw).
 
     Returns frames uint8 [T,H,W,3] and visible masks bool [O,T,H,W]; objects 2i, 2i+1 form motion pair i
     (same shape, colour and size; different motions); the singles follow.
@@ -226,6 +239,7 @@ def make_clip(seed: int, *, frames: int = 14, size: tuple[int, int] = (96, 128),
         o = objects[i]
         cy, cx = np.round(o.start[0] + o.velocity[0] * t), np.round(o.start[1] + o.velocity[1] * t)
         full[i] = _shape_mask(o.shape, yy - cy, xx - cx, o.radius)
+        full[i][list((absent or {}).get(i, ()))] = False
         canvas[full[i]] = COLOURS[o.colour]
     visible = full.copy()
     for k, i in enumerate(order):
@@ -254,7 +268,9 @@ def video_id(split: str, index: int) -> str:
 
 
 def frame_names(fmt: str, frames: int) -> list[str]:
-    """a2d / jhmdb: 1-based frame numbers; ytvos: every 5th raw frame from 00000."""
+    """a2d / jhmdb: 1-based frame numbers; ytvos: every 5th raw frame from 00000; davis / mevis: 00000, 00001, …"""
+    if fmt in SPLIT_DIRS:
+        return [f"{t:05d}" for t in range(frames)]
     return [f"{5 * t:05d}" if fmt == "ytvos" else f"{t + 1:05d}" for t in range(frames)]
 
 
@@ -265,7 +281,8 @@ def benchmark_video(seed: int, split: str, index: int, *, fmt: str, frames: int 
         raise LBDTError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")
     ss = np.random.SeedSequence([int(seed), SPLITS.index(split) if split in SPLITS else 99, int(index)])
     clip_seed, plan_seed = (int(s) for s in ss.generate_state(2))
-    clip = make_clip(clip_seed, frames=frames, size=size, speed=SPEED[fmt] * min(size))
+    absent = {3: range(frames // 3)} if fmt == "mevis" else None  # the last single: absent at first
+    clip = make_clip(clip_seed, frames=frames, size=size, speed=SPEED[fmt] * min(size), absent=absent)
     rng = np.random.default_rng(plan_seed)
     # annotated frames at least k frames in (the motion cue is complete) ...
     pool = np.arange(min(FRAME_GAP[fmt], frames - 1), frames)
@@ -280,6 +297,8 @@ def benchmark_video(seed: int, split: str, index: int, *, fmt: str, frames: int 
         pair = [i for i, o in enumerate(clip.objects) if o.sentence_type == "motion"]
         single = [i for i, o in enumerate(clip.objects) if o.sentence_type == "appearance"]
         targets = [int(rng.choice(pair if index % 2 == 0 else single))]
+    if fmt in SPLIT_DIRS:  # whole videos are scored: every frame is annotated
+        chosen = set(range(frames))
     return SynthVideo(video_id(split, index), split, clip, frame_names(fmt, frames), sorted(chosen), targets)
 
 
@@ -326,6 +345,82 @@ def _records(v: SynthVideo, object_ids: Sequence[str], size: tuple[int, int]) ->
             for t in v.annotated for o in v.targets]
 
 
+def _save_frames_and_index(part: Path, v: SynthVideo, palette: list[int] | None) -> None:
+    """`part/JPEGImages/<video>/<frame>.jpg` and, with a palette, `part/Annotations/<video>/<frame>.png`
+    (palette PNG, pixel = object index + 1)."""
+    clip = v.clip
+    img_dir = part / "JPEGImages" / v.video_id
+    img_dir.mkdir(parents=True)
+    if palette is not None:
+        (part / "Annotations" / v.video_id).mkdir(parents=True)
+    for t, name in enumerate(v.frame_names):
+        _save_image(clip.frames[t], img_dir / f"{name}.jpg", quality=92)
+        if palette is None:
+            continue
+        index = np.zeros(clip.frames.shape[1:3], dtype=np.uint8)
+        for o in range(len(clip.objects)):
+            index[clip.masks[o, t]] = o + 1
+        im = Image.fromarray(index, mode="P")
+        im.putpalette(palette)
+        im.save(part / "Annotations" / v.video_id / f"{name}.png")
+
+
+def sentence_variants(o: SynthObject) -> list[str]:
+    """Every sentence the templates of `o`'s type give for it, starting with its own sentence."""
+    templates = MOTION_TEMPLATES[o.motion] if o.sentence_type == "motion" else APPEARANCE_TEMPLATES
+    variants = [t.format(colour=o.colour, shape=o.shape, size=o.size) for t in templates]
+    k = variants.index(o.sentence)
+    return variants[k:] + variants[:k]
+
+
+def _expressions(fmt: str, v: SynthVideo, anno_ids: list[str]) -> dict[str, dict]:
+    """The video's meta_expressions entries: davis one per (object, group); mevis one per object, the motion
+    pair's union and one no-target expression (anno_ids: one per object)."""
+    objects = v.clip.objects
+    exps: dict[str, dict] = {}
+    if fmt == "davis":
+        for o, ob in enumerate(objects):
+            variants = sentence_variants(ob)
+            for g, group in enumerate(GROUPS):
+                exps[str(len(exps))] = {"exp": variants[g % len(variants)], "obj_id": str(o + 1), "group": group}
+        return exps
+    for o, ob in enumerate(objects):
+        exps[str(len(exps))] = {"exp": ob.sentence, "obj_id": [o], "anno_id": [int(anno_ids[o])], "type": ob.sentence_type}
+    a, b = (o for o, ob in enumerate(objects) if ob.sentence_type == "motion")
+    exps[str(len(exps))] = {"exp": UNION_TEMPLATE.format(first=objects[a].sentence, second=objects[b].sentence),
+                            "obj_id": [a, b],
+                            "anno_id": [int(anno_ids[a]), int(anno_ids[b])], "type": "union"}
+    looks = {(ob.shape, ob.colour) for ob in objects}
+    shape, colour = next((sh, c) for c in COLOURS for sh in SHAPES if (sh, c) not in looks)
+    exps[str(len(exps))] = {"exp": APPEARANCE_TEMPLATES[0].format(size="big", colour=colour, shape=shape),
+                            "obj_id": [], "anno_id": [], "type": "no-target"}
+    return exps
+
+
+def _write_expression_video(root: Path, fmt: str, v: SynthVideo, palette: list[int], meta: dict, masks: dict) -> int:
+    """Write one davis / mevis video into its split folder, add its meta (and mask_dict) entries; its sample count."""
+    from pycocotools import mask as mask_utils
+
+    folder = SPLIT_DIRS[fmt][v.split]
+    _save_frames_and_index(root / folder, v, palette if fmt == "davis" else None)
+    anno_ids = []
+    if fmt == "mevis":
+        split_masks = masks.setdefault(folder, {})
+        for o in range(len(v.clip.objects)):
+            anno = str(len(split_masks))
+            anno_ids.append(anno)
+            rles = []
+            for t in range(len(v.frame_names)):
+                m = v.clip.masks[o, t]
+                rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) if m.any() else None
+                rles.append(None if rle is None else {"size": [int(x) for x in rle["size"]],
+                                                      "counts": rle["counts"].decode("ascii")})
+            split_masks[anno] = rles
+    exps = _expressions(fmt, v, anno_ids)
+    meta.setdefault(folder, {})[v.video_id] = {"frames": v.frame_names, "expressions": exps}
+    return len(exps) * len(v.frame_names)
+
+
 def _write_video(root: Path, fmt: str, v: SynthVideo, palette: list[int]) -> list[ReferRecord]:
     """Write one video's frames and masks; return its list records."""
     clip, size = v.clip, tuple(v.clip.frames.shape[1:3])
@@ -351,17 +446,7 @@ def _write_video(root: Path, fmt: str, v: SynthVideo, palette: list[int]) -> lis
         _save_mat(mask_dir / "puppet_mask.mat", {"part_mask": clip.masks[target].transpose(1, 2, 0).astype(np.uint8)})
         return _records(v, [str(i) for i in range(len(clip.objects))], size)
     part = root / ("train" if v.split == "train" else "val")
-    img_dir, ann_dir = part / "JPEGImages" / v.video_id, part / "Annotations" / v.video_id
-    img_dir.mkdir(parents=True)
-    ann_dir.mkdir(parents=True)
-    for t, name in enumerate(v.frame_names):
-        _save_image(clip.frames[t], img_dir / f"{name}.jpg", quality=92)
-        index = np.zeros(size, dtype=np.uint8)
-        for o in range(len(clip.objects)):
-            index[clip.masks[o, t]] = o + 1
-        im = Image.fromarray(index, mode="P")
-        im.putpalette(palette)
-        im.save(ann_dir / f"{name}.png")
+    _save_frames_and_index(part, v, palette)
     return _records(v, [str(o + 1) for o in range(len(clip.objects))], size)
 
 
@@ -388,10 +473,16 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
     palette = _palette()
     lists: dict[str, list[ReferRecord]] = {s: [] for s in SPLITS}
     entries, meta = [], {}
-    todo = [(s, i) for s, n in zip(SPLITS, videos) for i in range(n)]
+    todo = [(s, i) for s, n in zip(SPLITS, videos) for i in range(n) if s in SPLIT_DIRS.get(fmt, SPLITS)]
+    masks: dict[str, dict] = {}  # mevis: split folder -> mask_dict
+    counts: dict[str, int] = {}  # davis / mevis: split folder -> samples
     for split, i in tqdm(todo, desc=f"synth {fmt}", unit="video", disable=not progress):
         v = benchmark_video(seed, split, i, fmt=fmt, frames=frames, size=size, annotated=annotated)
-        lists[split] += _write_video(tmp, fmt, v, palette)
+        if fmt in SPLIT_DIRS:
+            folder = SPLIT_DIRS[fmt][split]
+            counts[folder] = counts.get(folder, 0) + _write_expression_video(tmp, fmt, v, palette, meta, masks)
+        else:
+            lists[split] += _write_video(tmp, fmt, v, palette)
         objs = [{"id": rec_id, **{k: val for k, val in asdict(o).items() if k in
                                   ("shape", "colour", "size", "motion", "sentence", "sentence_type")}}
                 for rec_id, o in zip(_object_ids(fmt, len(v.clip.objects)), v.clip.objects)]
@@ -409,6 +500,13 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
                  for f in m["frames"] for eid, e in m["expressions"].items()]
         write_list(tmp / "valid_new_pure.txt", valid, "hash5")
         (tmp / "meta_expressions.json").write_text(json.dumps({"videos": meta}, indent=1) + "\n", encoding="utf-8")
+    elif fmt in SPLIT_DIRS:
+        for split, folder in SPLIT_DIRS[fmt].items():
+            (tmp / folder).mkdir(exist_ok=True)
+            (tmp / folder / "meta_expressions.json").write_text(
+                json.dumps({"videos": meta.get(folder, {})}, indent=1) + "\n", encoding="utf-8")
+            if fmt == "mevis" and split != "test":
+                (tmp / folder / "mask_dict.json").write_text(json.dumps(masks.get(folder, {})) + "\n", encoding="utf-8")
     else:
         for split in SPLITS:
             write_list(tmp / f"{split}.txt", lists[split], "comma6")
@@ -416,9 +514,14 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
     with open(tmp / WORD_VECTORS, "w", encoding="utf-8") as f:
         f.writelines(word + " " + " ".join(f"{x:.6f}" for x in vec) + "\n"
                      for word, vec in zip(table.words, table.vectors))
+    if fmt in SPLIT_DIRS:  # keyed by the split folders written
+        n_videos = {folder: int(n) for s, n in zip(SPLITS, videos) for k, folder in SPLIT_DIRS[fmt].items() if k == s}
+        samples = {folder: counts.get(folder, 0) for folder in SPLIT_DIRS[fmt].values()}
+    else:
+        n_videos = dict(zip(SPLITS, (int(n) for n in videos)))
+        samples = {s: len(lists[s]) for s in SPLITS}
     summary = {"format": fmt, "seed": int(seed), "frames": int(frames), "size": [int(size[0]), int(size[1])],
-               "videos": dict(zip(SPLITS, (int(n) for n in videos))), "frame_gap": FRAME_GAP[fmt],
-               "samples": {s: len(lists[s]) for s in SPLITS}, "word_vectors": WORD_VECTORS}
+               "videos": n_videos, "frame_gap": FRAME_GAP[fmt], "samples": samples, "word_vectors": WORD_VECTORS}
     (tmp / "benchmark.json").write_text(json.dumps({**summary, "video_list": entries}, indent=1) + "\n",
                                         encoding="utf-8")
     if out.exists():
@@ -434,7 +537,7 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
 
 
 def _object_ids(fmt: str, n: int) -> list[str]:
-    return [str(o + 1) for o in range(n)] if fmt == "ytvos" else [str(o) for o in range(n)]
+    return [str(o + 1) for o in range(n)] if fmt in ("ytvos", "davis") else [str(o) for o in range(n)]
 
 
 def read_summary(root: str | os.PathLike) -> Optional[dict]:

@@ -19,7 +19,7 @@ PROTOCOL_DESCRIPTIONS = {
     "native": "prediction bilinearly upsampled to the original size, then > threshold; "
               "ground truth = the original-resolution mask",
 }
-DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native"}
+DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native", "davis": "native", "mevis": "native"}
 
 
 def evaluate(
@@ -30,7 +30,9 @@ def evaluate(
     frame_gap: int | None = None, limit: int | None = None, progress: bool = True,
 ) -> dict:
     """Evaluate `checkpoint` (ours, an official LBDT checkpoint, a shipped name or a URL: `load_pretrained`)
-    on list `split` of dataset `root` laid out in format `dataset` (a2d | jhmdb | ytvos).
+    on list `split` of dataset `root` laid out in format `dataset` (a2d | jhmdb | ytvos | davis | mevis).
+    davis and mevis are scored only with their benchmark's protocol (lbdt.evaluation.davis / .mevis), and
+    MeViS `valid` (no ground truth) writes the MeViS server zip.
 
     protocol: "lbdt" | "native" (default: lbdt for a2d/jhmdb, native for ytvos). Metrics need ground truth;
     a split without it (Ref-YTVOS `valid`) only produces masks and, in `output_dir`, `submission.zip`.
@@ -44,7 +46,12 @@ def evaluate(
     from lbdt.data.build import HOLDOUT, build_dataset, build_source
     from lbdt.data.text import resolve_word_vectors
     from lbdt.evaluation.evaluators import METRIC_LABELS, JFEvaluator, ReferSegEvaluator
-    from lbdt.evaluation.writers import PngMaskWriter, YTVOSSubmissionWriter, save_metrics_json
+    from lbdt.evaluation.writers import (
+        MeViSSubmissionWriter,
+        PngMaskWriter,
+        YTVOSSubmissionWriter,
+        save_metrics_json,
+    )
     from lbdt.pretrained import load_pretrained
     from lbdt.runtime import announce, resolve_device, resolve_precision
 
@@ -70,7 +77,16 @@ def evaluate(
         raise LBDTError(f"{root}: split {split!r} has no samples")
 
     evaluators = {}
-    if has_gt:
+    benchmark = None  # davis / mevis: their protocol's evaluator only (lbdt.evaluation.davis / .mevis)
+    if has_gt and dataset == "davis":
+        from lbdt.evaluation import davis as benchmark
+
+        evaluators["jf"] = benchmark.RefDAVISEvaluator(source, split, threshold=threshold)
+    elif has_gt and dataset == "mevis":
+        from lbdt.evaluation import mevis as benchmark
+
+        evaluators["jf"] = benchmark.MeViSEvaluator(no_target=source.no_target_keys(split))
+    elif has_gt:
         evaluators["metrics"] = ReferSegEvaluator(strict=strict_precision, coco=coco)
         if jf if jf is not None else dataset == "ytvos":
             evaluators["jf"] = JFEvaluator()
@@ -79,22 +95,27 @@ def evaluate(
     if out is not None and save_masks:
         sinks.append(PngMaskWriter(root=out / "masks"))
     submission = None
-    if out is not None and dataset == "ytvos" and not has_gt:
-        submission = YTVOSSubmissionWriter(zip_path=out / "submission.zip")
+    if out is not None and dataset in ("ytvos", "mevis") and not has_gt:
+        writer = MeViSSubmissionWriter if dataset == "mevis" else YTVOSSubmissionWriter
+        submission = writer(zip_path=out / "submission.zip")
         sinks.append(submission)
 
     announce(prec, dev)
     results = run_on_dataset(runnable.model, data, evaluators=evaluators, sinks=sinks, protocol=protocol,
                              threshold=threshold, device=dev, precision=prec, batch_size=batch_size,
-                             num_workers=num_workers, progress=progress, desc=f"evaluate {dataset}/{split}")
+                             num_workers=num_workers, keep_prob=dataset == "davis" and has_gt, progress=progress,
+                             desc=f"evaluate {dataset}/{split}")
     report: dict = {
         "checkpoint": str(checkpoint), "model": runnable.describe(), "dataset": dataset, "root": str(root),
         "split": split, "N": results["N"], "protocol": protocol, "protocol_description": PROTOCOL_DESCRIPTIONS[protocol],
         "threshold": threshold, "input_size": list(size), "device": str(dev), **prec.as_dict(),
     }
     report.update({name: results[name] for name in evaluators})
-    report["labels"] = {k: v for k, v in METRIC_LABELS.items()
-                        if k in report.get("metrics", {}) or k in report.get("jf", {})}
+    if benchmark is not None:
+        report["benchmark_protocol"] = benchmark.PROTOCOL
+    labels = {**METRIC_LABELS, **getattr(benchmark, "LABELS", {})}
+    used = _keys(report.get("metrics", {})) | _keys(report.get("jf", {}))
+    report["labels"] = {k: v for k, v in labels.items() if k in used}
     outputs = {}
     if out is not None:
         if save_masks:
@@ -105,6 +126,13 @@ def evaluate(
         report["outputs"] = outputs
         save_metrics_json(out / "metrics.json", report)
     return report
+
+
+def _keys(node) -> set[str]:
+    """Every key of a nested dict, at any depth."""
+    if not isinstance(node, dict):
+        return set()
+    return set(node) | {k for v in node.values() for k in _keys(v)}
 
 
 def format_report(report: dict) -> str:
@@ -127,6 +155,8 @@ def format_report(report: dict) -> str:
             cells = "".join(f"  {sub[c]:>11}" if c == "N" else f"  {sub[c]:>11.4f}" for c in cols)
             parts.append(f"{kind:<{width}}{cells}")
     if "jf" in report:
+        if "benchmark_protocol" in report:
+            parts.append(report["benchmark_protocol"])
         parts.append(format_metrics_table(report["jf"], labels=report["labels"]))
     if "metrics" not in report and "jf" not in report:
         parts.append("no ground truth in this split: predictions only")

@@ -1,9 +1,10 @@
-"""Check a Ref-YouTube-VOS submission zip against `meta_expressions.json` before uploading it.
+"""Check a Ref-YouTube-VOS or MeViS submission zip against `meta_expressions.json` before uploading it.
 
-The server expects `Annotations/<video>/<exp_id>/<frame>.png` for every video, expression and
+The Ref-YouTube-VOS server expects `Annotations/<video>/<exp_id>/<frame>.png` for every video, expression and
 frame listed in the valid `meta_expressions.json` ("videos" → video → "expressions" → exp_id, and
-"frames"), minus the videos of the test `meta_expressions.json` when both are given (spec §3.3):
-single-channel 8-bit PNGs with values 0 and 255 at the original frame size.
+"frames"), minus the videos of the test `meta_expressions.json` when both are given (spec §3.3); the MeViS
+server expects the same files with the video folders at the zip's top level (`<video>/<exp_id>/<frame>.png`).
+Both: single-channel 8-bit PNGs with values 0 and 255 at the original frame size.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 from lbdt.errors import LBDTError
 
 PathLike = Union[str, "os.PathLike[str]"]
-TOP = "Annotations"
+TOP = {"ytvos": "Annotations/", "mevis": ""}  # format -> folder above the video folders
 
 
 def _read_meta(path: PathLike) -> dict:
@@ -42,8 +43,11 @@ def _read_meta(path: PathLike) -> dict:
     return videos
 
 
-def expected_entries(meta_json_path: PathLike, test_meta_json_path: PathLike | None = None) -> dict[str, str]:
-    """Zip entry name → video id for every PNG the server expects."""
+def expected_entries(meta_json_path: PathLike, test_meta_json_path: PathLike | None = None,
+                     fmt: str = "ytvos") -> dict[str, str]:
+    """Zip entry name → video id for every PNG the server of `fmt` (ytvos | mevis) expects."""
+    if fmt not in TOP:
+        raise LBDTError(f"unknown submission format {fmt!r}; expected one of {', '.join(TOP)}")
     videos = _read_meta(meta_json_path)
     skip = set(_read_meta(test_meta_json_path)) if test_meta_json_path else set()
     expected: dict[str, str] = {}
@@ -52,7 +56,7 @@ def expected_entries(meta_json_path: PathLike, test_meta_json_path: PathLike | N
             continue
         for exp_id in entry["expressions"]:
             for frame in entry["frames"]:
-                expected[f"{TOP}/{vid}/{exp_id}/{frame}.png"] = vid
+                expected[f"{TOP[fmt]}{vid}/{exp_id}/{frame}.png"] = vid
     return expected
 
 
@@ -91,7 +95,7 @@ def _check_png(data: bytes) -> tuple[str | None, tuple[int, int] | None]:
 
 def validate_submission(
     zip_path: PathLike, meta_json_path: PathLike, test_meta_json_path: PathLike | None = None,
-    images_root: PathLike | None = None,
+    images_root: PathLike | None = None, fmt: str = "ytvos",
 ) -> list[str]:
     """Every problem with a submission zip, one line each (empty list: ready to upload).
 
@@ -102,7 +106,7 @@ def validate_submission(
     zip_path = Path(zip_path)
     if not zip_path.is_file():
         raise LBDTError(f"{zip_path}: file not found")
-    expected = expected_entries(meta_json_path, test_meta_json_path)
+    expected = expected_entries(meta_json_path, test_meta_json_path, fmt)
     root = Path(images_root) if images_root else None
     problems: list[str] = []
     try:
@@ -116,7 +120,10 @@ def validate_submission(
         for info in files:
             name = info.filename
             if name not in expected:
-                where = "" if name.startswith(f"{TOP}/") else f" (the zip's top folder must be {TOP}/)"
+                if fmt == "ytvos":
+                    where = "" if name.startswith(TOP[fmt]) else f" (the zip's top folder must be {TOP[fmt]})"
+                else:
+                    where = " (the video folders must be at the zip's top level)" if name.startswith("Annotations/") else ""
                 problems.append(f"extra file: {name}{where}")
                 continue
             problem, size = _check_png(archive.read(info))

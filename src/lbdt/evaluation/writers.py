@@ -93,6 +93,8 @@ class YTVOSSubmissionWriter:
     Writing the same (video, expression, frame) twice raises `LBDTError`.
     """
 
+    TOP = "Annotations/"  # folder above the video folders inside the zip
+
     def __init__(self, *, zip_path: PathLike):
         self.zip_path = Path(zip_path)
         self.zip_path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,9 +103,9 @@ class YTVOSSubmissionWriter:
         self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
         self._names: set[str] = set()
 
-    @staticmethod
-    def entry_name(meta: SampleMeta) -> str:
-        return f"Annotations/{meta.video_id}/{group_id(meta)}/{meta.frame_id}.png"
+    @classmethod
+    def entry_name(cls, meta: SampleMeta) -> str:
+        return f"{cls.TOP}{meta.video_id}/{group_id(meta)}/{meta.frame_id}.png"
 
     def write(self, pred: Prediction) -> None:
         if self._zip is None:
@@ -132,6 +134,12 @@ class YTVOSSubmissionWriter:
             self._zip = None
         if os.path.exists(self._tmp):
             os.remove(self._tmp)
+
+
+class MeViSSubmissionWriter(YTVOSSubmissionWriter):
+    """Sink: the MeViS server zip, `<video>/<exp_id>/<frame>.png` with the video folders at the zip's top level."""
+
+    TOP = ""
 
 
 def _json_safe(value: Any) -> Any:

@@ -11,15 +11,18 @@ from typing import Any
 
 from lbdt.data.prepare.a2d import prepare_a2d
 from lbdt.data.prepare.common import PrepareSummary
+from lbdt.data.prepare.davis import prepare_davis
 from lbdt.data.prepare.jhmdb import prepare_jhmdb
+from lbdt.data.prepare.mevis import prepare_mevis
 from lbdt.data.prepare.ytvos import prepare_ytvos
 from lbdt.errors import LBDTError
 
-PREPARERS = {"a2d": prepare_a2d, "jhmdb": prepare_jhmdb, "ytvos": prepare_ytvos}
+PREPARERS = {"a2d": prepare_a2d, "jhmdb": prepare_jhmdb, "ytvos": prepare_ytvos, "davis": prepare_davis,
+             "mevis": prepare_mevis}
 
 
 def prepare_dataset(name: str, raw: str | Path, out: str | Path, **options: Any) -> PrepareSummary:
-    """Run the builder for dataset `name` ("a2d", "jhmdb" or "ytvos"); `options` are its keyword arguments."""
+    """Run the builder for dataset `name` (a key of `PREPARERS`); `options` are its keyword arguments."""
     if name not in PREPARERS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(PREPARERS)}")
     if not Path(raw).is_dir():
@@ -27,4 +30,5 @@ def prepare_dataset(name: str, raw: str | Path, out: str | Path, **options: Any)
     return PREPARERS[name](raw, out, **options)
 
 
-__all__ = ["PREPARERS", "PrepareSummary", "prepare_a2d", "prepare_dataset", "prepare_jhmdb", "prepare_ytvos"]
+__all__ = ["PREPARERS", "PrepareSummary", "prepare_a2d", "prepare_dataset", "prepare_davis", "prepare_jhmdb",
+           "prepare_mevis", "prepare_ytvos"]

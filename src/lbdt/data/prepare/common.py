@@ -39,6 +39,7 @@ class PrepareSummary:
     skipped: Counter = field(default_factory=Counter)  # reason -> count of skipped items
     reused: int = 0  # videos whose finished work was found and not redone
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # facts worth knowing that are not problems (e.g. renames)
 
     def skip(self, reason: str, n: int = 1) -> None:
         if n:
@@ -52,6 +53,7 @@ class PrepareSummary:
         for name, n in self.samples.items():
             lines.append(f"  {name}: {n} samples")
         lines.append(f"  reused finished videos from an earlier run: {self.reused}")
+        lines.extend(f"  note: {n}" for n in self.notes)
         if self.skipped:
             lines.append("  skipped:")
             lines.extend(f"    {n} × {reason}" for reason, n in sorted(self.skipped.items()))
