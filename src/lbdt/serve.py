@@ -296,7 +296,8 @@ def build_app(weights: str | os.PathLike = "synthetic-tiny", *, device: str = "c
                 progress=lambda done, total: progress((done, total) if total else None, desc="segmenting",
                                                       unit="frames"))
         except LBDTError as e:
-            raise gr.Error(str(e).replace(str(upload), Path(upload).name) if upload else str(e)) from None
+            raise gr.Error(str(e).replace(str(upload), Path(upload).name) if upload else str(e),
+                           print_exception=False) from None
         return (str(result.video), str(result.masks_zip), _plot_table(result, result.area, 100.0),
                 _plot_table(result, result.score, 1.0), _notes(result))
 
