@@ -13,7 +13,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media import write_mp4
 from PIL import Image
 
 from lbdt.cli import main
@@ -21,6 +20,7 @@ from lbdt.data.synth import make_clip
 from lbdt.errors import LBDTError
 from lbdt.predictor import VideoSegmenter
 from lbdt.serve import Limits, parse_sentences, segment_clip
+from media import write_mp4
 
 SIZE = (48, 64)  # source frames (H, W): small, and not the model's 96x128
 
@@ -54,7 +54,7 @@ def video_info(path: Path) -> tuple[int, int, int, str, str]:
 
 # ---------------------------------------------------------------- segment_clip (no Gradio)
 def test_segment_clip_equals_the_segmenter(segmenter, clip, tmp_path):
-    path, sentence, frames = clip
+    path, sentence, _ = clip
     other = "the small green square"
     result = segment_clip(segmenter, path, [sentence, other], out_dir=tmp_path)
     expected = list(segmenter.segment_many(path, [sentence, other]))

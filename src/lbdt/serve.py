@@ -97,9 +97,9 @@ def model_warnings(segmenter) -> list[str]:
 
     if segmenter.source in SHIPPED:
         words = len(segmenter.word_vectors) if segmenter.word_vectors is not None else 0
-        return [f"`{segmenter.source}` was trained on the synthetic benchmark only (coloured shapes on textured "
-                f"backgrounds, a {words}-word vocabulary): on real videos expect empty or meaningless masks. "
-                "Start `lbdt serve --weights CHECKPOINT` with real weights (docs/inference.md)."]
+        return [(f"`{segmenter.source}` was trained on the synthetic benchmark only (coloured shapes on textured "
+                 f"backgrounds, a {words}-word vocabulary): on real videos expect empty or meaningless masks. "
+                 "Start `lbdt serve --weights CHECKPOINT` with real weights (docs/inference.md).")]
     return []
 
 
@@ -157,21 +157,21 @@ def segment_clip(segmenter, video: str | os.PathLike, sentences: Sequence[str], 
     score: list[list[float]] = [[] for _ in sentences]
     frame_ids: list[str] = []
     size = (0, 0)
-    with VideoWriter(out / "overlay.mp4", fps=fps / stride) as writer, atomic_write(out / "masks.zip") as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as masks:  # PNGs are compressed already
-            for preds in stream:
-                image = preds[0].extras["frame"]
-                size = preds[0].meta.original_size
-                frame_ids.append(preds[0].meta.frame_id)
-                for j, pred in enumerate(preds):
-                    masks.writestr(f"{folders[j]}/{pred.meta.frame_id}.png", mask_png_bytes(pred.mask))
-                    area[j].append(float(pred.mask.mean()))
-                    score[j].append(pred.score)
-                    image = overlay(image, pred.mask, color=pick_color(j),
-                                    sentence=caption if j == len(preds) - 1 else "")
-                writer.write(image)
-                if progress is not None:
-                    progress(len(frame_ids), total)
+    with VideoWriter(out / "overlay.mp4", fps=fps / stride) as writer, atomic_write(out / "masks.zip") as tmp, \
+            zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as masks:  # PNGs are compressed already
+        for preds in stream:
+            image = preds[0].extras["frame"]
+            size = preds[0].meta.original_size
+            frame_ids.append(preds[0].meta.frame_id)
+            for j, pred in enumerate(preds):
+                masks.writestr(f"{folders[j]}/{pred.meta.frame_id}.png", mask_png_bytes(pred.mask))
+                area[j].append(float(pred.mask.mean()))
+                score[j].append(pred.score)
+                image = overlay(image, pred.mask, color=pick_color(j),
+                                sentence=caption if j == len(preds) - 1 else "")
+            writer.write(image)
+            if progress is not None:
+                progress(len(frame_ids), total)
     warnings = []
     for j, sentence in enumerate(sentences):
         unknown = unknown_words(job, sentence)
@@ -278,7 +278,7 @@ def build_app(weights: str | os.PathLike = "synthetic-tiny", *, device: str = "c
     example, example_sentences = write_example(segmenter, root / "examples")
     jobs = root / "jobs"
 
-    def run(upload, text, threshold, stride, progress=gr.Progress()):
+    def run(upload, text, threshold, stride, progress=gr.Progress()):  # noqa: B008 -- Gradio's idiom
         try:
             if not upload:
                 raise LBDTError("no video: upload one (mp4, webm, mov, gif) or pick the example below")
