@@ -355,7 +355,13 @@ def serve(weights: str | os.PathLike = "synthetic-tiny", *, host: str = "127.0.0
           device: str = "cpu", precision: str = "fp32", max_upload_mb: float = 50.0,
           max_seconds: float = 60.0) -> None:
     """`lbdt serve`: build the page for `weights` and serve it until interrupted (Ctrl+C)."""
+    import signal
+
+    def stop(signum, frame):  # SIGTERM ends the server like Ctrl+C, so the temporary folder is removed
+        raise KeyboardInterrupt
+
     limits = Limits(max_upload_mb=max_upload_mb, max_seconds=max_seconds)
+    signal.signal(signal.SIGTERM, stop)
     app = build_app(weights, device=device, precision=precision, limits=limits)
     try:
         url = app.start(host, port)
