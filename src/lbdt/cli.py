@@ -388,6 +388,26 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- serve (docs/serve.md)
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default="synthetic-tiny",
+                   help="shipped name, checkpoint path (ours or official), or https URL#sha256=HEX (default synthetic-tiny)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    _runtime_args(p)
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload in MB (default 50)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="longest accepted video in seconds (default 60)")
+
+
+@command("serve", "a local web page: upload a video, type sentences, get overlay video, masks and plots", _serve_args)
+def _serve(args: argparse.Namespace) -> int:
+    from lbdt.serve import serve
+
+    serve(args.weights, host=args.host, port=args.port, device=args.device, precision=args.precision,
+          max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lbdt", description="Referring video object segmentation with LBDT.")
     parser.add_argument("--version", action="version", version=f"lbdt {__version__}")

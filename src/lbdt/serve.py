@@ -1,0 +1,357 @@
+"""`lbdt serve`: a local web page (Gradio) where a video and a few sentences go in and the masks come out.
+
+Two layers:
+
+* `segment_clip(segmenter, video, sentences, out_dir=...)` is plain library code (no Gradio): it runs a
+  `VideoSegmenter` over the video (every `stride`-th frame) and writes one overlay video with every
+  sentence's mask in its own colour (H.264 / yuv420p through `lbdt.visualize.VideoWriter`, so browsers
+  play it) and a zip of per-frame 0/255 mask PNGs (`<NN>_<sentence>/<frame>.png`, as `lbdt predict`
+  names its folders); it returns the per-frame mask area and score of each sentence and the warnings
+  (unknown words, empty masks).
+* `build_app(weights, ...)` wraps it in a Gradio page; `ServeApp.start()` launches it and `serve()` is
+  `lbdt serve`.
+
+Safety: the server binds to 127.0.0.1 unless told otherwise; Gradio's upload folder, its examples cache
+and every output live in the app's own temporary folder, the only place files are served from
+(`allowed_paths` is that folder and nothing else; `GRADIO_TEMP_DIR` points into it); uploads over
+`max_upload_mb` are refused by Gradio before they are stored; one job runs at a time (queue,
+concurrency 1). Gradio's analytics are switched off and the page uses system fonts, so nothing is
+fetched from the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lbdt.errors import LBDTError
+
+UPLOAD_TYPES = (".mp4", ".webm", ".mov", ".gif")
+INSTALL_HINT = "lbdt serve needs Gradio: pip install 'lbdt[serve]'"
+EXAMPLE_SEED = 5  # the bundled synthetic example clip (drawn with lbdt.data.synth at start-up)
+EXAMPLE_FRAMES = 20
+EXAMPLE_FPS = 8.0
+EXAMPLE_SCALE = 2  # the example clip is written at 2x the model size (nearest), so its caption is legible
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one job may ask for."""
+
+    max_upload_mb: float = 50.0  # largest accepted upload (Gradio refuses bigger files before storing them)
+    max_seconds: float = 60.0  # longest accepted video (frames / fps)
+
+    def __post_init__(self) -> None:
+        if not (self.max_upload_mb > 0 and self.max_seconds > 0):
+            raise LBDTError(f"limits must be positive: --max-upload-mb {self.max_upload_mb}, "
+                            f"--max-seconds {self.max_seconds}")
+
+
+@dataclass
+class ClipResult:
+    """What `segment_clip` wrote and measured."""
+
+    video: Path  # overlay mp4 (H.264, yuv420p), every sentence's mask in `pick_color(j)`
+    masks_zip: Path  # <NN>_<sentence>/<frame>.png, 0/255, original size
+    sentences: list[str]
+    frame_ids: list[str]  # the segmented frames (every stride-th frame of the video)
+    fps: float  # of the overlay video: the source fps / stride
+    size: tuple[int, int]  # (H0, W0) of the frames
+    area: list[list[float]]  # [sentence][frame] foreground fraction of the mask
+    score: list[list[float]]  # [sentence][frame] mean probability inside the mask (0 when empty)
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_sentences(text: str) -> list[str]:
+    """One sentence per non-blank line; an error when there is none."""
+    sentences = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not sentences:
+        raise LBDTError("no sentence: type one sentence per line describing the object to segment")
+    return sentences
+
+
+def model_warnings(segmenter) -> list[str]:
+    """Warnings about the weights themselves, from their model card's notice (shown once, at the top of the page)."""
+    notice = segmenter.runnable.card.get("notice")
+    return [" ".join(str(notice).split())] if notice else []
+
+
+def segment_clip(segmenter, video: str | os.PathLike, sentences: Sequence[str], *, out_dir: str | os.PathLike,
+                 threshold: float | None = None, stride: int = 1, max_seconds: float | None = None,
+                 progress: Callable[[int, int | None], None] | None = None) -> ClipResult:
+    """Segment every `stride`-th frame of `video` once per sentence with `segmenter` (a `VideoSegmenter`,
+    left unchanged) and write `out_dir/overlay.mp4` and `out_dir/masks.zip` (both atomically).
+
+    With a stride s the reference frame stays about k *source* frames back: the segmenter's gap k becomes
+    round(k / s) strided frames (at least 1 when k > 0). `max_seconds` bounds the video's duration
+    (checked before decoding when the container gives its frame count, else while decoding).
+    `progress(done, total)` is called after every frame (total None when unknown).
+    """
+    from lbdt.atomic import atomic_write
+    from lbdt.data.video import VideoFrame, VideoReader, open_video
+    from lbdt.evaluation.writers import mask_png_bytes
+    from lbdt.predictor import _slug
+    from lbdt.visualize import VideoWriter, overlay, pick_color
+
+    sentences = list(sentences)
+    if not sentences:
+        raise LBDTError("no sentence: type one sentence per line describing the object to segment")
+    if int(stride) != stride or stride < 1:
+        raise LBDTError(f"frame stride must be a whole number >= 1, got {stride}")
+    stride = int(stride)
+    job = copy.copy(segmenter)  # per-job threshold and gap; the model is shared
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise LBDTError(f"threshold must be in [0, 1], got {threshold}")
+        job.threshold = float(threshold)
+    if segmenter.frame_gap > 0:
+        job.frame_gap = max(1, round(segmenter.frame_gap / stride))
+    source = open_video(video)
+    name = Path(video).name
+    fps = source.fps or 25.0
+    if max_seconds is not None and source.num_frames and source.num_frames / fps > max_seconds:
+        raise LBDTError(f"{name}: {source.num_frames / fps:.1f} s long, over the {max_seconds:g} s limit")
+    total = math.ceil(source.num_frames / stride) if source.num_frames else None
+
+    def strided():  # renumbered 0, 1, 2, ... (the segmenter's t - k counts kept frames); source frame ids kept
+        for frame in source:
+            if max_seconds is not None and frame.index / fps >= max_seconds:
+                raise LBDTError(f"{name}: longer than the {max_seconds:g} s limit")
+            if frame.index % stride == 0:
+                yield VideoFrame(frame.index // stride, frame.frame_id, frame.image)
+
+    reader = VideoReader(name=source.name, frames=strided, fps=fps / stride, num_frames=total, reiterable=True)
+    stream = job.segment_many(reader, sentences, return_frames=True)  # sentence errors before any decoding
+
+    out = Path(out_dir)
+    folders = [f"{j:02d}_{_slug(s) or 'sentence'}" for j, s in enumerate(sentences)]
+    caption = sentences[0] if len(sentences) == 1 else "  ".join(f"[{j + 1}] {s}" for j, s in enumerate(sentences))
+    area: list[list[float]] = [[] for _ in sentences]
+    score: list[list[float]] = [[] for _ in sentences]
+    frame_ids: list[str] = []
+    size = (0, 0)
+    with VideoWriter(out / "overlay.mp4", fps=fps / stride) as writer, atomic_write(out / "masks.zip") as tmp, \
+            zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as masks:  # PNGs are compressed already
+        for preds in stream:
+            image = preds[0].extras["frame"]
+            size = preds[0].meta.original_size
+            frame_ids.append(preds[0].meta.frame_id)
+            for j, pred in enumerate(preds):
+                masks.writestr(f"{folders[j]}/{pred.meta.frame_id}.png", mask_png_bytes(pred.mask))
+                area[j].append(float(pred.mask.mean()))
+                score[j].append(pred.score)
+                image = overlay(image, pred.mask, color=pick_color(j),
+                                sentence=caption if j == len(preds) - 1 else "")
+            writer.write(image)
+            if progress is not None:
+                progress(len(frame_ids), total)
+    warnings = []
+    for j, sentence in enumerate(sentences):
+        unknown = job.word_vectors.coverage(sentence, max_len=job.max_words).unknown
+        if unknown:
+            warnings.append(f"sentence {j + 1}: the model does not know {', '.join(repr(w) for w in unknown)} "
+                            "(read as zero vectors)")
+        if not any(area[j]):
+            warnings.append(f"sentence {j + 1}: the mask is empty on every frame")
+    return ClipResult(video=out / "overlay.mp4", masks_zip=out / "masks.zip", sentences=sentences,
+                      frame_ids=frame_ids, fps=fps / stride, size=tuple(size), area=area, score=score,
+                      warnings=warnings)
+
+
+def write_example(segmenter, folder: str | os.PathLike) -> tuple[Path, list[str]]:
+    """The bundled example: a synthetic clip (`lbdt.data.synth.make_clip`, seed `EXAMPLE_SEED`) at the model's
+    size and training speed, written as H.264 mp4 under `folder`; returns its path and two of its sentences
+    (a motion-dependent one and an appearance one)."""
+    from lbdt.data.synth import SPEED, make_clip
+    from lbdt.visualize import VideoWriter
+
+    size = segmenter.size
+    speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)
+    clip = make_clip(EXAMPLE_SEED, frames=EXAMPLE_FRAMES, size=size, speed=speed)
+    path = Path(folder) / "synthetic-example.mp4"
+    with VideoWriter(path, fps=EXAMPLE_FPS) as writer:
+        for frame in clip.frames:
+            writer.write(np.repeat(np.repeat(frame, EXAMPLE_SCALE, axis=0), EXAMPLE_SCALE, axis=1))
+    motion = next(o.sentence for o in clip.objects if o.sentence_type == "motion" and o.motion != "still")
+    appearance = next(o.sentence for o in clip.objects if o.sentence_type == "appearance")
+    return path, [motion, appearance]
+
+
+def describe(segmenter) -> str:
+    """Markdown: what the weights are and how they run (the page's model card)."""
+    info = segmenter.runnable
+    rows = [("weights", f"`{segmenter.source}`"), ("format", info.kind), ("network", info.variant),
+            ("dataset format", info.dataset or "unknown")]
+    if info.card.get("title"):
+        rows.append(("model card", str(info.card["title"])))
+    words = f"{len(segmenter.word_vectors):,} words" if segmenter.word_vectors is not None else "none"
+    rows += [("input size (H×W)", f"{segmenter.size[0]}×{segmenter.size[1]}"),
+             ("reference frame", f"t − {segmenter.frame_gap}"),
+             ("sentence length", f"{segmenter.max_words} tokens"),
+             ("word table", words),
+             ("device", str(segmenter.device)),
+             ("precision", f"{segmenter.precision.name} ({segmenter.precision.reason})")]
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+# ---------------------------------------------------------------- the Gradio page
+@dataclass
+class ServeApp:
+    """A built page: `start()` serves it, `close()` stops it and removes its temporary folder."""
+
+    blocks: Any  # gradio.Blocks
+    workdir: Path  # the app's own temporary folder: uploads, examples, outputs
+    limits: Limits
+    segmenter: Any  # VideoSegmenter
+    url: str = ""
+    _owns_workdir: bool = False
+
+    def start(self, host: str = "127.0.0.1", port: int = 7860) -> str:
+        """Launch the server in a background thread; returns its URL."""
+        import gradio as gr
+
+        self.blocks.launch(
+            server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, share=False,
+            show_error=True, ssr_mode=False, mcp_server=False, footer_links=[], enable_monitoring=False,
+            max_file_size=int(self.limits.max_upload_mb * 1024 * 1024), allowed_paths=[str(self.workdir)],
+            theme=gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                                    font_mono=["ui-monospace", "monospace"]))
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
+        return self.url
+
+    def close(self) -> None:
+        self.blocks.close()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _require_gradio():
+    try:
+        import gradio
+    except ImportError:
+        raise LBDTError(INSTALL_HINT) from None
+    return gradio
+
+
+def build_app(weights: str | os.PathLike = "synthetic-tiny", *, device: str = "auto", precision: str = "auto",
+              limits: Limits | None = None, workdir: str | os.PathLike | None = None) -> ServeApp:
+    """Load `weights` once and build the page. `workdir`: the app's temporary folder (a fresh one under the
+    system temp folder by default, removed by `close()`). Sets `GRADIO_TEMP_DIR` (uploads) and
+    `GRADIO_EXAMPLES_CACHE` inside it, and `GRADIO_ANALYTICS_ENABLED=False`, for this process."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    gr = _require_gradio()
+    from lbdt.predictor import VideoSegmenter
+
+    limits = limits or Limits()
+    owns = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="lbdt-serve-") if owns else workdir).resolve()
+    os.environ["GRADIO_TEMP_DIR"] = str(root / "uploads")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(root / "examples-cache")
+    segmenter = VideoSegmenter(weights, device=device, precision=precision)
+    example, example_sentences = write_example(segmenter, root / "examples")
+    jobs = root / "jobs"
+
+    def run(upload, text, threshold, stride, progress=gr.Progress()):  # noqa: B008 -- Gradio's idiom
+        try:
+            if not upload:
+                raise LBDTError("no video: upload one (mp4, webm, mov, gif) or pick the example below")
+            path = Path(upload)
+            if path.suffix.lower() not in UPLOAD_TYPES:
+                raise LBDTError(f"{path.name}: unsupported file type {path.suffix or '(none)'!r} "
+                                f"(expected {', '.join(t[1:] for t in UPLOAD_TYPES)})")
+            sentences = parse_sentences(text)
+            shutil.rmtree(jobs, ignore_errors=True)  # the last job's files were copied to Gradio's cache
+            jobs.mkdir(parents=True)
+            progress(0, desc="reading the video")
+            result = segment_clip(
+                segmenter, path, sentences, out_dir=tempfile.mkdtemp(dir=jobs),
+                threshold=float(threshold), stride=int(stride), max_seconds=limits.max_seconds,
+                progress=lambda done, total: progress((done, total) if total else None, desc="segmenting",
+                                                      unit="frames"))
+        except LBDTError as e:
+            raise gr.Error(str(e).replace(str(upload), Path(upload).name) if upload else str(e),
+                           print_exception=False) from None
+        return (str(result.video), str(result.masks_zip), _plot_table(result, result.area, 100.0),
+                _plot_table(result, result.score, 1.0), _notes(result))
+
+    with gr.Blocks(title="lbdt serve", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
+        gr.Markdown("# lbdt: segment what a sentence refers to in a video\n"
+                    "Upload a short video (or pick the synthetic example), type one sentence per line, press "
+                    "**Segment**. Each sentence's mask is drawn in its own colour.")
+        with gr.Accordion("Model", open=False):
+            gr.Markdown(describe(segmenter), elem_id="model-card")
+        for warning in model_warnings(segmenter):
+            gr.Markdown(f"**Note:** {warning}", elem_id="model-warning")
+        with gr.Row():
+            with gr.Column():
+                upload = gr.File(label=f"Video ({', '.join(t[1:] for t in UPLOAD_TYPES)}; at most "
+                                 f"{limits.max_upload_mb:g} MB and {limits.max_seconds:g} s)",
+                                 file_types=list(UPLOAD_TYPES), elem_id="video-in")
+                text = gr.Textbox(label="Sentences (one per line)", lines=3, elem_id="sentences",
+                                  placeholder=example_sentences[0])
+                threshold = gr.Slider(0.05, 0.95, value=segmenter.threshold, step=0.05, label="Mask threshold")
+                stride = gr.Slider(1, 10, value=1, step=1, label="Frame stride (segment every n-th frame)")
+                button = gr.Button("Segment", variant="primary", elem_id="run")
+                gr.Examples([[str(example), "\n".join(example_sentences)]], inputs=[upload, text],
+                            label="Synthetic example (drawn at start-up)")
+            with gr.Column():
+                video = gr.Video(label="Overlay", elem_id="overlay", autoplay=True, loop=True, interactive=False)
+                masks = gr.File(label="Masks (zip of per-frame PNGs)", elem_id="masks")
+                notes = gr.Markdown(elem_id="notes")
+                area = gr.LinePlot(x="frame", y="value", color="sentence", title="Mask area (% of the frame)",
+                                   y_title="% of the frame", elem_id="area")
+                score = gr.LinePlot(x="frame", y="value", color="sentence", title="Mask score (mean probability)",
+                                    y_title="score", y_lim=[0, 1], elem_id="score")
+        button.click(run, [upload, text, threshold, stride], [video, masks, area, score, notes],
+                     api_name="segment", concurrency_limit=1)
+    blocks.queue(default_concurrency_limit=1, max_size=16)
+    return ServeApp(blocks=blocks, workdir=root, limits=limits, segmenter=segmenter, _owns_workdir=owns)
+
+
+def _plot_table(result: ClipResult, values: list[list[float]], scale: float):
+    """A long-format table (frame, value, sentence) for `gr.LinePlot`."""
+    import pandas as pd
+
+    rows = [{"frame": t, "value": v * scale, "sentence": f"[{j + 1}] {s}"}
+            for j, s in enumerate(result.sentences) for t, v in enumerate(values[j])]
+    return pd.DataFrame(rows)
+
+
+def _notes(result: ClipResult) -> str:
+    h, w = result.size
+    lines = [f"{len(result.frame_ids)} frames at {w}×{h}, {result.fps:g} fps."]
+    lines += [f"**Warning:** {w_}" for w_ in result.warnings]
+    return "\n\n".join(lines)
+
+
+def serve(weights: str | os.PathLike = "synthetic-tiny", *, host: str = "127.0.0.1", port: int = 7860,
+          device: str = "auto", precision: str = "auto", max_upload_mb: float = 50.0,
+          max_seconds: float = 60.0) -> None:
+    """`lbdt serve`: build the page for `weights` and serve it until interrupted (Ctrl+C)."""
+    import signal
+
+    def stop(signum, frame):  # SIGTERM ends the server like Ctrl+C, so the temporary folder is removed
+        raise KeyboardInterrupt
+
+    limits = Limits(max_upload_mb=max_upload_mb, max_seconds=max_seconds)
+    signal.signal(signal.SIGTERM, stop)
+    app = build_app(weights, device=device, precision=precision, limits=limits)
+    try:
+        url = app.start(host, port)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"lbdt serve: listening on {host}: anyone who can reach this machine can use the page")
+        print(f"lbdt serve: {app.segmenter.source} on {app.segmenter.device} ({app.segmenter.precision}) at {url} "
+              "(Ctrl+C to stop)", flush=True)
+        app.blocks.block_thread()
+    finally:
+        app.close()

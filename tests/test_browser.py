@@ -1,0 +1,145 @@
+"""`lbdt serve` in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright through
+`executable_path`; no browser download) uploads a clip, types a sentence, runs it and finds the overlay video
+playing; an upload over the limit and an unreadable file each show one message on the page. Every request
+the page makes must go to 127.0.0.1 (others are aborted and fail the test).
+
+With LBDT_SAVE_SCREENSHOT=1 the screenshot of the finished page is also written to docs/images/serve.png."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from lbdt.data.synth import make_clip
+from lbdt.visualize import VideoWriter
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required"]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "serve.png"
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                       reason=f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium; .ci/run installs it)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
+    from lbdt.serve import Limits, build_app
+
+    served = build_app("synthetic-tiny", precision="fp32", limits=Limits(max_upload_mb=0.2, max_seconds=10),
+                       workdir=tmp_path_factory.mktemp("serve"))
+    served.start("127.0.0.1", free_port())
+    yield served
+    served.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    outside: list[str] = []
+
+    def local_only(route):
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with playwright.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True, args=ARGS,
+            viewport={"width": 1100, "height": 820})
+        context.route("**/*", local_only)
+        yield context
+        context.close()
+    assert outside == []  # the page never reached beyond 127.0.0.1
+
+
+def open_page(browser, app):
+    page = browser.new_page()
+    page.goto(app.url)
+    page.wait_for_selector("#video-in input[type=file]", state="attached")
+    return page
+
+
+def test_browser_segments_a_clip_and_plays_the_result(browser, app, tmp_path):
+    drawn = make_clip(4, frames=16, size=(96, 128), speed=1.2)
+    clip = tmp_path / "shapes.mp4"
+    with VideoWriter(clip, fps=8) as writer:  # H.264 at crf 23: a few tens of KB, under the 0.2 MB limit
+        for frame in drawn.frames:
+            writer.write(frame.repeat(2, 0).repeat(2, 1))
+    sentence = drawn.objects[0].sentence
+    page = open_page(browser, app)
+    assert "demonstration model trained only" in page.locator("#model-warning").inner_text()
+    page.locator("#video-in input[type=file]").set_input_files(str(clip))
+    page.locator("#video-in").get_by_text("shapes").first.wait_for()
+    page.locator("#sentences textarea").fill(sentence)
+    page.locator("#run").click()
+    page.wait_for_function("() => { const v = document.querySelector('#overlay video');"
+                           " return v && v.readyState >= 2 && v.videoWidth > 0; }", timeout=60_000)
+    if page.evaluate("() => document.querySelector('#overlay video').paused"):
+        page.evaluate("() => document.querySelector('#overlay video').play()")
+    first = page.evaluate("() => document.querySelector('#overlay video').currentTime")
+    time.sleep(0.8)
+    video = page.evaluate("() => { const v = document.querySelector('#overlay video');"
+                          " return {t: v.currentTime, paused: v.paused, w: v.videoWidth, h: v.videoHeight}; }")
+    assert not video["paused"] and video["t"] != first  # playing: the clock moves
+    assert (video["w"], video["h"]) == (256, 192)
+    assert "16 frames at 256×192, 8 fps." in page.locator("#notes").inner_text()
+    assert "masks.zip" in page.locator("#masks").inner_text().replace("\n", "")  # the name is split in two spans
+    shot = tmp_path / "serve.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("LBDT_SAVE_SCREENSHOT") == "1":
+        from PIL import Image
+
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)  # a 128-colour palette keeps the committed PNG small
+        Image.open(shot).convert("RGB").quantize(128).save(SCREENSHOT, optimize=True)
+    page.get_by_text("Model", exact=True).click()  # the model card's accordion
+    card = page.locator("#model-card").inner_text()
+    assert "synthetic-tiny" in card and "cpu" in card and "fp32" in card
+    page.close()
+
+
+def error_text(page) -> str:
+    """The text of the one error toast Gradio shows on the page."""
+    page.locator(".toast-body").first.wait_for(timeout=30_000)
+    assert page.locator(".toast-body").count() == 1
+    return page.locator(".toast-body").inner_text()
+
+
+def test_browser_shows_upload_over_the_limit(browser, app, tmp_path):
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * (300 * 1024))  # over 0.2 MB
+    page = open_page(browser, app)
+    page.locator("#video-in input[type=file]").set_input_files(str(big))
+    text = error_text(page)
+    assert "exceed the maximum allowed size" in text and "big.mp4" in text
+    page.close()
+
+
+def test_browser_shows_unreadable_file(browser, app, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 10)
+    page = open_page(browser, app)
+    page.locator("#video-in input[type=file]").set_input_files(str(broken))
+    page.locator("#video-in").get_by_text("broken").first.wait_for()
+    page.locator("#sentences textarea").fill("the red circle")
+    page.locator("#run").click()
+    assert "broken.mp4: cannot read video (" in error_text(page)
+    page.close()
