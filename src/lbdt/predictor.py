@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lbdt.data.text import MAX_WORDS, WordVectors, tokenize
+from lbdt.data.text import MAX_WORDS, WordVectors, check_sentence
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
 from lbdt.engine.fast import autocast, check_precision, prepare_for_inference, to_input
@@ -71,20 +71,16 @@ class VideoSegmenter:
         first_conv = next((m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
         self._channels_last = first_conv is not None and first_conv.is_contiguous(memory_format=torch.channels_last) \
             and not first_conv.is_contiguous()
-        self.size = tuple(int(s) for s in (size or (info.size if info else DEFAULT_SIZE)))
-        if len(self.size) != 2 or any(s <= 0 or s % STRIDE for s in self.size):
-            raise LBDTError(f"size must be (H, W), both positive multiples of {STRIDE}; got {size}")
-        self.frame_gap = int(frame_gap if frame_gap is not None else (info.frame_gap if info else DEFAULT_FRAME_GAP))
-        if self.frame_gap < 0:
-            raise LBDTError(f"frame_gap must be >= 0, got {frame_gap}")
-        if batch_size < 1:
-            raise LBDTError(f"batch_size must be >= 1, got {batch_size}")
+        self.size = _model_size(size or (info.size if info else DEFAULT_SIZE))
+        self.frame_gap = _whole(frame_gap if frame_gap is not None else (info.frame_gap if info else DEFAULT_FRAME_GAP),
+                                "frame_gap", 0)
+        _whole(batch_size, "batch_size", 1)
         self.batch_size = int(batch_size)
         self.word_vectors = word_vectors if word_vectors is not None else (info.word_vectors if info else None)
         self._word_vectors_hint = info.word_vectors_hint if info else "a GloVe table"
         self.max_words = info.max_words if info else MAX_WORDS
-        if not 0.0 <= threshold <= 1.0:
-            raise LBDTError(f"threshold must be in [0, 1], got {threshold}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise LBDTError(f"threshold must be a number in [0, 1], got {threshold!r}")
         self.threshold = float(threshold)
         self.source = info.source if info else "in-memory model"
         self.max_buffered = 0  # most preprocessed frames held at once during the last run (≤ k + batch_size)
@@ -93,8 +89,7 @@ class VideoSegmenter:
     def encode(self, sentence: str) -> TextFeatures:
         """The sentence's `TextFeatures` (batch 1); a clear error for an empty one. Long sentences are
         truncated to the checkpoint's N tokens (`max_words`, 25 by default); unknown words get zero vectors."""
-        if not isinstance(sentence, str) or not tokenize(sentence):
-            raise LBDTError(f"empty sentence {sentence!r}: describe the object to segment")
+        check_sentence(sentence, "VideoSegmenter text")
         if self.word_vectors is None:
             raise LBDTError(f"this model needs word vectors: pass word_vectors= (--glove PATH), {self._word_vectors_hint}")
         vectors, mask = self.word_vectors.encode(sentence, max_len=self.max_words)
@@ -170,6 +165,21 @@ class VideoSegmenter:
     def _preprocess(self, image: np.ndarray) -> Tensor:
         """uint8 [H0,W0,3] → ImageNet-normalised float32 [3,H,W] on the device (the training transform)."""
         return normalize(resize_image(image, self.size)).to(self.device)
+
+
+def _whole(value: Any, name: str, minimum: int) -> int:
+    """An integer argument >= `minimum` (bools and floats are refused, not truncated)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise LBDTError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _model_size(size: Any) -> tuple[int, int]:
+    """(H, W), both positive multiples of the model stride."""
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2 or any(
+            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0 or s % STRIDE for s in size):
+        raise LBDTError(f"size must be (H, W), two positive multiples of {STRIDE}, got {size!r}")
+    return int(size[0]), int(size[1])
 
 
 def _device(device: str | torch.device) -> torch.device:

@@ -142,8 +142,8 @@ def _start(rng: np.random.Generator, r: float, velocity: float, frames: int, ext
     lo = r + 1 - min(0.0, travel)
     hi = extent - 2 - r - max(0.0, travel)
     if np.ceil(lo) > np.floor(hi):
-        raise ValueError(f"{frames} frames at {abs(velocity):.1f} px/frame do not fit in {extent} px; "
-                         "use fewer frames or larger frames")
+        raise LBDTError(f"--frames {frames} / --size: {frames} frames at {abs(velocity):.1f} px/frame do not fit "
+                        f"in {extent} px; use fewer frames or larger frames")
     return float(rng.integers(int(np.ceil(lo)), int(np.floor(hi)) + 1))
 
 

@@ -40,12 +40,32 @@ def tokenize(sentence: str, max_len: Optional[int] = MAX_WORDS, keep_separators:
     return tokens if max_len is None else tokens[:max_len]
 
 
+def check_sentence(sentence: object, where: str) -> str:
+    """A referring sentence must be a string holding at least one word token ("?!" or "" holds none)."""
+    if not isinstance(sentence, str):
+        raise LBDTError(f"{where}: sentence must be a string, got {type(sentence).__name__}")
+    if not sentence.strip():
+        raise LBDTError(f"{where}: empty sentence; describe the object to segment")
+    if not any(_SPLIT.fullmatch(t) is None for t in tokenize(sentence, None)):
+        raise LBDTError(f"{where}: sentence {sentence!r} has no words; describe the object to segment")
+    return sentence
+
+
 class WordVectors:
     """A fixed word → vector table. Unknown words (and pads) get the zero vector."""
 
     def __init__(self, words: Sequence[str], vectors: np.ndarray):
+        vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
         if vectors.ndim != 2 or len(words) != vectors.shape[0]:
-            raise ValueError(f"need one vector per word: {len(words)} words, vectors of shape {vectors.shape}")
+            raise LBDTError(f"WordVectors: need one vector per word, got {len(words)} words and vectors of "
+                            f"shape {tuple(vectors.shape)}")
+        if not np.issubdtype(vectors.dtype, np.number):
+            raise LBDTError(f"WordVectors: vectors must be numbers, got dtype {vectors.dtype}")
+        # a memory-mapped cache (`load`) was checked when `from_glove` built it; reading it all here would
+        # defeat the memory map
+        if not isinstance(vectors, np.memmap) and not np.isfinite(vectors).all():
+            row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+            raise LBDTError(f"WordVectors: the vector of {words[row]!r} (row {row}) holds NaN or infinity")
         self.words = list(words)
         self.vectors = vectors
         # later duplicates win, as in torchtext's GloVe
@@ -111,18 +131,25 @@ class WordVectors:
         if vocab_file.is_file() and vec_file.is_file() and vec_file.stat().st_mtime >= path.stat().st_mtime:
             return cls.load(vocab_file, vec_file)
         words, rows = [], []
-        with open(path, "r", encoding="utf-8", errors="strict") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip("\n").rstrip("\r")
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\n").rstrip("\r")
+                except UnicodeDecodeError as e:
+                    raise LBDTError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start} of the line)") \
+                        from None
                 if not line.strip():
                     continue
                 fields = line.rsplit(" ", dim)
                 if len(fields) != dim + 1 or fields[0] == "":
                     raise LBDTError(f"{path}:{lineno}: expected a word and {dim} numbers")
                 try:
-                    rows.append(np.asarray(fields[1:], dtype=np.float32))
+                    row = np.asarray(fields[1:], dtype=np.float32)
                 except ValueError:
                     raise LBDTError(f"{path}:{lineno}: vector has a non-numeric value") from None
+                if not np.isfinite(row).all():
+                    raise LBDTError(f"{path}:{lineno}: vector of {fields[0]!r} holds NaN or infinity")
+                rows.append(row)
                 words.append(fields[0])
         if not words:
             raise LBDTError(f"{path}: no word vectors found")
