@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources.base import Source
-from lbdt.data.text import MAX_WORDS, WordVectors, tokenize
+from lbdt.data.text import MAX_WORDS, WordVectors, check_sentence, tokenize
 from lbdt.data.transforms import ClipTransform, side_words, swap_left_right
 from lbdt.errors import LBDTError
 from lbdt.types import ClipSample, SampleMeta
@@ -42,8 +42,7 @@ class ReferringVideoDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         for r in self.records:
-            if not tokenize(r.sentence, None):
-                raise LBDTError(f"{r.source_line or r.video_id}: empty sentence")
+            check_sentence(r.sentence, r.source_line or r.video_id)
         self.word_vectors = _subset(word_vectors, self.records)
 
     def __len__(self) -> int:
@@ -63,8 +62,9 @@ class ReferringVideoDataset(Dataset):
             raise LBDTError(f"{src.frame_path(r.video_id, ref_id)}: size {ref.shape[:2]} differs from frame "
                             f"{r.frame_id} ({frame.shape[:2]})")
         mask = src.read_mask(r) if self.with_masks else None
-        if mask is not None and self.transform.augment and mask.shape != frame.shape[:2]:
-            raise LBDTError(f"{r.source_line}: mask size {mask.shape} differs from the frame's {frame.shape[:2]}")
+        if mask is not None and mask.shape != frame.shape[:2]:  # never stretched to fit
+            raise LBDTError(f"{src.mask_path(r)}: mask size {mask.shape} differs from its frame's {frame.shape[:2]} "
+                            f"({r.source_line})")
         rng = np.random.default_rng([self.seed, self.epoch, index])
         clip = self.transform(frame, ref, mask, r.sentence, rng)
         vectors, word_mask = self.word_vectors.encode(clip.sentence, self.max_words)
