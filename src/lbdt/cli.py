@@ -107,12 +107,12 @@ _POSITIVE = _int_at_least(1)
 _NON_NEGATIVE = _int_at_least(0)
 
 
-def _checked_out(path: str | None, *, file: bool = False) -> None:
+def _checked_out(path: str | None, *, file: bool = False, what: str = "--out") -> None:
     """An output location, checked before any work starts (see lbdt.paths)."""
     from lbdt.paths import check_output_dir, check_output_file
 
     if path is not None:
-        (check_output_file if file else check_output_dir)(path)
+        (check_output_file if file else check_output_dir)(path, what)
 
 
 # ---------------------------------------------------------------- subcommands
@@ -144,7 +144,9 @@ def _train(args: argparse.Namespace) -> int:
     from lbdt.config import load_config
     from lbdt.engine.train import train
 
-    result = train(load_config(args.preset, args.overrides), resume=args.resume)
+    cfg = load_config(args.preset, args.overrides)
+    _checked_out(cfg.train.output_dir, what="train.output_dir")
+    result = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best"]
         print(f"done: step {result['step']}, epoch {result['epoch']}, output in {result['output_dir']}"
@@ -356,7 +358,10 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                    help="referring sentence; repeat for several objects (the video is decoded once)")
     p.add_argument("--weights", default="synthetic-tiny",
                    help="shipped name, checkpoint path (ours or official), or https URL#sha256=HEX (default synthetic-tiny)")
-    p.add_argument("--out", default="out/predict", help="output folder (default out/predict)")
+    p.add_argument("--out", default="out/predict",
+                   help="output folder (default out/predict). A re-run replaces the previous result in it whole "
+                        "(its NN_* folders and summary.json; other files stay); the file INCOMPLETE marks a run "
+                        "in progress or killed, and summary.json is written last")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16: CUDA only")
     p.add_argument("--batch-size", type=_POSITIVE, default=8, help="frames per model call (default 8)")

@@ -155,6 +155,8 @@ def to_dict(cfg: RunConfig) -> dict:
 
 def from_dict(d: dict, source: str = "config") -> RunConfig:
     """Build a `RunConfig` from a (possibly partial) nested dict; missing fields keep their defaults."""
+    if d is not None and not isinstance(d, dict):
+        raise LBDTError(f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {type(d).__name__}")
     cfg = RunConfig()
     _apply(cfg, d or {}, source)
     return cfg

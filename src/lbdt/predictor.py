@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 import unicodedata
 from collections import deque
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lbdt.atomic import crash_point, write_text
 from lbdt.data.text import MAX_WORDS, WordVectors, check_sentence
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
@@ -40,6 +42,7 @@ from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
+from lbdt.paths import check_output_dir
 from lbdt.pretrained import DEFAULT_FRAME_GAP, DEFAULT_SIZE, load_pretrained
 from lbdt.types import Prediction, SampleMeta
 
@@ -210,6 +213,10 @@ def _slug(text: str, limit: int = 40) -> str:
     return "-".join(words)[:limit].strip("-")
 
 
+INCOMPLETE = "INCOMPLETE"  # marker file of a predict output folder being written (or killed while written)
+_RESULT_FOLDER = re.compile(r"\d{2}_[a-z0-9-]+")
+
+
 def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out_dir: str | os.PathLike,
                       weights: str = "synthetic-tiny", device: str = "cpu", precision: str = "fp32",
                       batch_size: int = 8, frame_gap: int | None = None, glove: str | None = None,
@@ -218,9 +225,13 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
 
     * `<NN>_<sentence-slug>/masks/<frame>.png`: one 0/255 mask per frame at the original size;
     * `<NN>_<sentence-slug>/overlay.mp4`: the video with the mask tinted, its contour and the sentence;
-    * `summary.json`: frames, sizes, per-frame foreground fraction and score, timings.
+    * `summary.json`: frames, sizes, per-frame foreground fraction and score, timings; `frames_declared` and
+      `frames_missing` (> 0 when a video file decodes to fewer frames than it declares, see lbdt.data.video).
 
-    Every file is written atomically. Returns the summary dict.
+    Every file is written atomically. The folder is complete or visibly incomplete: an `INCOMPLETE` file is
+    written before anything else and removed after `summary.json`, which is written last. A re-run replaces the
+    previous result whole: the earlier run's `NN_*` folders, `summary.json` and temporary files are removed
+    first (other files in `out_dir` are left alone). Returns the summary dict.
     """
     from tqdm import tqdm
 
@@ -232,14 +243,18 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     if not sentences:
         raise LBDTError("give at least one sentence (--text)")
     reader = open_video(video)  # input errors first, before loading weights
+    out = check_output_dir(out_dir)
     started = time.perf_counter()
     table = WordVectors.from_glove(glove) if glove else None
     segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
                                frame_gap=frame_gap, word_vectors=table)
     loaded = time.perf_counter()
     stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
-    out = Path(out_dir)
     folders = [f"{j:02d}_{_slug(s) or 'sentence'}" for j, s in enumerate(sentences)]
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / INCOMPLETE, "lbdt predict is writing this folder, or was stopped while writing it: "
+                                 "re-run it to replace the partial result\n")
+    _clear_previous_result(out)
     writers = [VideoWriter(out / f / "overlay.mp4", fps=reader.fps or 25.0) for f in folders] if overlay else []
     records: list[dict] = [{"sentence": s, "folder": f, "foreground_fraction": [], "score": []}
                            for s, f in zip(sentences, folders)]
@@ -256,6 +271,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
                 if overlay:
                     writers[j].write(draw_overlay(pred.extras["frame"], pred.mask, sentence=pred.meta.sentence,
                                                   color=pick_color(j)))
+            crash_point("predict-frame")
         for w in writers:
             w.close()
     except BaseException:
@@ -269,6 +285,8 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         "frames": n,
         "frame_ids": frame_ids,
         "fps": reader.fps,
+        "frames_declared": reader.num_frames,
+        "frames_missing": reader.short_by,
         "original_sizes": sorted([list(s) for s in sizes]),
         "model": {"weights": segmenter.source, "size": list(segmenter.size), "frame_gap": segmenter.frame_gap,
                   "threshold": segmenter.threshold, "precision": precision, "device": str(segmenter.device),
@@ -278,5 +296,16 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         "timings": {"load_s": round(loaded - started, 3), "segment_s": round(done - loaded, 3),
                     "frames_per_s": round(n / max(done - loaded, 1e-9), 3)},
     }
-    save_metrics_json(out / "summary.json", summary)
+    save_metrics_json(out / "summary.json", summary)  # last: its presence means the folder is complete
+    (out / INCOMPLETE).unlink()
     return summary
+
+
+def _clear_previous_result(out: Path) -> None:
+    """Remove what an earlier `predict_to_folder` wrote into `out` (or left there when killed): its
+    `NN_<slug>` folders, `summary.json` and hidden temporary files."""
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink() and _RESULT_FOLDER.fullmatch(entry.name):
+            shutil.rmtree(entry)
+        elif entry.name == "summary.json" or (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            entry.unlink()

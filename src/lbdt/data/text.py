@@ -44,10 +44,8 @@ def check_sentence(sentence: object, where: str) -> str:
     """A referring sentence must be a string holding at least one word token ("?!" or "" holds none)."""
     if not isinstance(sentence, str):
         raise LBDTError(f"{where}: sentence must be a string, got {type(sentence).__name__}")
-    if not sentence.strip():
-        raise LBDTError(f"{where}: empty sentence; describe the object to segment")
     if not any(_SPLIT.fullmatch(t) is None for t in tokenize(sentence, None)):
-        raise LBDTError(f"{where}: sentence {sentence!r} has no words; describe the object to segment")
+        raise LBDTError(f"{where}: empty sentence {sentence!r} (no words); describe the object to segment")
     return sentence
 
 

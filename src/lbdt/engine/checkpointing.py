@@ -42,6 +42,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise LBDTError(f"{path}: not a readable lbdt checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LBDTError(f"{path}: not an lbdt checkpoint (no format: {FORMAT!r} entry)")
+    if isinstance(state.get("version", 0), bool) or not isinstance(state.get("version", 0), int):
+        raise LBDTError(f"{path}: checkpoint version must be an integer, got {state['version']!r}")
     if state.get("version", 0) > VERSION:
         raise LBDTError(f"{path}: checkpoint version {state['version']} is newer than this lbdt ({VERSION})")
     return state

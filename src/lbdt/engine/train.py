@@ -13,6 +13,7 @@ import csv
 import math
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lbdt.atomic import atomic_write
+from lbdt.atomic import atomic_write, crash_point
 from lbdt.config import RunConfig, from_dict, save_yaml, to_dict
 from lbdt.data.collate import collate
 from lbdt.engine.checkpointing import (
@@ -68,7 +69,11 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
     if resume:
         path = out / "last.pt" if resume is True else Path(resume)
         ckpt = load_checkpoint(path)
-        _check_resumable(cfg, from_dict(ckpt["config"]), path)
+        missing = [k for k in _RESUME_KEYS if k not in ckpt]
+        if missing:
+            raise LBDTError(f"{path}: cannot resume from an inference-only checkpoint (no {', '.join(missing)}); "
+                            "resume from a training run's last.pt")
+        _check_resumable(cfg, from_dict(ckpt["config"], f"{path} config"), path)
     seed_everything(tc.seed)
 
     if info.is_main:
@@ -92,6 +97,8 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
         epoch, step, epoch_batches = ckpt["epoch"], ckpt["step"], ckpt["epoch_batches"]
         best, history = ckpt["best"], list(ckpt["history"])
         set_rng_state(ckpt["rng"])
+        if info.is_main and best is not None:
+            _repair_best(out, best, path, ckpt)
     net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None) \
         if info.distributed else model
 
@@ -280,9 +287,30 @@ def _check_resumable(cfg: RunConfig, saved: RunConfig, path: Path) -> None:
             raise LBDTError(f"{path}: cannot resume with {section}.{name}={a!r}; the checkpoint used {b!r}")
 
 
+_RESUME_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "step", "epoch_batches", "rng", "best", "history")
+
+
 def _copy_atomic(src: Path, dst: Path) -> None:
     with atomic_write(dst, fsync=True) as tmp:
         shutil.copyfile(src, tmp)
+        crash_point("best-copy")
+
+
+def _repair_best(out: Path, best: dict, resumed_from: Path, ckpt: dict) -> None:
+    """On resume: `best.pt` must hold the epoch `best` reports. A run killed while copying it leaves it missing
+    or one improvement behind; the checkpoint being resumed then is that epoch's, so it is copied again."""
+    path = out / "best.pt"
+    try:
+        held = torch.load(path, map_location="cpu", weights_only=True).get("epoch") if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a torn or foreign file is as good as missing
+        held = None
+    if held == best["epoch"]:
+        return
+    if ckpt["epoch"] == best["epoch"] and ckpt["epoch_batches"] == 0:
+        _copy_atomic(resumed_from, path)
+    else:
+        print(f"lbdt train: warning: {path} does not hold the best epoch {best['epoch']} and {resumed_from} "
+              f"(epoch {ckpt['epoch']}) cannot restore it", file=sys.stderr)
 
 
 class MetricsLog:
