@@ -190,6 +190,8 @@ def _device(device: str | torch.device) -> torch.device:
         dev = torch.device(device)
     except RuntimeError as e:
         raise LBDTError(f"unknown device {device!r} ({e})") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise LBDTError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LBDTError(f"device {device!r} requested but CUDA is not available; use --device cpu")
     return dev

@@ -119,6 +119,8 @@ def _looks_official(state: Any) -> bool:
 def _from_lbdt(state: dict, path: Path, source: str) -> tuple[LBDT, CheckpointInfo]:
     from lbdt.models.strict_load import load_strict
 
+    if isinstance(state.get("version", 0), bool) or not isinstance(state.get("version", 0), int):
+        raise LBDTError(f"{path}: checkpoint version must be an integer, got {state['version']!r}")
     if state.get("version", 0) > 1:
         raise LBDTError(f"{path}: checkpoint version {state['version']} is newer than this lbdt (1)")
     for key in ("model_config", "model"):

@@ -385,42 +385,46 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    palette = _palette()
-    lists: dict[str, list[ReferRecord]] = {s: [] for s in SPLITS}
-    entries, meta = [], {}
-    todo = [(s, i) for s, n in zip(SPLITS, videos) for i in range(n)]
-    for split, i in tqdm(todo, desc=f"synth {fmt}", unit="video", disable=not progress):
-        v = benchmark_video(seed, split, i, fmt=fmt, frames=frames, size=size, annotated=annotated)
-        lists[split] += _write_video(tmp, fmt, v, palette)
-        objs = [{"id": rec_id, **{k: val for k, val in asdict(o).items() if k in
-                                  ("shape", "colour", "size", "motion", "sentence", "sentence_type")}}
-                for rec_id, o in zip(_object_ids(fmt, len(v.clip.objects)), v.clip.objects)]
-        entries.append({"video_id": v.video_id, "split": split, "annotated_frames": [v.frame_names[t] for t in v.annotated],
-                        "targets": [objs[o]["id"] for o in v.targets], "objects": objs})
+    try:
+        palette = _palette()
+        lists: dict[str, list[ReferRecord]] = {s: [] for s in SPLITS}
+        entries, meta = [], {}
+        todo = [(s, i) for s, n in zip(SPLITS, videos) for i in range(n)]
+        for split, i in tqdm(todo, desc=f"synth {fmt}", unit="video", disable=not progress):
+            v = benchmark_video(seed, split, i, fmt=fmt, frames=frames, size=size, annotated=annotated)
+            lists[split] += _write_video(tmp, fmt, v, palette)
+            objs = [{"id": rec_id, **{k: val for k, val in asdict(o).items() if k in
+                                      ("shape", "colour", "size", "motion", "sentence", "sentence_type")}}
+                    for rec_id, o in zip(_object_ids(fmt, len(v.clip.objects)), v.clip.objects)]
+            entries.append({"video_id": v.video_id, "split": split, "annotated_frames": [v.frame_names[t] for t in v.annotated],
+                            "targets": [objs[o]["id"] for o in v.targets], "objects": objs})
+            if fmt == "ytvos":
+                meta[v.video_id] = {"split": split, "frames": v.frame_names, "expressions": {
+                    str(o): {"exp": ob.sentence, "obj_id": str(o + 1), "type": ob.sentence_type}
+                    for o, ob in enumerate(v.clip.objects)}}
         if fmt == "ytvos":
-            meta[v.video_id] = {"split": split, "frames": v.frame_names, "expressions": {
-                str(o): {"exp": ob.sentence, "obj_id": str(o + 1), "type": ob.sentence_type}
-                for o, ob in enumerate(v.clip.objects)}}
-    if fmt == "ytvos":
-        write_list(tmp / "train.txt", lists["train"], "hash5")
-        write_list(tmp / "val.txt", lists["val"], "tilde5")
-        write_list(tmp / "test.txt", lists["test"], "tilde5")
-        valid = [ReferRecord(vid, f, eid, e["exp"], size) for vid, m in meta.items() if m["split"] == "test"
-                 for f in m["frames"] for eid, e in m["expressions"].items()]
-        write_list(tmp / "valid_new_pure.txt", valid, "hash5")
-        (tmp / "meta_expressions.json").write_text(json.dumps({"videos": meta}, indent=1) + "\n", encoding="utf-8")
-    else:
-        for split in SPLITS:
-            write_list(tmp / f"{split}.txt", lists[split], "comma6")
-    table = WordVectors.seeded(vocabulary(), dim=300, seed=seed)
-    with open(tmp / WORD_VECTORS, "w", encoding="utf-8") as f:
-        f.writelines(word + " " + " ".join(f"{x:.6f}" for x in vec) + "\n"
-                     for word, vec in zip(table.words, table.vectors))
-    summary = {"format": fmt, "seed": int(seed), "frames": int(frames), "size": [int(size[0]), int(size[1])],
-               "videos": dict(zip(SPLITS, (int(n) for n in videos))), "frame_gap": FRAME_GAP[fmt],
-               "samples": {s: len(lists[s]) for s in SPLITS}, "word_vectors": WORD_VECTORS}
-    (tmp / "benchmark.json").write_text(json.dumps({**summary, "video_list": entries}, indent=1) + "\n",
-                                        encoding="utf-8")
+            write_list(tmp / "train.txt", lists["train"], "hash5")
+            write_list(tmp / "val.txt", lists["val"], "tilde5")
+            write_list(tmp / "test.txt", lists["test"], "tilde5")
+            valid = [ReferRecord(vid, f, eid, e["exp"], size) for vid, m in meta.items() if m["split"] == "test"
+                     for f in m["frames"] for eid, e in m["expressions"].items()]
+            write_list(tmp / "valid_new_pure.txt", valid, "hash5")
+            (tmp / "meta_expressions.json").write_text(json.dumps({"videos": meta}, indent=1) + "\n", encoding="utf-8")
+        else:
+            for split in SPLITS:
+                write_list(tmp / f"{split}.txt", lists[split], "comma6")
+        table = WordVectors.seeded(vocabulary(), dim=300, seed=seed)
+        with open(tmp / WORD_VECTORS, "w", encoding="utf-8") as f:
+            f.writelines(word + " " + " ".join(f"{x:.6f}" for x in vec) + "\n"
+                         for word, vec in zip(table.words, table.vectors))
+        summary = {"format": fmt, "seed": int(seed), "frames": int(frames), "size": [int(size[0]), int(size[1])],
+                   "videos": dict(zip(SPLITS, (int(n) for n in videos))), "frame_gap": FRAME_GAP[fmt],
+                   "samples": {s: len(lists[s]) for s in SPLITS}, "word_vectors": WORD_VECTORS}
+        (tmp / "benchmark.json").write_text(json.dumps({**summary, "video_list": entries}, indent=1) + "\n",
+                                            encoding="utf-8")
+    except BaseException:  # a bad setting found while drawing (or Ctrl-C): leave nothing behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)

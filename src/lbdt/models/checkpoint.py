@@ -152,7 +152,10 @@ def convert_official_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) 
 
     Written atomically (temp file + `os.replace`); readable with `torch.load(weights_only=True)`.
     """
-    variant, model = _load(src)
+    try:
+        variant, model = _load(src)
+    except LBDTError as e:
+        raise e if str(Path(src)) in str(e) else LBDTError(f"{src}: {e}") from None
     state = {"format": "lbdt", "version": 1, "variant": variant, "model_config": dict(model.config),
              "model": model.state_dict(), "source": f"official LBDT checkpoint {Path(src).name}"}
     save_torch(state, dst)
