@@ -299,6 +299,9 @@ CASES += [
     _a2d_line_case("missing-fields", "{v}/{f},64,96", ["expected 6"]),
     _a2d_line_case("no-frame", "{v},64,96,1,the red circle,x", ["<video>/<frame>"]),
     _a2d_line_case("empty-object", "{v}/{f},64,96, ,the red circle,x", ["object id"]),
+    _a2d_line_case("size-not-the-frames", "{v}/{f},100000,100000,1,the red circle,x", ["100000x100000", "differs"]),
+    _a2d_file_case("list-not-utf8", lambda r, v, f: (r / "val.txt").write_bytes(b"\xff\xfe" + (r / "val.txt")
+                                                                              .read_bytes()), ["val.txt", "UTF-8"]),
     _a2d_file_case("mask-wrong-size", lambda r, v, f: write_h5(_mask(r, v, f), np.arange(4.0),
                                                              np.ones((4, 50, 40))),
                    ["masks", ".h5", "mask size"]),
@@ -376,6 +379,24 @@ CASES += [
      ["evaluate", "{d}/none.pt", "--dataset", "a2d", "--root", "{d}", "--split", "val"], ["none.pt"]),
 ]
 
+def _jhmdb_case(name: str, line: str, needles: list[str]):
+    def setup(d, cb):
+        root = cb("jhmdb")
+        v = (root / "val.txt").read_text().split("/")[0]
+        edit_list(root, "val.txt", line.format(v=v))
+        return {"root": root}
+
+    return (f"evaluate-jhmdb-{name}", setup,
+            ["evaluate", "synthetic-tiny", "--dataset", "jhmdb", "--root", "{root}", "--split", "val",
+             "--out", "{d}/out", "--no-progress", "--no-coco"], needles)
+
+
+CASES += [
+    _jhmdb_case("frame-not-a-number", "{v}/first,64,96,1,the red circle,x", ["first"]),
+    _jhmdb_case("video-glob", "*/00002,64,96,1,the red circle,x", ["'*'", "not found"]),
+    _jhmdb_case("frame-beyond-masks", "{v}/00999,64,96,1,the red circle,x", ["00999"]),
+]
+
 TRAIN = ["train", "synthetic_tiny", "train.output_dir={d}/out", "data.root={d}/data"]
 CASES += [
     *[(f"train-{item.split('=')[0]}-{i}", _none, TRAIN + [item], [item.split("=")[0]]) for i, item in enumerate([
@@ -396,6 +417,8 @@ CASES += [
     ("train-preset-missing", _none, ["train", "nosuchpreset"], ["nosuchpreset"]),
     ("train-yaml-invalid", lambda d, cb: (d / "c.yaml").write_text("train: [") and {}, ["train", "{d}/c.yaml"],
      ["c.yaml"]),
+    ("train-yaml-not-utf8", lambda d, cb: (d / "c.yaml").write_bytes(b"train:\n  lr: 1 # \xff\n") and {},
+     ["train", "{d}/c.yaml"], ["c.yaml", "UTF-8"]),
     ("train-yaml-list", lambda d, cb: (d / "c.yaml").write_text("- 1\n- 2\n") and {}, ["train", "{d}/c.yaml"],
      ["c.yaml"]),
     ("train-yaml-section-scalar", lambda d, cb: (d / "c.yaml").write_text("train: 5\n") and {},
@@ -427,6 +450,8 @@ CASES += [
      ["convert-official", "{d}/g.pth", "{d}/out/x.pt"], ["g.pth"]),
     ("convert-folder", lambda d, cb: (d / "f.pth").mkdir() or {}, ["convert-official", "{d}/f.pth", "{d}/out/x.pt"],
      ["f.pth"]),
+    ("convert-dst-is-folder", lambda d, cb: (d / "dst").mkdir() or {}, ["convert-official", str(SHIPPED), "{d}/dst"],
+     ["OUT.pt", "folder"]),
     ("convert-ours-not-official", _none, ["convert-official", str(SHIPPED), "{d}/out/x.pt"], ["synthetic_tiny.pt"]),
     # ---- prepare-data
     ("prepare-a2d-raw-missing", _none, ["prepare-data", "a2d", "--raw", "{d}/raw", "--out", "{d}/out"], ["raw"]),
@@ -460,6 +485,9 @@ CASES += [
     # ---- synth
     ("synth-frames-0", _none, ["synth", "--out", "{d}/out", "--frames", "0"], ["--frames"]),
     ("synth-videos-negative", _none, ["synth", "--out", "{d}/out", "--videos", "-1", "0", "0"], ["--videos"]),
+    ("synth-no-videos", _none, ["synth", "--out", "{d}/out", "--videos", "0", "0", "0"], ["--videos"]),
+    ("synth-size-huge", _none, ["synth", "--out", "{d}/out", "--size", "100000", "100000"], ["--size"]),
+    ("info-size-huge", _none, ["info", "tiny", "--size", "32000", "32000"], ["--size"]),
     ("synth-size-zero", _none, ["synth", "--out", "{d}/out", "--size", "0", "0"], ["--size"]),
     ("synth-annotated-0", _none, ["synth", "--out", "{d}/out", "--annotated", "0"], ["--annotated"]),
     ("synth-seed-negative", _none, ["synth", "--out", "{d}/out", "--seed", "-1"], ["--seed"]),
@@ -677,6 +705,14 @@ def tiny_bench(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bench") / "a2d"
     write_benchmark(root, fmt="a2d", seed=5, videos=(1, 1, 0), annotated=2, frames=8, size=(32, 32), progress=False)
     return root
+
+
+def test_train_unknown_best_metric_is_an_error_not_a_silent_no_best(tiny_bench, tmp_path, capsys):
+    d = tmp_path / "case"
+    d.mkdir()
+    check_error(["train", "synthetic_tiny", f"data.root={tiny_bench}", f"train.output_dir={d}/out", "data.size=[32,32]",
+                 "data.num_workers=0", "train.epochs=1", "train.batch_size=8", "train.best_metric=accuracy"],
+                ["train.best_metric", "accuracy", "mean_iou"], d, capsys)
 
 
 def test_train_killed_during_best_copy_resume_repairs_best(tiny_bench, tmp_path):

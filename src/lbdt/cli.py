@@ -62,7 +62,7 @@ def _float_in(low: float, high: float, *, high_open: bool = False) -> Callable[[
 
 def _model_side(text: str) -> int:
     """One side of a model input size: a positive multiple of 32 (the network's stride)."""
-    value = _int_at_least(1)(text)
+    value = _int_at_least(1, MAX_SIDE)(text)
     if value % 32:
         raise argparse.ArgumentTypeError(f"model sizes must be positive multiples of 32, got {value}")
     return value
@@ -102,6 +102,7 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+MAX_SIDE = 4096  # largest image / model side the CLI accepts (larger ones only exhaust memory)
 _SEED = _int_at_least(0, 2**63 - 1)
 _POSITIVE = _int_at_least(1)
 _NON_NEGATIVE = _int_at_least(0)
@@ -182,6 +183,7 @@ def _convert_official_args(p: argparse.ArgumentParser) -> None:
 def _convert_official(args: argparse.Namespace) -> int:
     from lbdt.models.checkpoint import convert_official_checkpoint
 
+    _checked_out(args.dst, file=True, what="OUT.pt")
     variant = convert_official_checkpoint(args.src, args.dst)
     print(f"{args.src}: {variant} -> {args.dst}")
     return 0
@@ -298,8 +300,8 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", nargs=3, type=_NON_NEGATIVE, default=(360, 60, 90), metavar=("TRAIN", "VAL", "TEST"),
                    help="videos per split (default 360 60 90)")
     p.add_argument("--frames", type=_POSITIVE, default=14, help="frames per video (default 14)")
-    p.add_argument("--size", nargs=2, type=_int_at_least(8), default=(96, 128), metavar=("H", "W"),
-                   help="frame size, at least 8 (default 96 128)")
+    p.add_argument("--size", nargs=2, type=_int_at_least(8, MAX_SIDE), default=(96, 128), metavar=("H", "W"),
+                   help=f"frame size, 8 to {MAX_SIDE} (default 96 128)")
     p.add_argument("--annotated", type=_POSITIVE, default=1, help="annotated frames per video (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -201,6 +201,8 @@ def load_config(preset_or_path: str | None = None, overrides: list[str] | None =
             d = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise LBDTError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except UnicodeDecodeError as e:
+            raise LBDTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         if d is not None and not isinstance(d, dict):
             raise LBDTError(f"{path}: expected a mapping of sections ({', '.join(_SECTIONS)})")
         _apply(cfg, d or {}, str(path))

@@ -61,6 +61,9 @@ class ReferringVideoDataset(Dataset):
         if ref.shape != frame.shape:
             raise LBDTError(f"{src.frame_path(r.video_id, ref_id)}: size {ref.shape[:2]} differs from frame "
                             f"{r.frame_id} ({frame.shape[:2]})")
+        if tuple(r.original_size) != frame.shape[:2]:  # the list's size must be the frame's (never trusted blindly)
+            raise LBDTError(f"{r.source_line or r.video_id}: size {r.original_size[0]}x{r.original_size[1]} differs "
+                            f"from the frame's {frame.shape[0]}x{frame.shape[1]} ({src.frame_path(r.video_id, r.frame_id)})")
         mask = src.read_mask(r) if self.with_masks else None
         if mask is not None and mask.shape != frame.shape[:2]:  # never stretched to fit
             raise LBDTError(f"{src.mask_path(r)}: mask size {mask.shape} differs from its frame's {frame.shape[:2]} "
@@ -68,10 +71,9 @@ class ReferringVideoDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         clip = self.transform(frame, ref, mask, r.sentence, rng)
         vectors, word_mask = self.word_vectors.encode(clip.sentence, self.max_words)
-        h0, w0 = r.original_size
         meta = SampleMeta(
             dataset=src.name, video_id=r.video_id, object_id=r.object_id, frame_id=r.frame_id, ref_frame_id=ref_id,
-            sentence=r.sentence, original_size=(h0, w0) if h0 > 0 and w0 > 0 else tuple(frame.shape[:2]),
+            sentence=r.sentence, original_size=tuple(frame.shape[:2]),
             expression_id=r.expression_id, sentence_type=r.category if r.category in SENTENCE_TYPES else "")
         return ClipSample(frame=clip.frame, ref_frame=clip.ref_frame, word_vectors=vectors, word_mask=word_mask,
                           meta=meta, mask=clip.mask,

@@ -376,8 +376,8 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
     """
     if fmt not in FORMATS:
         raise LBDTError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if len(videos) != len(SPLITS) or any(n < 0 for n in videos):
-        raise LBDTError(f"videos must be three counts (train, val, test), got {list(videos)}")
+    if len(videos) != len(SPLITS) or any(n < 0 for n in videos) or sum(videos) == 0:
+        raise LBDTError(f"--videos: need three counts (train, val, test), not all zero, got {list(videos)}")
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise LBDTError(f"{out}: already exists; choose another folder or pass overwrite")

@@ -188,6 +188,9 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
         if improved:
             best = {"metric": tc.best_metric, "value": float(value), "epoch": epoch, "step": step}
         checkpoint("last.pt", epoch, 0)
+        if metrics and value is None:  # after saving: the epoch is kept, fix the name and --resume
+            raise LBDTError(f"train.best_metric {tc.best_metric!r} is not a validation metric "
+                            f"(metrics: {', '.join(sorted(metrics))})")
         if improved and info.is_main:
             _copy_atomic(out / "last.pt", out / "best.pt")
         barrier(info)
