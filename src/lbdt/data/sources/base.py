@@ -97,6 +97,9 @@ class Source:
     def reference_frame_id(self, video_id: str, frame_id: str, k: Optional[int] = None) -> str:
         """The frame t - k (k = `default_frame_gap` when None), clamped to the first stored frame."""
         k = self.default_frame_gap if k is None else k
+        if self.numbered_frames and not frame_id.isdigit():
+            raise LBDTError(f"{self.frame_path(video_id, frame_id)}: frame id {frame_id!r} must be a frame number "
+                            f"({self.name} frames are numbered)")
         try:
             return reference_frame(self.frame_ids(video_id), frame_id, k, numbered=self.numbered_frames)
         except KeyError:
