@@ -26,7 +26,6 @@ from PIL import Image
 
 from lbdt.cli import main
 from lbdt.errors import LBDTError
-from media import write_mp4
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SHIPPED = SRC / "lbdt" / "weights" / "synthetic_tiny.pt"
@@ -38,6 +37,13 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # ---------------------------------------------------------------- harness
 def _listing(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _run_lbdt(args: list[str], *, cwd: Path | None = None, crash_at: str | None = None):
+    """`python -m lbdt.cli ARGS` in a subprocess; with `crash_at` it SIGKILLs itself at that crash point."""
+    env = ENV if crash_at is None else {**ENV, "LBDT_CRASH_AT": crash_at}
+    return subprocess.run([sys.executable, "-m", "lbdt.cli", *args], check=False, env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
 
 
 def _message_lines(err: str) -> list[str]:
@@ -581,7 +587,7 @@ def test_decompression_bomb_in_a_dataset_is_one_line(copy_benchmark, tmp_path, c
     """A frame over PIL's pixel limit inside a dataset: the dataset reader names it (as predict does)."""
     from PIL import Image as PILImage
 
-    root, v, f = a2d_copy(copy_benchmark)
+    root, _, _ = a2d_copy(copy_benchmark)
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 64x96 frames exceed 2 x 1000 pixels
     d = tmp_path / "case"
     d.mkdir()
@@ -607,8 +613,7 @@ def test_errors_through_a_subprocess_are_one_line(tmp_path):
                           "--threshold"),
                          (["show-config", "synthetic_tiny", "train.batch_size=0"], "train.batch_size"),
                          (["predict", str(tmp_path / "l.txt"), "--text", "a cat"], "l.txt")]:
-        r = subprocess.run([sys.executable, "-m", "lbdt.cli", *args], env=ENV, cwd=tmp_path, capture_output=True,
-                           text=True, timeout=120)
+        r = _run_lbdt(args, cwd=tmp_path)
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr, r.stderr
@@ -695,14 +700,12 @@ def test_rerun_replaces_the_previous_result_whole(tmp_path, capsys):
 def test_predict_killed_while_writing_is_visibly_incomplete_and_next_run_is_correct(tmp_path):
     folder = frames_folder(tmp_path, n=6)
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "lbdt.cli", "predict", str(folder), "--text", "the red circle", "--out", str(out),
-            "--batch-size", "2"]
-    r = subprocess.run(args, env={**ENV, "LBDT_CRASH_AT": "predict-frame"}, capture_output=True, text=True,
-                       timeout=300)
+    args = ["predict", str(folder), "--text", "the red circle", "--out", str(out), "--batch-size", "2"]
+    r = _run_lbdt(args, crash_at="predict-frame")
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert (out / "INCOMPLETE").is_file() and not (out / "summary.json").exists()
     assert len(list(out.glob("00_*/masks/*.png"))) == 1  # killed after the first mask
-    r = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
+    r = _run_lbdt(args)
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 6 and not (out / "INCOMPLETE").exists()
@@ -733,14 +736,14 @@ def test_train_killed_during_best_copy_resume_repairs_best(tiny_bench, tmp_path)
     from lbdt.engine.checkpointing import load_checkpoint
 
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "lbdt.cli", "train", "synthetic_tiny", f"data.root={tiny_bench}",
+    args = ["train", "synthetic_tiny", f"data.root={tiny_bench}",
             f"train.output_dir={out}", "data.size=[32,32]", "data.num_workers=0", "train.epochs=1",
             "train.batch_size=8", "data.val_split=val"]
-    r = subprocess.run(args, env={**ENV, "LBDT_CRASH_AT": "best-copy"}, capture_output=True, text=True, timeout=300)
+    r = _run_lbdt(args, crash_at="best-copy")
     assert r.returncode == -signal.SIGKILL, r.stderr
     last = load_checkpoint(out / "last.pt")
     assert last["best"]["epoch"] == 1 and not (out / "best.pt").exists()
-    r = subprocess.run(args + ["--resume"], env=ENV, capture_output=True, text=True, timeout=300)
+    r = _run_lbdt([*args, "--resume"])
     assert r.returncode == 0, r.stderr
     assert "best" in r.stdout and "at epoch 1" in r.stdout
 
@@ -753,7 +756,7 @@ def test_train_killed_during_best_copy_resume_repairs_best(tiny_bench, tmp_path)
     check_best()
     stale = dict(last, epoch=0, model={k: torch.zeros_like(v) for k, v in last["model"].items()})
     torch.save(stale, out / "best.pt")
-    r = subprocess.run(args + ["--resume"], env=ENV, capture_output=True, text=True, timeout=300)
+    r = _run_lbdt([*args, "--resume"])
     assert r.returncode == 0, r.stderr
     check_best()
 
@@ -841,7 +844,7 @@ API_IDS = [c[0] for c in _api_cases()]
 
 @pytest.mark.parametrize("case", API_IDS)
 def test_api_bad_input(case, segmenter, tmp_path):
-    name, call, needles = next(c for c in _api_cases() if c[0] == case)
+    _, call, needles = next(c for c in _api_cases() if c[0] == case)
     before = _listing(tmp_path)
     with pytest.raises(LBDTError) as e:
         call(segmenter, tmp_path)

@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Union
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from lbdt.errors import LBDTError
-from scipy.spatial import cKDTree
 
 SMOOTH = 1e-6  # the original's IoU smoothing: (I + eps) / (U + eps)
 PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)  # P@K

@@ -32,8 +32,8 @@ from lbdt.data.prepare.common import (
     place_file,
     progress,
     read_csv,
-    require_dir,
     read_marker,
+    require_dir,
     write_json,
 )
 from lbdt.data.records import ReferRecord

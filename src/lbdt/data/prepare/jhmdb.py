@@ -28,8 +28,8 @@ from lbdt.data.prepare.common import (
     place_file,
     progress,
     read_csv,
-    require_dir,
     read_json,
+    require_dir,
     write_json,
 )
 from lbdt.data.records import ReferRecord
