@@ -43,7 +43,7 @@ def test_overrides_convert_by_field_type():
     ("train.epochs=2.5", "integer"),
     ("data.size=[64]", "expected 2 values"),
     ("data.size=[100,100]", "multiples of 32"),
-    ("train.precision=fp8", "one of auto, fp32, bf16, fp16"),
+    ("train.precision=fp8", "fp32, bf16, fp16"),
     ("data.augment=maybe", "true/false"),
     ("train.device=gpu", "auto, cpu, cuda or cuda:N"),
     ("lr=1", "section.field=value"),

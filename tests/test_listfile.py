@@ -18,7 +18,7 @@ def test_sentence_with_separators_parses_from_both_ends():
 
 @pytest.mark.parametrize("fmt", ["comma6", "hash5", "tilde5"])
 def test_round_trip(tmp_path, fmt):
-    recs = [ReferRecord("v/1", "00003", "4", "a, b # c ~ d", (240, 320), "motion" if fmt == "comma6" else ""),
+    recs = [ReferRecord("v1", "00003", "4", "a, b # c ~ d", (240, 320), "motion" if fmt == "comma6" else ""),
             ReferRecord("w", "00010", "1", "plain", (10, 20), "appearance" if fmt == "comma6" else "")]
     n = write_list(tmp_path / "l.txt", recs, fmt)
     back = read_list(tmp_path / "l.txt", fmt)

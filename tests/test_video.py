@@ -127,7 +127,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(LBDTError, match=r"frame 1: expected an image"):
         list(open_video([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 2), np.uint8)]))
     (tmp_path / "frames" / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(LBDTError, match="bad.png: cannot read image"):
+    with pytest.raises(LBDTError, match="bad.png: unreadable image"):
         list(open_video(tmp_path / "frames"))
     with pytest.raises(LBDTError, match="unsupported video input"):
         open_video(42)

@@ -7,6 +7,7 @@ torn one. The temporary file is `.<name>.tmp` in the target's folder, so a later
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,3 +61,10 @@ def save_torch(obj: Any, path: str | os.PathLike, *, fsync: bool = False) -> Non
 
     with atomic_write(path, fsync=fsync) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
+
+
+def crash_point(name: str) -> None:
+    """Test hook for the kill -9 tests: when the environment variable `LBDT_CRASH_AT` equals `name`, the process
+    kills itself here with SIGKILL (no cleanup runs, exactly as `kill -9`). Does nothing otherwise."""
+    if os.environ.get("LBDT_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

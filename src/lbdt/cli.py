@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 from lbdt import __version__
 from lbdt.errors import LBDTError
@@ -27,11 +27,100 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 
     return wrap
 
+# ---------------------------------------------------------------- argument types
+# argparse turns an `ArgumentTypeError` into one line naming the option (`argument --threshold: ...`) and exit 2.
+
+
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_in(low: float, high: float, *, high_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low <= value < high if high_open else low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _model_side(text: str) -> int:
+    """One side of a model input size: a positive multiple of 32 (the network's stride)."""
+    value = _int_at_least(1, MAX_SIDE)(text)
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"model sizes must be positive multiples of 32, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    """auto, cpu, cuda or cuda:N; cuda only where this machine has it."""
+    if text not in ("auto", "cpu", "cuda") and not (text.startswith("cuda:") and text[5:].isdigit()):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine (use cpu or auto)")
+        if ":" in text and int(text[5:]) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
+def _comma_list(item: Callable[[str], object]) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        parts = [p.strip() for p in text.split(",")]
+        if not parts or any(p == "" for p in parts):
+            raise argparse.ArgumentTypeError(f"expected a comma list without empty items, got {text!r}")
+        return tuple(item(p) for p in parts)
+
+    parse.__name__ = "comma list"
+    return parse
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(allowed)}, got {text!r}")
+        return text
+
+    return parse
+
+
+MAX_SIDE = 4096  # largest image / model side the CLI accepts (larger ones only exhaust memory)
+_SEED = _int_at_least(0, 2**63 - 1)
+_POSITIVE = _int_at_least(1)
+_NON_NEGATIVE = _int_at_least(0)
+
+
+def _checked_out(path: str | None, *, file: bool = False, what: str = "--out") -> None:
+    """An output location, checked before any work starts (see lbdt.paths)."""
+    from lbdt.paths import check_output_dir, check_output_file
+
+    if path is not None:
+        (check_output_file if file else check_output_dir)(path, what)
+
 
 # ---------------------------------------------------------------- shared options
 def _runtime_args(p: argparse.ArgumentParser) -> None:
     """--device and --precision, with one meaning everywhere (lbdt.runtime)."""
-    p.add_argument("--device", default="auto", help="auto (default: cuda if usable, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (default: cuda if usable, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto (default): bf16 on GPUs that have it (else fp16) and on CPUs with native bf16, "
                         "else fp32; an explicit bf16 on a CPU without native bf16 runs emulated (much slower)")
@@ -72,7 +161,9 @@ def _train(args: argparse.Namespace) -> int:
     from lbdt.config import load_config
     from lbdt.engine.train import train
 
-    result = train(load_config(args.preset, args.overrides), resume=args.resume)
+    cfg = load_config(args.preset, args.overrides)
+    _checked_out(cfg.train.output_dir, what="train.output_dir")
+    result = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best"]
         print(f"done: step {result['step']}, epoch {result['epoch']}, output in {result['output_dir']}"
@@ -84,9 +175,9 @@ def _train(args: argparse.Namespace) -> int:
 def _info_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="variant name (lbdt4, lbdt1, lbdt4_r101, tiny): parameters and GMACs; "
                                  "weights name (official-lbdt4, synthetic-tiny, ...) or checkpoint file: its model card")
-    p.add_argument("--size", nargs=2, type=int, default=(320, 320), metavar=("H", "W"),
+    p.add_argument("--size", nargs=2, type=_model_side, default=(320, 320), metavar=("H", "W"),
                    help="input size for the MAC count (default 320 320)")
-    p.add_argument("--words", type=int, default=25, help="sentence length N for the MAC count (default 25)")
+    p.add_argument("--words", type=_POSITIVE, default=25, help="sentence length N for the MAC count (default 25)")
 
 
 @command("info", "print a model variant's parameter count and GMACs, or a weights' model card", _info_args)
@@ -115,6 +206,7 @@ def _convert_official_args(p: argparse.ArgumentParser) -> None:
 def _convert_official(args: argparse.Namespace) -> int:
     from lbdt.pretrained import convert_official_checkpoint
 
+    _checked_out(args.dst, file=True, what="OUT.pt")
     runnable = convert_official_checkpoint(args.src, args.dst)
     print(f"{args.src}: {runnable.variant} -> {args.dst}")
     return 0
@@ -128,7 +220,7 @@ def _download_args(p: argparse.ArgumentParser) -> None:
                                                        "installed where")
     p.add_argument("--from", dest="source", metavar="PATH_OR_URL",
                    help="install an already-downloaded file or a mirror URL (same checks)")
-    p.add_argument("--max-words", type=int, metavar="N", help="word tables: keep only the N most frequent words")
+    p.add_argument("--max-words", type=_POSITIVE, metavar="N", help="word tables: keep only the N most frequent words")
     p.add_argument("--fp16", action="store_true", help="word tables: store vectors in float16 (half the size)")
     p.add_argument("--force", action="store_true", help="fetch and install again even when installed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -163,13 +255,14 @@ def _prepare_data_args(p: argparse.ArgumentParser) -> None:
         d.add_argument("--copy", action="store_true", help="copy files instead of hard-linking them")
         d.add_argument("--no-progress", action="store_true", help="no progress bars")
         if name == "a2d":
-            d.add_argument("--jpeg-quality", type=int, default=95, help="quality of the extracted JPEG frames")
+            d.add_argument("--jpeg-quality", type=_int_at_least(1, 100), default=95, help="quality of the extracted JPEG frames")
         if name == "jhmdb":
-            d.add_argument("--seed", type=int, default=0, help="seed of the per-video frame choice")
-            d.add_argument("--frames-per-video", type=int, default=3, help="evaluated frames per video")
+            d.add_argument("--seed", type=_SEED, default=0, help="seed of the per-video frame choice")
+            d.add_argument("--frames-per-video", type=_POSITIVE, default=3, help="evaluated frames per video")
         if name == "ytvos":
-            d.add_argument("--val-fraction", type=float, default=0.05, help="share of train videos held out as val/")
-            d.add_argument("--seed", type=int, default=0, help="seed of the held-out video choice")
+            d.add_argument("--val-fraction", type=_float_in(0.0, 1.0, high_open=True), default=0.05,
+                           help="share of train videos held out as val/, in [0, 1)")
+            d.add_argument("--seed", type=_SEED, default=0, help="seed of the held-out video choice")
             d.add_argument("--drop-absent", action="store_true",
                            help="leave out frames where the referred object is not annotated (needs train/meta.json)")
 
@@ -178,6 +271,7 @@ def _prepare_data_args(p: argparse.ArgumentParser) -> None:
 def _prepare_data(args: argparse.Namespace) -> int:
     from lbdt.data.prepare import prepare_dataset
 
+    _checked_out(args.out or f"datasets/{args.dataset}")
     options = {k: getattr(args, k) for k in ("jpeg_quality", "seed", "frames_per_video", "val_fraction",
                                              "drop_absent") if hasattr(args, k)}
     summary = prepare_dataset(args.dataset, args.raw, args.out or f"datasets/{args.dataset}", copy=args.copy,
@@ -197,10 +291,10 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                         "valid_u / valid (MeViS)")
     p.add_argument("--protocol", choices=("lbdt", "native"),
                    help="resize rule (docs/evaluation.md); default lbdt for a2d/jhmdb, native for ytvos")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    p.add_argument("--batch-size", type=int, default=8, help="samples per forward pass (none is ever dropped)")
+    p.add_argument("--threshold", type=_float_in(0.0, 1.0), default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--batch-size", type=_POSITIVE, default=8, help="samples per forward pass (none is ever dropped)")
     _runtime_args(p)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--workers", type=_NON_NEGATIVE, default=0, help="DataLoader worker processes")
     _word_vectors_arg(p)
     p.add_argument("--out", help="folder for metrics.json, masks/ and (Ref-YTVOS / MeViS valid) submission.zip")
     p.add_argument("--save-masks", action="store_true", help="also write every mask as a 0/255 PNG under OUT/masks/")
@@ -208,9 +302,10 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict-precision", action="store_true", help="P@K counts IoU > K (MTTR) instead of >= K (LBDT)")
     p.add_argument("--jf", action=argparse.BooleanOptionalAction, default=None,
                    help="DAVIS J&F per expression (default: on for ytvos)")
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="model input size (default: the checkpoint's)")
-    p.add_argument("--frame-gap", type=int, help="reference frame t-k (default: the dataset's k)")
-    p.add_argument("--limit", type=int, help="only the first N samples (smoke test)")
+    p.add_argument("--size", nargs=2, type=_model_side, metavar=("H", "W"),
+                   help="model input size, multiples of 32 (default: the checkpoint's)")
+    p.add_argument("--frame-gap", type=_NON_NEGATIVE, help="reference frame t-k (default: the dataset's k)")
+    p.add_argument("--limit", type=_POSITIVE, help="only the first N samples (smoke test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -218,6 +313,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from lbdt.engine.evaluate import evaluate, format_report
 
+    _checked_out(args.out)
     report = evaluate(
         args.checkpoint, dataset=args.dataset, root=args.root, split=args.split, protocol=args.protocol,
         threshold=args.threshold, batch_size=args.batch_size, device=args.device, precision=args.precision,
@@ -259,14 +355,14 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", dest="fmt", choices=("a2d", "jhmdb", "ytvos", "davis", "mevis"), default="a2d",
                    help="on-disk format to write (default a2d)")
     p.add_argument("--out", required=True, help="folder to create (must not exist, or be empty)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes identical files")
-    p.add_argument("--videos", nargs=3, type=int, default=(360, 60, 90), metavar=("TRAIN", "VAL", "TEST"),
+    p.add_argument("--seed", type=_SEED, default=0, help="random seed; the same seed writes identical files")
+    p.add_argument("--videos", nargs=3, type=_NON_NEGATIVE, default=(360, 60, 90), metavar=("TRAIN", "VAL", "TEST"),
                    help="videos per split (default 360 60 90); davis: train, val (TEST unused); "
                         "mevis: train, valid_u, valid")
-    p.add_argument("--frames", type=int, default=14, help="frames per video (default 14)")
-    p.add_argument("--size", nargs=2, type=int, default=(96, 128), metavar=("H", "W"),
-                   help="frame size (default 96 128)")
-    p.add_argument("--annotated", type=int, default=1, help="annotated frames per video (default 1)")
+    p.add_argument("--frames", type=_POSITIVE, default=14, help="frames per video (default 14)")
+    p.add_argument("--size", nargs=2, type=_int_at_least(8, MAX_SIDE), default=(96, 128), metavar=("H", "W"),
+                   help=f"frame size, 8 to {MAX_SIDE} (default 96 128)")
+    p.add_argument("--annotated", type=_POSITIVE, default=1, help="annotated frames per video (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -275,6 +371,7 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from lbdt.data.synth import write_benchmark
 
+    _checked_out(args.out)
     s = write_benchmark(args.out, fmt=args.fmt, seed=args.seed, videos=args.videos, frames=args.frames,
                         size=tuple(args.size), annotated=args.annotated, overwrite=args.overwrite,
                         progress=not args.no_progress)
@@ -286,18 +383,20 @@ def _synth(args: argparse.Namespace) -> int:
 # ---- benchmark (docs/performance.md)
 def _benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="lbdt4", help="model variant (lbdt4, lbdt1, tiny, ...)")
-    p.add_argument("--size", type=int, nargs=2, default=(320, 320), metavar=("H", "W"), help="input size")
-    p.add_argument("--device", default="auto", help="auto (default: cuda if usable, else cpu), cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="machine",
+    p.add_argument("--size", type=_model_side, nargs=2, default=(320, 320), metavar=("H", "W"),
+                   help="input size, multiples of 32")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (default: cuda if usable, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--precision", type=_comma_list(_choice("machine", "fp32", "bf16", "fp16")), default="machine",
                    help="comma list of fp32, bf16, fp16 (fp16: CUDA only), or 'machine' (default): what auto picks "
                         "here plus fp32 (so bf16 is not timed where the CPU only emulates it)")
-    p.add_argument("--batch", default="1,8", help="comma list of inference batch sizes")
-    p.add_argument("--frames", type=int, default=16, help="frames of the streamed video (0 = skip streaming)")
-    p.add_argument("--repeats", type=int, default=3, help="timed iterations per measurement (median reported)")
+    p.add_argument("--batch", type=_comma_list(_POSITIVE), default="1,8", help="comma list of inference batch sizes")
+    p.add_argument("--frames", type=_NON_NEGATIVE, default=16, help="frames of the streamed video (0 = skip streaming)")
+    p.add_argument("--repeats", type=_POSITIVE, default=3, help="timed iterations per measurement (median reported)")
     p.add_argument("--train-step", action="store_true", help="also time forward + backward + AdamW")
-    p.add_argument("--train-batch", type=int, default=2, help="batch size of the training step")
+    p.add_argument("--train-batch", type=_POSITIVE, default=2, help="batch size of the training step")
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
+    p.add_argument("--threads", type=_POSITIVE, help="torch.set_num_threads (default: leave as is)")
     p.add_argument("--out", help="write the results as JSON here (e.g. benchmarks/results/cpu.json)")
     p.add_argument("--quick", action="store_true", help="short smoke run: batch <= 2, 1 repeat, 4 frames")
 
@@ -306,13 +405,10 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
 def _benchmark(args: argparse.Namespace) -> int:
     from lbdt.benchmark import BenchmarkSettings, benchmark
 
-    try:
-        batches = tuple(int(b) for b in args.batch.split(","))
-    except ValueError:
-        raise LBDTError(f"--batch must be a comma list of integers, got {args.batch!r}") from None
+    _checked_out(args.out, file=True)
     settings = BenchmarkSettings(
-        model=args.model, size=tuple(args.size), device=args.device, batches=batches,
-        precisions=tuple(p.strip() for p in args.precision.split(",") if p.strip()), frames=args.frames,
+        model=args.model, size=tuple(args.size), device=args.device, batches=args.batch,
+        precisions=args.precision, frames=args.frames,
         repeats=args.repeats, train_step=args.train_step, train_batch=args.train_batch, compile=args.compile,
         threads=args.threads)
     benchmark(settings, out=args.out, quick=args.quick)
@@ -343,10 +439,13 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="synthetic-tiny",
                    help="shipped name, name installed by `lbdt download` (official-lbdt4), checkpoint path (ours or "
                         "official), or https URL#sha256=HEX (default synthetic-tiny)")
-    p.add_argument("--out", default="out/predict", help="output folder (default out/predict)")
+    p.add_argument("--out", default="out/predict",
+                   help="output folder (default out/predict). A re-run replaces the previous result in it whole "
+                        "(its NN_* folders and summary.json; other files stay); the file INCOMPLETE marks a run "
+                        "in progress or killed, and summary.json is written last")
     _runtime_args(p)
-    p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default 8)")
-    p.add_argument("--frame-gap", type=int, help="k: reference frame t-k (default: the checkpoint's, else 6)")
+    p.add_argument("--batch-size", type=_POSITIVE, default=8, help="frames per model call (default 8)")
+    p.add_argument("--frame-gap", type=_NON_NEGATIVE, help="k: reference frame t-k (default: the checkpoint's, else 6)")
     _word_vectors_arg(p)
     p.add_argument("--no-overlay", action="store_true", help="write masks and summary only")
 
@@ -355,6 +454,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from lbdt.predictor import predict_to_folder
 
+    _checked_out(args.out)
     summary = predict_to_folder(args.video, args.text, out_dir=args.out, weights=args.weights, device=args.device,
                                 precision=args.precision, batch_size=args.batch_size, frame_gap=args.frame_gap,
                                 word_vectors=args.word_vectors, overlay=not args.no_overlay)
@@ -366,7 +466,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
-    p.add_argument("--seed", default=None, help="clip seed, or 'random' (default: a fixed representative clip)")
+    p.add_argument("--seed", default=None,
+                   help="clip seed (a non-negative integer), or 'random' (default: a fixed representative clip)")
     p.add_argument("--weights", default="synthetic-tiny", help="checkpoint to demo (default: the shipped one)")
     _runtime_args(p)
 
@@ -375,6 +476,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from lbdt.demo import DEMO_SEED, run_demo
 
+    _checked_out(args.out)
     r = run_demo(out_dir=args.out, seed=DEMO_SEED if args.seed is None else args.seed, weights=args.weights,
                  device=args.device, precision=args.precision)
     print(f'demo: "{r.sentence}" (motion-dependent), seed {r.seed}: mean IoU {r.mean_iou:.3f} over {r.frames} '
@@ -393,10 +495,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="synthetic-tiny",
                    help="shipped name, checkpoint path (ours or official), or https URL#sha256=HEX (default synthetic-tiny)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=_int_at_least(1, 65535), default=7860, help="port (default 7860)")
     _runtime_args(p)
-    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload in MB (default 50)")
-    p.add_argument("--max-seconds", type=float, default=60.0, help="longest accepted video in seconds (default 60)")
+    p.add_argument("--max-upload-mb", type=_float_in(0.001, 1e6), default=50.0, help="largest accepted upload in MB (default 50)")
+    p.add_argument("--max-seconds", type=_float_in(0.001, 1e6), default=60.0, help="longest accepted video in seconds (default 60)")
 
 
 @command("serve", "a local web page: upload a video, type sentences, get overlay video, masks and plots", _serve_args)
@@ -406,10 +508,15 @@ def _serve(args: argparse.Namespace) -> int:
     serve(args.weights, host=args.host, port=args.port, device=args.device, precision=args.precision,
           max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds)
     return 0
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line, like every other error: `lbdt <command>: error: <problem>`, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lbdt", description="Referring video object segmentation with LBDT.")
+    parser = _Parser(prog="lbdt", description="Referring video object segmentation with LBDT.")
     parser.add_argument("--version", action="version", version=f"lbdt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add, run) in _COMMANDS.items():

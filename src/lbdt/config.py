@@ -7,6 +7,7 @@ module that reads YAML.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -88,7 +89,57 @@ _SECTIONS = ("model", "data", "train", "eval")
 _CHOICES = {
     ("train", "precision"): ("auto", "fp32", "bf16", "fp16"),
     ("eval", "protocol"): ("lbdt", "native"),
+    ("data", "dataset"): ("a2d", "jhmdb", "ytvos"),
 }
+
+
+def _at_least(low: float) -> tuple[Any, str]:
+    return (lambda v: v >= low), f">= {low:g}"
+
+
+_POSITIVE = ((lambda v: v > 0), "> 0")
+# Allowed values of numeric fields (checked on every element of a tuple; None passes where the field allows it).
+_RANGES: dict[tuple[str, str], tuple[Any, str]] = {
+    ("data", "frame_gap"): _at_least(0),
+    ("data", "max_words"): _at_least(1),
+    ("data", "num_workers"): _at_least(0),
+    ("data", "synthetic_seed"): _at_least(0),
+    ("train", "epochs"): _at_least(1),
+    ("train", "batch_size"): _at_least(1),
+    ("train", "lr"): _POSITIVE,
+    ("train", "weight_decay"): _at_least(0),
+    ("train", "milestones"): _at_least(1),
+    ("train", "gamma"): _POSITIVE,
+    ("train", "grad_accum"): _at_least(1),
+    ("train", "clip_grad_norm"): _POSITIVE,
+    ("train", "pos_weight"): _POSITIVE,
+    ("train", "bce_weight"): _at_least(0),
+    ("train", "dice_weight"): _at_least(0),
+    ("train", "seed"): _at_least(0),
+    ("train", "max_steps"): _at_least(1),
+    ("train", "max_minutes"): _POSITIVE,
+    ("train", "log_every"): _at_least(1),
+    ("train", "checkpoint_every"): _at_least(1),
+    ("eval", "threshold"): ((lambda v: 0 <= v <= 1), "in [0, 1]"),
+    ("eval", "batch_size"): _at_least(1),
+}
+_NOT_EMPTY = {("data", "root"), ("data", "train_split"), ("data", "word_vectors"), ("train", "best_metric"),
+              ("train", "output_dir"), ("model", "variant")}
+
+
+def _check_value(section: str, name: str, value: Any, source: str) -> None:
+    """The field's allowed values (`_CHOICES`, `_RANGES`, `_NOT_EMPTY`, finite numbers): else `LBDTError`."""
+    allowed = _CHOICES.get((section, name))
+    if allowed and value not in allowed:
+        raise LBDTError(f"{source}: {section}.{name} must be one of {', '.join(allowed)}, got {value!r}")
+    if (section, name) in _NOT_EMPTY and not str(value).strip():
+        raise LBDTError(f"{source}: {section}.{name} must not be empty")
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise LBDTError(f"{source}: {section}.{name} must be a finite number, got {v}")
+        rule = _RANGES.get((section, name))
+        if rule is not None and v is not None and not rule[0](v):
+            raise LBDTError(f"{source}: {section}.{name} must be {rule[1]}, got {value!r}")
 
 
 def to_dict(cfg: RunConfig) -> dict:
@@ -103,6 +154,8 @@ def to_dict(cfg: RunConfig) -> dict:
 
 def from_dict(d: dict, source: str = "config") -> RunConfig:
     """Build a `RunConfig` from a (possibly partial) nested dict; missing fields keep their defaults."""
+    if d is not None and not isinstance(d, dict):
+        raise LBDTError(f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {type(d).__name__}")
     cfg = RunConfig()
     _apply(cfg, d or {}, source)
     return cfg
@@ -147,6 +200,8 @@ def load_config(preset_or_path: str | None = None, overrides: list[str] | None =
             d = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise LBDTError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except UnicodeDecodeError as e:
+            raise LBDTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         if d is not None and not isinstance(d, dict):
             raise LBDTError(f"{path}: expected a mapping of sections ({', '.join(_SECTIONS)})")
         _apply(cfg, d or {}, str(path))
@@ -182,9 +237,7 @@ def _apply(cfg: RunConfig, d: dict, source: str) -> None:
                 converted = _convert(value, hints[name])
             except (TypeError, ValueError) as e:
                 raise LBDTError(f"{source}: bad value for {section}.{name}: {e}") from None
-            allowed = _CHOICES.get((section, name))
-            if allowed and converted not in allowed:
-                raise LBDTError(f"{source}: {section}.{name} must be one of {', '.join(allowed)}, got {converted!r}")
+            _check_value(section, name, converted, source)
             setattr(sub, name, converted)
     device = cfg.train.device
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
@@ -192,6 +245,10 @@ def _apply(cfg: RunConfig, d: dict, source: str) -> None:
     h, w = cfg.data.size
     if h % 32 or w % 32 or h <= 0 or w <= 0:
         raise LBDTError(f"{source}: data.size must be positive multiples of 32, got {list(cfg.data.size)}")
+    if cfg.train.bce_weight == 0 and cfg.train.dice_weight == 0:
+        raise LBDTError(f"{source}: train.bce_weight and train.dice_weight are both 0 (the loss would be zero)")
+    if list(cfg.train.milestones) != sorted(set(cfg.train.milestones)):
+        raise LBDTError(f"{source}: train.milestones must be increasing epochs, got {list(cfg.train.milestones)}")
 
 
 def _convert(value: Any, tp: Any) -> Any:

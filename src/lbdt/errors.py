@@ -1,4 +1,19 @@
-"""The one exception type users see for bad input: a message naming the file and the problem."""
+"""The one exception type users see for bad input, and the rule for when to raise it.
+
+The rule, followed by every module:
+
+* **Bad user input** (a CLI argument, a config field, a file or folder and its contents, an argument of the
+  public Python API: `VideoSegmenter`, `WordVectors`, `open_video`, the dataset sources, the metrics) raises
+  `LBDTError` where the input enters, with a **one-line** message naming the input (the file, and its line or
+  field where there is one; the option or argument name otherwise) and the problem, e.g.
+  `list.txt:3: video id '../x' must be a plain name` or `--threshold: must be in [0, 1], got 5.0`.
+  The CLI prints it as `lbdt <command>: error: <message>` and exits 2, never with a traceback.
+* **Programming errors** (a broken invariant inside lbdt, a wrong type passed between internal functions) raise
+  the ordinary exception (`TypeError`, `ValueError`, `AssertionError`, ...) and keep their traceback: they are
+  bugs to report, not input to fix.
+
+`LBDTError` subclasses `ValueError`, so callers that catch `ValueError` for bad values keep working.
+"""
 
 
 class LBDTError(ValueError):

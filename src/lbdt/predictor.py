@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import shutil
 import time
 import unicodedata
 import warnings
@@ -34,8 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lbdt.atomic import crash_point, write_text
 from lbdt.checkpoint import Runnable
-from lbdt.data.text import WordVectors, resolve_word_vectors, tokenize
+from lbdt.data.text import WordVectors, check_sentence, resolve_word_vectors
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
 from lbdt.engine.fast import prepare_for_inference, to_input
@@ -43,6 +45,7 @@ from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
+from lbdt.paths import check_output_dir
 from lbdt.pretrained import load_pretrained
 from lbdt.runtime import Precision, announce, autocast, resolve_device, resolve_precision
 from lbdt.types import Prediction, SampleMeta
@@ -82,20 +85,14 @@ class VideoSegmenter:
         first_conv = next((m.weight for m in self.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
         self._channels_last = first_conv is not None and first_conv.is_contiguous(memory_format=torch.channels_last) \
             and not first_conv.is_contiguous()
-        self.size = tuple(int(s) for s in (size or runnable.size))
-        if len(self.size) != 2 or any(s <= 0 or s % STRIDE for s in self.size):
-            raise LBDTError(f"size must be (H, W), both positive multiples of {STRIDE}; got {size}")
-        self.frame_gap = int(frame_gap if frame_gap is not None else runnable.frame_gap)
-        if self.frame_gap < 0:
-            raise LBDTError(f"frame_gap must be >= 0, got {frame_gap}")
-        if batch_size < 1:
-            raise LBDTError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self.size = _model_size(size or runnable.size)
+        self.frame_gap = _whole(frame_gap if frame_gap is not None else runnable.frame_gap, "frame_gap", 0)
+        self.batch_size = _whole(batch_size, "batch_size", 1)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise LBDTError(f"threshold must be a number in [0, 1], got {threshold!r}")
         self.word_vectors = resolve_word_vectors(word_vectors, embedded=runnable.word_vectors,
                                                  table=runnable.word_table)
         self.max_words = runnable.max_words
-        if not 0.0 <= threshold <= 1.0:
-            raise LBDTError(f"threshold must be in [0, 1], got {threshold}")
         self.threshold = float(threshold)
         self.source = runnable.source
         self.max_buffered = 0  # most preprocessed frames held at once during the last run (≤ k + batch_size)
@@ -104,8 +101,7 @@ class VideoSegmenter:
     def encode(self, sentence: str) -> TextFeatures:
         """The sentence's `TextFeatures` (batch 1); a clear error for an empty one. Long sentences are
         truncated to the checkpoint's N tokens (`max_words`, 25 by default); unknown words get zero vectors."""
-        if not isinstance(sentence, str) or not tokenize(sentence):
-            raise LBDTError(f"empty sentence {sentence!r}: describe the object to segment")
+        check_sentence(sentence, "VideoSegmenter text")
         known = self.word_vectors.coverage(sentence, max_len=self.max_words)
         if known.none_known:
             raise LBDTError(f"no word of {sentence!r} is in this model's vocabulary ({len(self.word_vectors)} words): "
@@ -185,6 +181,21 @@ class VideoSegmenter:
         return normalize(resize_image(image, self.size)).to(self.device)
 
 
+def _whole(value: Any, name: str, minimum: int) -> int:
+    """An integer argument >= `minimum` (bools and floats are refused, not truncated)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise LBDTError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _model_size(size: Any) -> tuple[int, int]:
+    """(H, W), both positive multiples of the model stride."""
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2 or any(
+            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0 or s % STRIDE for s in size):
+        raise LBDTError(f"size must be (H, W), two positive multiples of {STRIDE}, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
 @dataclass
 class _Pending:
     """A frame waiting for its batch: its pixels are kept only when the caller asked for frames."""
@@ -203,6 +214,10 @@ def _slug(text: str, limit: int = 40) -> str:
     return "-".join(words)[:limit].strip("-")
 
 
+INCOMPLETE = "INCOMPLETE"  # marker file of a predict output folder being written (or killed while written)
+_RESULT_FOLDER = re.compile(r"\d{2}_[a-z0-9-]+")
+
+
 def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out_dir: str | os.PathLike,
                       weights: str = "synthetic-tiny", device: str = "auto", precision: str = "auto",
                       batch_size: int = 8, frame_gap: int | None = None, word_vectors: str | None = None,
@@ -212,12 +227,16 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     * `<NN>_<sentence-slug>/masks/<frame>.png`: one 0/255 mask per frame at the original size;
     * `<NN>_<sentence-slug>/overlay.mp4`: the video with the mask tinted, its contour and the sentence;
     * `summary.json`: frames, sizes, per-frame foreground fraction and score, the words the model does not
-      know (`unknown_words`, `unknown_fraction`), whether every mask came out empty, timings.
+      know (`unknown_words`, `unknown_fraction`), whether every mask came out empty, timings; `frames_declared`
+      and `frames_missing` (> 0 when a video file decodes to fewer frames than it declares, see lbdt.data.video).
 
     On stderr: what a demonstration model is (synthetic-tiny), each sentence's unknown words, and each sentence
     whose masks are all empty.
 
-    Every file is written atomically. Returns the summary dict.
+    Every file is written atomically. The folder is complete or visibly incomplete: an `INCOMPLETE` file is
+    written before anything else and removed after `summary.json`, which is written last. A re-run replaces the
+    previous result whole: the earlier run's `NN_*` folders, `summary.json` and temporary files are removed
+    first (other files in `out_dir` are left alone). Returns the summary dict.
     """
     from tqdm import tqdm
 
@@ -229,6 +248,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     if not sentences:
         raise LBDTError("give at least one sentence (--text)")
     reader = open_video(video)  # input errors first, before loading weights
+    out = check_output_dir(out_dir)
     started = time.perf_counter()
     segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
                                frame_gap=frame_gap, word_vectors=word_vectors)
@@ -243,8 +263,11 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         if c.unknown:
             print(f"lbdt: {s!r}: not in the model's vocabulary (zero vectors): {', '.join(c.unknown)} "
                   f"({c.unknown_fraction:.0%} of the sentence)", file=sys.stderr)
-    out = Path(out_dir)
     folders = [f"{j:02d}_{_slug(s) or 'sentence'}" for j, s in enumerate(sentences)]
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / INCOMPLETE, "lbdt predict is writing this folder, or was stopped while writing it: "
+                                 "re-run it to replace the partial result\n")
+    _clear_previous_result(out)
     writers = [VideoWriter(out / f / "overlay.mp4", fps=reader.fps or 25.0) for f in folders] if overlay else []
     records: list[dict] = [{"sentence": s, "folder": f, "foreground_fraction": [], "score": []}
                            for s, f in zip(sentences, folders)]
@@ -261,6 +284,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
                 if overlay:
                     writers[j].write(draw_overlay(pred.extras["frame"], pred.mask, sentence=pred.meta.sentence,
                                                   color=pick_color(j)))
+            crash_point("predict-frame")
         for w in writers:
             w.close()
     except BaseException:
@@ -281,6 +305,8 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         "frames": n,
         "frame_ids": frame_ids,
         "fps": reader.fps,
+        "frames_declared": reader.num_frames,
+        "frames_missing": reader.short_by,
         "original_sizes": sorted([list(s) for s in sizes]),
         "model": {**segmenter.runnable.describe(), "size": list(segmenter.size), "frame_gap": segmenter.frame_gap,
                   "threshold": segmenter.threshold, "device": str(segmenter.device),
@@ -290,5 +316,16 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         "timings": {"load_s": round(loaded - started, 3), "segment_s": round(done - loaded, 3),
                     "frames_per_s": round(n / max(done - loaded, 1e-9), 3)},
     }
-    save_metrics_json(out / "summary.json", summary)
+    save_metrics_json(out / "summary.json", summary)  # last: its presence means the folder is complete
+    (out / INCOMPLETE).unlink()
     return summary
+
+
+def _clear_previous_result(out: Path) -> None:
+    """Remove what an earlier `predict_to_folder` wrote into `out` (or left there when killed): its
+    `NN_<slug>` folders, `summary.json` and hidden temporary files."""
+    for entry in out.iterdir():
+        if entry.is_dir() and not entry.is_symlink() and _RESULT_FOLDER.fullmatch(entry.name):
+            shutil.rmtree(entry)
+        elif entry.name == "summary.json" or (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            entry.unlink()

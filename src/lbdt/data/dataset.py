@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources.base import Source
-from lbdt.data.text import MAX_WORDS, WordVectors, tokenize
+from lbdt.data.text import MAX_WORDS, WordVectors, check_sentence, tokenize
 from lbdt.data.transforms import ClipTransform, side_words, swap_left_right
 from lbdt.errors import LBDTError
 from lbdt.types import ClipSample, SampleMeta
@@ -41,8 +41,7 @@ class ReferringVideoDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         for r in self.records:
-            if not tokenize(r.sentence, None):
-                raise LBDTError(f"{r.source_line or r.video_id}: empty sentence")
+            check_sentence(r.sentence, r.source_line or r.video_id)
         self.word_vectors = _subset(word_vectors, self.records)
 
     def __len__(self) -> int:
@@ -61,16 +60,19 @@ class ReferringVideoDataset(Dataset):
         if ref.shape != frame.shape:
             raise LBDTError(f"{src.frame_path(r.video_id, ref_id)}: size {ref.shape[:2]} differs from frame "
                             f"{r.frame_id} ({frame.shape[:2]})")
+        if tuple(r.original_size) != frame.shape[:2]:  # the list's size must be the frame's (never trusted blindly)
+            raise LBDTError(f"{r.source_line or r.video_id}: size {r.original_size[0]}x{r.original_size[1]} differs "
+                            f"from the frame's {frame.shape[0]}x{frame.shape[1]} ({src.frame_path(r.video_id, r.frame_id)})")
         mask = src.read_mask(r) if self.with_masks else None
-        if mask is not None and self.transform.augment and mask.shape != frame.shape[:2]:
-            raise LBDTError(f"{r.source_line}: mask size {mask.shape} differs from the frame's {frame.shape[:2]}")
+        if mask is not None and mask.shape != frame.shape[:2]:  # never stretched to fit
+            raise LBDTError(f"{src.mask_path(r)}: mask size {mask.shape} differs from its frame's {frame.shape[:2]} "
+                            f"({r.source_line})")
         rng = np.random.default_rng([self.seed, self.epoch, index])
         clip = self.transform(frame, ref, mask, r.sentence, rng)
         vectors, word_mask = self.word_vectors.encode(clip.sentence, self.max_words)
-        h0, w0 = r.original_size
         meta = SampleMeta(
             dataset=src.name, video_id=r.video_id, object_id=r.object_id, frame_id=r.frame_id, ref_frame_id=ref_id,
-            sentence=r.sentence, original_size=(h0, w0) if h0 > 0 and w0 > 0 else tuple(frame.shape[:2]),
+            sentence=r.sentence, original_size=tuple(frame.shape[:2]),
             expression_id=r.expression_id, group=r.category)
         return ClipSample(frame=clip.frame, ref_frame=clip.ref_frame, word_vectors=vectors, word_mask=word_mask,
                           meta=meta, mask=clip.mask,

@@ -18,7 +18,9 @@ from typing import Iterable
 
 from lbdt.atomic import write_text
 from lbdt.data.records import ReferRecord
+from lbdt.data.text import check_sentence
 from lbdt.errors import LBDTError
+from lbdt.paths import check_name
 
 SEPARATORS = {"comma6": ",", "hash5": "#", "tilde5": "~"}
 
@@ -55,12 +57,12 @@ def parse_line(line: str, fmt: str, where: str) -> ReferRecord:
     video_id, frame_id = key.rsplit("/", 1)
     if not video_id or not frame_id:
         raise LBDTError(f"{where}: first field must be <video>/<frame>, got {key!r}")
+    check_name(video_id, "video id", where)  # ids become path parts (frames, masks, written masks, zip entries)
+    check_name(frame_id, "frame id", where)
     sentence = rest.strip()
-    if not sentence:
-        raise LBDTError(f"{where}: empty sentence")
+    check_sentence(sentence, where)
     obj = obj.strip()
-    if not obj:
-        raise LBDTError(f"{where}: empty object id")
+    check_name(obj, "object id", where)
     size = (_int_field(h, "orig_h", where), _int_field(w, "orig_w", where))
     return ReferRecord(video_id=video_id, frame_id=frame_id, object_id=obj, sentence=sentence,
                        original_size=size, category=category, source_line=where)

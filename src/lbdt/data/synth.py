@@ -154,8 +154,8 @@ def _start(rng: np.random.Generator, r: float, velocity: float, frames: int, ext
     lo = r + 1 - min(0.0, travel)
     hi = extent - 2 - r - max(0.0, travel)
     if np.ceil(lo) > np.floor(hi):
-        raise ValueError(f"{frames} frames at {abs(velocity):.1f} px/frame do not fit in {extent} px; "
-                         "use fewer frames or larger frames")
+        raise LBDTError(f"--frames {frames} / --size: {frames} frames at {abs(velocity):.1f} px/frame do not fit "
+                        f"in {extent} px; use fewer frames or larger frames")
     return float(rng.integers(int(np.ceil(lo)), int(np.floor(hi)) + 1))
 
 
@@ -461,8 +461,8 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
     """
     if fmt not in FORMATS:
         raise LBDTError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if len(videos) != len(SPLITS) or any(n < 0 for n in videos):
-        raise LBDTError(f"videos must be three counts (train, val, test), got {list(videos)}")
+    if len(videos) != len(SPLITS) or any(n < 0 for n in videos) or sum(videos) == 0:
+        raise LBDTError(f"--videos: need three counts (train, val, test), not all zero, got {list(videos)}")
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise LBDTError(f"{out}: already exists; choose another folder or pass overwrite")
@@ -470,60 +470,64 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    palette = _palette()
-    lists: dict[str, list[ReferRecord]] = {s: [] for s in SPLITS}
-    entries, meta = [], {}
-    todo = [(s, i) for s, n in zip(SPLITS, videos) for i in range(n) if s in SPLIT_DIRS.get(fmt, SPLITS)]
-    masks: dict[str, dict] = {}  # mevis: split folder -> mask_dict
-    counts: dict[str, int] = {}  # davis / mevis: split folder -> samples
-    for split, i in tqdm(todo, desc=f"synth {fmt}", unit="video", disable=not progress):
-        v = benchmark_video(seed, split, i, fmt=fmt, frames=frames, size=size, annotated=annotated)
-        if fmt in SPLIT_DIRS:
-            folder = SPLIT_DIRS[fmt][split]
-            counts[folder] = counts.get(folder, 0) + _write_expression_video(tmp, fmt, v, palette, meta, masks)
-        else:
-            lists[split] += _write_video(tmp, fmt, v, palette)
-        objs = [{"id": rec_id, **{k: val for k, val in asdict(o).items() if k in
-                                  ("shape", "colour", "size", "motion", "sentence", "sentence_type")}}
-                for rec_id, o in zip(_object_ids(fmt, len(v.clip.objects)), v.clip.objects)]
-        entries.append({"video_id": v.video_id, "split": split, "annotated_frames": [v.frame_names[t] for t in v.annotated],
-                        "targets": [objs[o]["id"] for o in v.targets], "objects": objs})
+    try:
+        palette = _palette()
+        lists: dict[str, list[ReferRecord]] = {s: [] for s in SPLITS}
+        entries, meta = [], {}
+        todo = [(s, i) for s, n in zip(SPLITS, videos) for i in range(n) if s in SPLIT_DIRS.get(fmt, SPLITS)]
+        masks: dict[str, dict] = {}  # mevis: split folder -> mask_dict
+        counts: dict[str, int] = {}  # davis / mevis: split folder -> samples
+        for split, i in tqdm(todo, desc=f"synth {fmt}", unit="video", disable=not progress):
+            v = benchmark_video(seed, split, i, fmt=fmt, frames=frames, size=size, annotated=annotated)
+            if fmt in SPLIT_DIRS:
+                folder = SPLIT_DIRS[fmt][split]
+                counts[folder] = counts.get(folder, 0) + _write_expression_video(tmp, fmt, v, palette, meta, masks)
+            else:
+                lists[split] += _write_video(tmp, fmt, v, palette)
+            objs = [{"id": rec_id, **{k: val for k, val in asdict(o).items() if k in
+                                      ("shape", "colour", "size", "motion", "sentence", "sentence_type")}}
+                    for rec_id, o in zip(_object_ids(fmt, len(v.clip.objects)), v.clip.objects)]
+            entries.append({"video_id": v.video_id, "split": split, "annotated_frames": [v.frame_names[t] for t in v.annotated],
+                            "targets": [objs[o]["id"] for o in v.targets], "objects": objs})
+            if fmt == "ytvos":
+                meta[v.video_id] = {"split": split, "frames": v.frame_names, "expressions": {
+                    str(o): {"exp": ob.sentence, "obj_id": str(o + 1), "type": ob.sentence_type}
+                    for o, ob in enumerate(v.clip.objects)}}
         if fmt == "ytvos":
-            meta[v.video_id] = {"split": split, "frames": v.frame_names, "expressions": {
-                str(o): {"exp": ob.sentence, "obj_id": str(o + 1), "type": ob.sentence_type}
-                for o, ob in enumerate(v.clip.objects)}}
-    if fmt == "ytvos":
-        write_list(tmp / "train.txt", lists["train"], "hash5")
-        write_list(tmp / "val.txt", lists["val"], "tilde5")
-        write_list(tmp / "test.txt", lists["test"], "tilde5")
-        valid = [ReferRecord(vid, f, eid, e["exp"], size) for vid, m in meta.items() if m["split"] == "test"
-                 for f in m["frames"] for eid, e in m["expressions"].items()]
-        write_list(tmp / "valid_new_pure.txt", valid, "hash5")
-        (tmp / "meta_expressions.json").write_text(json.dumps({"videos": meta}, indent=1) + "\n", encoding="utf-8")
-    elif fmt in SPLIT_DIRS:
-        for split, folder in SPLIT_DIRS[fmt].items():
-            (tmp / folder).mkdir(exist_ok=True)
-            (tmp / folder / "meta_expressions.json").write_text(
-                json.dumps({"videos": meta.get(folder, {})}, indent=1) + "\n", encoding="utf-8")
-            if fmt == "mevis" and split != "test":
-                (tmp / folder / "mask_dict.json").write_text(json.dumps(masks.get(folder, {})) + "\n", encoding="utf-8")
-    else:
-        for split in SPLITS:
-            write_list(tmp / f"{split}.txt", lists[split], "comma6")
-    table = WordVectors.seeded(vocabulary(), dim=300, seed=seed)
-    with open(tmp / WORD_VECTORS, "w", encoding="utf-8") as f:
-        f.writelines(word + " " + " ".join(f"{x:.6f}" for x in vec) + "\n"
-                     for word, vec in zip(table.words, table.vectors))
-    if fmt in SPLIT_DIRS:  # keyed by the split folders written
-        n_videos = {folder: int(n) for s, n in zip(SPLITS, videos) for k, folder in SPLIT_DIRS[fmt].items() if k == s}
-        samples = {folder: counts.get(folder, 0) for folder in SPLIT_DIRS[fmt].values()}
-    else:
-        n_videos = dict(zip(SPLITS, (int(n) for n in videos)))
-        samples = {s: len(lists[s]) for s in SPLITS}
-    summary = {"format": fmt, "seed": int(seed), "frames": int(frames), "size": [int(size[0]), int(size[1])],
-               "videos": n_videos, "frame_gap": FRAME_GAP[fmt], "samples": samples, "word_vectors": WORD_VECTORS}
-    (tmp / "benchmark.json").write_text(json.dumps({**summary, "video_list": entries}, indent=1) + "\n",
-                                        encoding="utf-8")
+            write_list(tmp / "train.txt", lists["train"], "hash5")
+            write_list(tmp / "val.txt", lists["val"], "tilde5")
+            write_list(tmp / "test.txt", lists["test"], "tilde5")
+            valid = [ReferRecord(vid, f, eid, e["exp"], size) for vid, m in meta.items() if m["split"] == "test"
+                     for f in m["frames"] for eid, e in m["expressions"].items()]
+            write_list(tmp / "valid_new_pure.txt", valid, "hash5")
+            (tmp / "meta_expressions.json").write_text(json.dumps({"videos": meta}, indent=1) + "\n", encoding="utf-8")
+        elif fmt in SPLIT_DIRS:
+            for split, folder in SPLIT_DIRS[fmt].items():
+                (tmp / folder).mkdir(exist_ok=True)
+                (tmp / folder / "meta_expressions.json").write_text(
+                    json.dumps({"videos": meta.get(folder, {})}, indent=1) + "\n", encoding="utf-8")
+                if fmt == "mevis" and split != "test":
+                    (tmp / folder / "mask_dict.json").write_text(json.dumps(masks.get(folder, {})) + "\n", encoding="utf-8")
+        else:
+            for split in SPLITS:
+                write_list(tmp / f"{split}.txt", lists[split], "comma6")
+        table = WordVectors.seeded(vocabulary(), dim=300, seed=seed)
+        with open(tmp / WORD_VECTORS, "w", encoding="utf-8") as f:
+            f.writelines(word + " " + " ".join(f"{x:.6f}" for x in vec) + "\n"
+                         for word, vec in zip(table.words, table.vectors))
+        if fmt in SPLIT_DIRS:  # keyed by the split folders written
+            n_videos = {folder: int(n) for s, n in zip(SPLITS, videos) for k, folder in SPLIT_DIRS[fmt].items() if k == s}
+            samples = {folder: counts.get(folder, 0) for folder in SPLIT_DIRS[fmt].values()}
+        else:
+            n_videos = dict(zip(SPLITS, (int(n) for n in videos)))
+            samples = {s: len(lists[s]) for s in SPLITS}
+        summary = {"format": fmt, "seed": int(seed), "frames": int(frames), "size": [int(size[0]), int(size[1])],
+                   "videos": n_videos, "frame_gap": FRAME_GAP[fmt], "samples": samples, "word_vectors": WORD_VECTORS}
+        (tmp / "benchmark.json").write_text(json.dumps({**summary, "video_list": entries}, indent=1) + "\n",
+                                            encoding="utf-8")
+    except BaseException:  # a bad setting found while drawing (or Ctrl-C): leave nothing behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -63,12 +63,30 @@ class Coverage:
         return bool(self.tokens) and len(self.unknown) == len(self.tokens)
 
 
+def check_sentence(sentence: object, where: str) -> str:
+    """A referring sentence must be a string holding at least one word token ("?!" or "" holds none)."""
+    if not isinstance(sentence, str):
+        raise LBDTError(f"{where}: sentence must be a string, got {type(sentence).__name__}")
+    if not any(_SPLIT.fullmatch(t) is None for t in tokenize(sentence, None)):
+        raise LBDTError(f"{where}: empty sentence {sentence!r} (no words); describe the object to segment")
+    return sentence
+
+
 class WordVectors:
     """A fixed word → vector table. Unknown words (and pads) get the zero vector."""
 
     def __init__(self, words: Sequence[str], vectors: np.ndarray):
+        vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
         if vectors.ndim != 2 or len(words) != vectors.shape[0]:
-            raise ValueError(f"need one vector per word: {len(words)} words, vectors of shape {vectors.shape}")
+            raise LBDTError(f"WordVectors: need one vector per word, got {len(words)} words and vectors of "
+                            f"shape {tuple(vectors.shape)}")
+        if not np.issubdtype(vectors.dtype, np.number):
+            raise LBDTError(f"WordVectors: vectors must be numbers, got dtype {vectors.dtype}")
+        # a memory-mapped cache (`load`) was checked when `from_glove` built it; reading it all here would
+        # defeat the memory map
+        if not isinstance(vectors, np.memmap) and not np.isfinite(vectors).all():
+            row = int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+            raise LBDTError(f"WordVectors: the vector of {words[row]!r} (row {row}) holds NaN or infinity")
         self.words = list(words)
         self.vectors = vectors
         # later duplicates win, as in torchtext's GloVe
@@ -167,20 +185,27 @@ class WordVectors:
             rows = tmp.with_name(tmp.name + ".rows")
             try:
                 with open(rows, "wb") as raw:
-                    for lineno, line in enumerate(lines, 1):
-                        if max_words is not None and len(words) >= max_words:
-                            break
-                        line = line.rstrip("\n").rstrip("\r")
-                        if not line.strip():
-                            continue
-                        fields = line.rsplit(" ", dim)
-                        if len(fields) != dim + 1 or fields[0] == "":
-                            raise LBDTError(f"{where}:{lineno}: expected a word and {dim} numbers")
-                        try:
-                            raw.write(np.asarray(fields[1:], dtype=np.float32).astype(dtype).tobytes())
-                        except ValueError:
-                            raise LBDTError(f"{where}:{lineno}: vector has a non-numeric value") from None
-                        words.append(fields[0])
+                    lineno = 0
+                    try:
+                        for lineno, line in enumerate(lines, 1):
+                            if max_words is not None and len(words) >= max_words:
+                                break
+                            line = line.rstrip("\n").rstrip("\r")
+                            if not line.strip():
+                                continue
+                            fields = line.rsplit(" ", dim)
+                            if len(fields) != dim + 1 or fields[0] == "":
+                                raise LBDTError(f"{where}:{lineno}: expected a word and {dim} numbers")
+                            try:
+                                row = np.asarray(fields[1:], dtype=np.float32)
+                            except ValueError:
+                                raise LBDTError(f"{where}:{lineno}: vector has a non-numeric value") from None
+                            if not np.isfinite(row).all():
+                                raise LBDTError(f"{where}:{lineno}: vector of {fields[0]!r} holds NaN or infinity")
+                            raw.write(row.astype(dtype).tobytes())
+                            words.append(fields[0])
+                    except UnicodeDecodeError as e:
+                        raise LBDTError(f"{where}:{lineno + 1}: not UTF-8 text ({e.reason})") from None
                 if not words:
                     raise LBDTError(f"{where}: no word vectors found")
                 flat = np.memmap(rows, dtype=dtype, mode="r", shape=(len(words), dim))

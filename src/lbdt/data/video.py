@@ -4,13 +4,17 @@
 video, empty folder: one-line `LBDTError`s) and returns a `VideoReader` whose iteration yields
 `VideoFrame`s holding `uint8 [H0,W0,3]` RGB images. Nothing is read ahead: a reader never holds more
 than the frame it is yielding, so arbitrarily long videos stream in constant memory.
-Grayscale and RGBA frames are converted to RGB (alpha is dropped).
+Grayscale and RGBA frames are converted to RGB (alpha is dropped); 16-bit frames are scaled to 8 bits.
+A video file that decodes to fewer frames than its container declares (e.g. an mp4 cut after its index) is
+not an error: the decoded frames are kept, a warning goes to stderr and `VideoReader.short_by` says how many
+are missing (`lbdt predict` records it in summary.json as `frames_declared` / `frames_missing`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +63,11 @@ def to_rgb(frame: Any, where: str = "frame") -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.floating):
-        return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        low, high = float(np.min(array)), float(np.max(array))  # NaN propagates to both
+        if not (0.0 <= low and high <= 1.0):
+            raise LBDTError(f"{where}: float pixels must lie in [0, 1], got {low:g}..{high:g} "
+                            "(divide 0..255 values by 255, or pass uint8)")
+        return (array * 255.0 + 0.5).astype(np.uint8)
     raise LBDTError(f"{where}: unsupported pixel type {array.dtype} (use uint8, bool, or float in [0, 1])")
 
 
@@ -74,12 +82,30 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def _read_image(path: Path) -> np.ndarray:
+def image_to_rgb(im: Image.Image, where: str) -> np.ndarray:
+    """A decoded PIL image → `uint8 [H,W,3]` RGB. 16-bit (and 32-bit integer) grayscale is scaled by
+    255/65535, not clipped (PIL's own `convert("RGB")` clips every value above 255 to white)."""
+    if im.mode.startswith("I"):  # I;16, I;16B, I;16L, I (PNG 16-bit grayscale, TIFF)
+        values = np.asarray(im).astype(np.float64)
+        if values.min() < 0 or values.max() > 65535:
+            raise LBDTError(f"{where}: integer image values {values.min():g}..{values.max():g} are outside 0..65535")
+        return to_rgb((values / 65535.0).astype(np.float32), where)
+    if im.mode == "F":
+        return to_rgb(np.asarray(im), where)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as `uint8 [H,W,3]` RGB; any decoding problem (corrupt, truncated, decompression
+    bomb over PIL's pixel limit) is an `LBDTError` naming the file."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as e:  # noqa: BLE001 -- PIL raises many types for bad files
-        raise LBDTError(f"{path}: cannot read image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            return image_to_rgb(im, str(path))
+    except LBDTError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- PIL raises many types for bad files (OSError, DecompressionBombError, ...)
+        text = str(e).splitlines()[0] if str(e) else ""
+        raise LBDTError(f"{path}: unreadable image ({type(e).__name__}: {text})") from None
 
 
 def _av_error(path: Path, e: Exception) -> LBDTError:
@@ -96,6 +122,10 @@ class VideoReader:
         self.fps = fps  # frames per second when the container says, else None
         self.num_frames = num_frames  # known frame count, else None (generators, some containers)
         self.reiterable = reiterable  # False for a one-shot iterator: it can be read once
+        # frames the last complete pass yielded; for a video file fewer than `num_frames` (a truncated file)
+        # is reported on stderr and kept in `short_by` (frames declared but missing; predict's summary.json)
+        self.decoded_frames: int | None = None
+        self.short_by = 0
         self._frames = frames
         self._consumed = False
 
@@ -118,7 +148,7 @@ def open_video(video: VideoInput) -> VideoReader:
             return _open_folder(path)
         suffix = path.suffix.lower()
         if suffix in IMAGE_EXTENSIONS:
-            return VideoReader(name=path.name, frames=lambda: iter([VideoFrame(0, path.stem, _read_image(path))]),
+            return VideoReader(name=path.name, frames=lambda: iter([VideoFrame(0, path.stem, read_rgb(path))]),
                                fps=None, num_frames=1, reiterable=True)
         if suffix not in VIDEO_EXTENSIONS:
             kinds = ", ".join(e[1:] for e in VIDEO_EXTENSIONS)
@@ -166,7 +196,7 @@ def _open_folder(folder: Path) -> VideoReader:
 
     def frames() -> Iterator[VideoFrame]:
         for i, p in enumerate(files):
-            yield VideoFrame(i, p.stem, _read_image(p))
+            yield VideoFrame(i, p.stem, read_rgb(p))
 
     return VideoReader(name=folder.name, frames=frames, fps=None, num_frames=len(files), reiterable=True)
 
@@ -191,15 +221,23 @@ def _open_file(path: Path) -> VideoReader:
         raise LBDTError(f"{path}: video is empty (zero frames)")
 
     def frames() -> Iterator[VideoFrame]:
+        count = 0
         try:
             with av.open(str(path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for i, frame in enumerate(container.decode(stream)):
                     yield VideoFrame(i, f"{i:05d}", frame.to_ndarray(format="rgb24"))
+                    count = i + 1
         except LBDTError:
             raise
         except Exception as e:  # noqa: BLE001 -- any decoding failure mid-stream
             raise _av_error(path, e) from None
+        reader.decoded_frames = count
+        reader.short_by = max(0, (num_frames or 0) - count)
+        if reader.short_by:
+            print(f"lbdt: warning: {path}: decoded {count} of the {num_frames} frames the file declares "
+                  "(truncated or damaged file?); the missing frames are not segmented", file=sys.stderr)
 
-    return VideoReader(name=path.name, frames=frames, fps=fps, num_frames=num_frames, reiterable=True)
+    reader = VideoReader(name=path.name, frames=frames, fps=fps, num_frames=num_frames, reiterable=True)
+    return reader

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lbdt.atomic import atomic_write, write_text
+from lbdt.atomic import atomic_write, crash_point, write_text
 from lbdt.config import RunConfig, from_dict, save_yaml, to_dict
 from lbdt.data.collate import collate
 from lbdt.checkpoint import make_state, read_checkpoint, save_checkpoint
@@ -63,7 +64,7 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
     if resume:
         path = out / "last.pt" if resume is True else Path(resume)
         ckpt = read_checkpoint(path, training=True)
-        _check_resumable(cfg, from_dict(ckpt.get("config", {}), str(path)), path)
+        _check_resumable(cfg, from_dict(ckpt.get("config", {}), f"{path} config"), path)
     seed_everything(tc.seed)
     train_set, val_set = build_datasets(cfg)
 
@@ -89,6 +90,8 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
         epoch, step, epoch_batches = ckpt["epoch"], ckpt["step"], ckpt["epoch_batches"]
         best, history = ckpt["best"], list(ckpt["history"])
         set_rng_state(ckpt["rng"])
+        if info.is_main and best is not None:
+            _repair_best(out, best, path, ckpt)
     net = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None) \
         if info.distributed else model
 
@@ -177,6 +180,9 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
         if improved:
             best = {"metric": tc.best_metric, "value": float(value), "epoch": epoch, "step": step}
         checkpoint("last.pt", epoch, 0)
+        if metrics and value is None:  # after saving: the epoch is kept, fix the name and --resume
+            raise LBDTError(f"train.best_metric {tc.best_metric!r} is not a validation metric "
+                            f"(metrics: {', '.join(sorted(metrics))})")
         if improved and info.is_main:
             _copy_atomic(out / "last.pt", out / "best.pt")
         barrier(info)
@@ -273,9 +279,30 @@ def _check_resumable(cfg: RunConfig, saved: RunConfig, path: Path) -> None:
             raise LBDTError(f"{path}: cannot resume with {section}.{name}={a!r}; the checkpoint used {b!r}")
 
 
+_RESUME_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "step", "epoch_batches", "rng", "best", "history")
+
+
 def _copy_atomic(src: Path, dst: Path) -> None:
     with atomic_write(dst, fsync=True) as tmp:
         shutil.copyfile(src, tmp)
+        crash_point("best-copy")
+
+
+def _repair_best(out: Path, best: dict, resumed_from: Path, ckpt: dict) -> None:
+    """On resume: `best.pt` must hold the epoch `best` reports. A run killed while copying it leaves it missing
+    or one improvement behind; the checkpoint being resumed then is that epoch's, so it is copied again."""
+    path = out / "best.pt"
+    try:
+        held = torch.load(path, map_location="cpu", weights_only=True).get("epoch") if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a torn or foreign file is as good as missing
+        held = None
+    if held == best["epoch"]:
+        return
+    if ckpt["epoch"] == best["epoch"] and ckpt["epoch_batches"] == 0:
+        _copy_atomic(resumed_from, path)
+    else:
+        print(f"lbdt train: warning: {path} does not hold the best epoch {best['epoch']} and {resumed_from} "
+              f"(epoch {ckpt['epoch']}) cannot restore it", file=sys.stderr)
 
 
 class MetricsLog:

@@ -23,6 +23,8 @@ from typing import Union
 import numpy as np
 from scipy.spatial import cKDTree
 
+from lbdt.errors import LBDTError
+
 SMOOTH = 1e-6  # the original's IoU smoothing: (I + eps) / (U + eps)
 PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)  # P@K
 # 0.50, 0.55, ..., 0.95 as the nearest doubles of the decimals (the original divides integers by 100).
@@ -34,14 +36,20 @@ BOUND_TH = 0.008  # DAVIS boundary tolerance, as a fraction of the image diagona
 def _as_bool(mask: np.ndarray, name: str) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D mask [H,W], got shape {mask.shape}")
+        raise LBDTError(f"{name} must be a 2-D mask [H,W], got shape {mask.shape}")
+    if not (mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.integer)):
+        if not np.issubdtype(mask.dtype, np.floating):
+            raise LBDTError(f"{name}: a mask must be bool, integer or 0/1 float, got dtype {mask.dtype}")
+        if not np.isin(mask, (0.0, 1.0)).all():
+            raise LBDTError(f"{name}: float mask holds values other than 0 and 1 (NaN or probabilities: "
+                            "threshold them first)")
     return mask.astype(bool)  # always a copy: callers' arrays are never touched
 
 
 def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p, g = _as_bool(pred, "pred"), _as_bool(gt, "gt")
     if p.shape != g.shape:
-        raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
+        raise LBDTError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
     return p, g
 
 
@@ -63,7 +71,7 @@ def iou(pred: np.ndarray, gt: np.ndarray, eps: float = SMOOTH) -> float:
 def _ious_array(ious: Iterable[float]) -> np.ndarray:
     arr = np.asarray(list(ious) if not isinstance(ious, np.ndarray) else ious, dtype=np.float64).ravel()
     if arr.size == 0:
-        raise ValueError("no IoU values: cannot aggregate zero samples")
+        raise LBDTError("no IoU values: cannot aggregate zero samples")
     return arr
 
 
@@ -196,11 +204,11 @@ def jf_per_expression(scores: Mapping[str, Sequence[tuple[float, float]]]) -> di
     `scores` maps an expression key to its per-frame (J, F) pairs. Returns {"J", "F", "J&F", "num_expressions"}.
     """
     if not scores:
-        raise ValueError("no expressions: cannot aggregate J&F over zero expressions")
+        raise LBDTError("no expressions: cannot aggregate J&F over zero expressions")
     per_j, per_f = [], []
     for key, frames in scores.items():
         if len(frames) == 0:
-            raise ValueError(f"expression {key!r} has no frames")
+            raise LBDTError(f"expression {key!r} has no frames")
         arr = np.asarray(frames, dtype=np.float64)
         per_j.append(arr[:, 0].mean())
         per_f.append(arr[:, 1].mean())
@@ -244,7 +252,7 @@ def coco_mask_map(
     from pycocotools.cocoeval import COCOeval
 
     if not (len(gt_masks) == len(pred_masks) == len(scores)):
-        raise ValueError(f"need one entry per sample: {len(gt_masks)} GTs, {len(pred_masks)} preds, {len(scores)} scores")
+        raise LBDTError(f"need one entry per sample: {len(gt_masks)} GTs, {len(pred_masks)} preds, {len(scores)} scores")
     images, annotations, results = [], [], []
     for i, (gt, preds, score) in enumerate(zip(gt_masks, pred_masks, scores), start=1):
         gt_rle = _rle(gt)
@@ -260,11 +268,11 @@ def coco_mask_map(
         pred_list = [preds] if single else list(preds)
         score_list = [score] if single else list(score)
         if len(pred_list) != len(score_list):
-            raise ValueError(f"sample {i - 1}: {len(pred_list)} masks but {len(score_list)} scores")
+            raise LBDTError(f"sample {i - 1}: {len(pred_list)} masks but {len(score_list)} scores")
         for p, s in zip(pred_list, score_list):
             p_rle = _rle(p)
             if tuple(int(v) for v in p_rle["size"]) != (height, width):
-                raise ValueError(f"sample {i - 1}: prediction size {tuple(p_rle['size'])} != GT size {(height, width)}")
+                raise LBDTError(f"sample {i - 1}: prediction size {tuple(p_rle['size'])} != GT size {(height, width)}")
             results.append({"image_id": i, "category_id": 1, "segmentation": p_rle, "score": float(s)})
     if not results:
         return {"mAP": 0.0, "AP50": 0.0, "AP75": 0.0}

@@ -108,6 +108,8 @@ def validate_submission(
         raise LBDTError(f"{zip_path}: file not found")
     expected = expected_entries(meta_json_path, test_meta_json_path, fmt)
     root = Path(images_root) if images_root else None
+    if root is not None and not root.is_dir():
+        raise LBDTError(f"{root}: JPEGImages folder not found (--images)")
     problems: list[str] = []
     try:
         archive = zipfile.ZipFile(zip_path)

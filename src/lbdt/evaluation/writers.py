@@ -26,6 +26,7 @@ from PIL import Image
 
 from lbdt.atomic import write_bytes
 from lbdt.errors import LBDTError
+from lbdt.paths import check_name
 from lbdt.types import Prediction, SampleMeta
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -53,6 +54,13 @@ def group_id(meta: SampleMeta) -> str:
     return meta.expression_id or meta.object_id
 
 
+def _layout_parts(meta: SampleMeta, where: str) -> tuple[str, str, str]:
+    """(video, group, frame) of a prediction, each checked to be one plain path component: names come from
+    data files and are checked where they are read; this is the writers' own check (defence in depth)."""
+    return (check_name(meta.video_id, "video id", where), check_name(group_id(meta), "expression/object id", where),
+            check_name(meta.frame_id, "frame id", where))
+
+
 class PngMaskWriter:
     """Sink: every prediction's mask to `<root>/<video>/<expression or object>/<frame>.png` (0/255, original size).
 
@@ -67,14 +75,14 @@ class PngMaskWriter:
         self._sentences: dict[tuple[str, str], list[str]] = {}
 
     def path_for(self, meta: SampleMeta) -> Path:
-        folder = group_id(meta)
+        video, folder, frame = _layout_parts(meta, f"mask writer under {self.root}")
         if not meta.expression_id:
             seen = self._sentences.setdefault((meta.video_id, meta.object_id), [])
             if meta.sentence not in seen:
                 seen.append(meta.sentence)
             k = seen.index(meta.sentence)
             folder = folder if k == 0 else f"{folder}-s{k}"
-        return self.root / meta.video_id / folder / f"{meta.frame_id}.png"
+        return self.root / video / folder / f"{frame}.png"
 
     def write(self, pred: Prediction) -> None:
         save_mask_png(self.path_for(pred.meta), pred.mask)
@@ -105,7 +113,8 @@ class YTVOSSubmissionWriter:
 
     @classmethod
     def entry_name(cls, meta: SampleMeta) -> str:
-        return f"{cls.TOP}{meta.video_id}/{group_id(meta)}/{meta.frame_id}.png"
+        video, group, frame = _layout_parts(meta, "submission zip")
+        return f"{cls.TOP}{video}/{group}/{frame}.png"
 
     def write(self, pred: Prediction) -> None:
         if self._zip is None:

@@ -33,10 +33,12 @@ from lbdt.data.prepare.common import (
     progress,
     read_csv,
     read_marker,
+    require_dir,
     write_json,
 )
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
+from lbdt.paths import check_name
 
 ACTORS = {1: "adult", 2: "baby", 3: "ball", 4: "bird", 5: "car", 6: "cat", 7: "dog"}
 ACTIONS = {1: "climbing", 2: "crawling", 3: "eating", 4: "flying", 5: "jumping", 6: "rolling", 7: "running",
@@ -153,13 +155,16 @@ def prepare_a2d(raw: str | Path, out: str | Path, *, copy: bool = False, jpeg_qu
     text_dir = raw / "text_annotations"
     splits = read_videoset(raw / "Release" / "videoset.csv")
     rows = read_csv(text_dir / "a2d_annotation.txt", "A2D sentence annotations", ("video_id", "instance_id", "query"))
+    require_dir(raw / "Release" / "clips320H", "A2D clips")
+    require_dir(text_dir / "a2d_annotation_with_instances", "A2D instance annotations")
     missed_file = text_dir / "a2d_missed_videos.txt"
     missed = set(missed_file.read_text(encoding="utf-8").split()) if missed_file.is_file() else set()
     summary = PrepareSummary(dataset="a2d", out=out)
 
     by_video: dict[str, list[tuple[int, str]]] = {}
-    for _, row in rows:
+    for lineno, row in rows:
         vid, sentence = row["video_id"], clean_sentence(row["query"])
+        check_name(vid, "video id", f"{text_dir / 'a2d_annotation.txt'}:{lineno}")
         if not row["instance_id"].isdigit():
             summary.skip("annotation rows with a non-integer instance id")
         elif not sentence:

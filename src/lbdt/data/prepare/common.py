@@ -102,6 +102,13 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
+def require_dir(path: Path, what: str) -> Path:
+    """A folder the release must have: missing, it is an `LBDTError` (never an empty result)."""
+    if not path.is_dir():
+        raise LBDTError(f"{path}: {what} folder not found (is --raw the unpacked official release?)")
+    return path
+
+
 def read_json(path: Path, what: str) -> Any:
     """Parse a JSON file; a missing or malformed file is an `LBDTError` naming it."""
     if not path.is_file():

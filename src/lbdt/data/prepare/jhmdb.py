@@ -29,6 +29,7 @@ from lbdt.data.prepare.common import (
     progress,
     read_csv,
     read_json,
+    require_dir,
     write_json,
 )
 from lbdt.data.records import ReferRecord
@@ -74,8 +75,8 @@ def prepare_jhmdb(raw: str | Path, out: str | Path, *, copy: bool = False, seed:
     """
     raw, out = Path(raw), Path(out)
     rows = read_csv(raw / "jhmdb_annotation.txt", "J-HMDB sentence annotations", ("video_id", "query"))
-    frame_dirs = _index(raw / "Rename_Images", "*/*", 1)
-    mask_files = _index(raw / "puppet_mask", "*/*/puppet_mask.mat", 2)
+    frame_dirs = _index(require_dir(raw / "Rename_Images", "J-HMDB frames"), "*/*", 1)
+    mask_files = _index(require_dir(raw / "puppet_mask", "J-HMDB masks"), "*/*/puppet_mask.mat", 2)
     settings = {"seed": seed, "frames_per_video": frames_per_video, "frame_gap": frame_gap}
     earlier = {}
     if (out / FRAMES_FILE).is_file():

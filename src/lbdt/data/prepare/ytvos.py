@@ -38,10 +38,12 @@ from lbdt.data.prepare.common import (
     read_json,
     read_marker,
     remove_tree,
+    require_dir,
     write_json,
 )
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
+from lbdt.paths import check_name
 
 OUT_DIRS = {"train": "train", "val": "val", "valid": "val"}  # split -> folder under out
 # split -> (list file, list format)
@@ -65,6 +67,12 @@ def read_expressions(path: Path, *, need_obj_id: bool) -> dict[str, dict]:
         if not ok:
             raise LBDTError(f"{path}: malformed entry for video {vid!r} (expected 'frames': [names] and "
                             f"'expressions': {{id: {{'exp': text{', obj_id: number' if need_obj_id else ''}}}}})")
+        where = f"{path} (video {vid!r})"
+        check_name(vid, "video id", where)  # ids and frame names become paths under --out
+        for name in video["frames"]:
+            check_name(name, "frame name", where)
+        for eid in video["expressions"]:
+            check_name(str(eid), "expression id", where)
     return videos
 
 
@@ -136,6 +144,8 @@ def prepare_ytvos(raw: str | Path, out: str | Path, *, copy: bool = False, val_f
     """
     raw, out = Path(raw), Path(out)
     meta = raw / "meta_expressions"
+    require_dir(raw / "train" / "JPEGImages", "Ref-YouTube-VOS train frames")
+    require_dir(raw / "train" / "Annotations", "Ref-YouTube-VOS train masks")
     train_json = read_expressions(meta / "train" / "meta_expressions.json", need_obj_id=True)
     present = object_frames(raw / "train" / "meta.json") if drop_absent else None
     summary = PrepareSummary(dataset="ytvos", out=out)

@@ -20,11 +20,18 @@ from lbdt.data.sources.base import Source
 from lbdt.errors import LBDTError
 
 
-def _same_id(value: float, wanted: str) -> bool:
-    try:
-        return float(value) == float(wanted)
-    except ValueError:
-        return str(value) == wanted
+def _numeric_ids(values: np.ndarray, path: Path) -> np.ndarray:
+    """The file's instance ids as float64; anything that is not a number is an error naming the file."""
+    if np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_:
+        ids = values.astype(np.float64)
+    else:
+        try:
+            ids = np.array([float(v.decode() if isinstance(v, bytes) else v) for v in values], dtype=np.float64)
+        except (TypeError, ValueError, UnicodeDecodeError):
+            raise LBDTError(f"{path}: instance ids must be numbers, got {values.tolist()[:5]!r}") from None
+    if not np.isfinite(ids).all():
+        raise LBDTError(f"{path}: instance ids must be finite numbers, got {ids.tolist()[:5]!r}")
+    return ids
 
 
 class A2DSource(Source):
@@ -45,18 +52,27 @@ class A2DSource(Source):
             raise LBDTError(f"{path}: mask file not found ({record.source_line})")
         try:
             with h5py.File(path, "r") as f:
-                instances = np.asarray(f["instance"]).reshape(-1)
+                raw_ids = np.asarray(f["instance"]).reshape(-1)
                 masks = np.asarray(f["reMask"])
-        except (OSError, KeyError) as e:
-            raise LBDTError(f"{path}: unreadable A2D mask file, expected HDF5 with 'instance' and 'reMask' ({e})") \
-                from None
+        except Exception as e:  # noqa: BLE001 -- h5py raises OSError, KeyError, TypeError ... for bad files
+            raise LBDTError(f"{path}: unreadable A2D mask file, expected HDF5 with 'instance' and 'reMask' "
+                            f"({type(e).__name__}: {e})") from None
+        instances = _numeric_ids(raw_ids, path)
         if masks.ndim == 2:
             masks = masks[None]
         if masks.ndim != 3 or masks.shape[0] != instances.shape[0]:
             raise LBDTError(f"{path}: reMask of shape {masks.shape} does not match {instances.shape[0]} instance ids")
-        hits = [i for i, v in enumerate(instances) if _same_id(v, record.object_id)]
-        if not hits:
-            ids = ", ".join(str(int(v)) if float(v).is_integer() else str(v) for v in instances)
+        if masks.size == 0:
+            raise LBDTError(f"{path}: reMask is empty (shape {masks.shape})")
+        if not (np.issubdtype(masks.dtype, np.number) or masks.dtype == np.bool_):
+            raise LBDTError(f"{path}: reMask must hold numbers, got dtype {masks.dtype}")
+        try:
+            wanted = float(record.object_id)
+        except ValueError:
+            raise LBDTError(f"{record.source_line}: instance id must be a number, got {record.object_id!r}") from None
+        hits = np.flatnonzero(instances == wanted)
+        if hits.size == 0:
+            ids = ", ".join(f"{v:g}" for v in instances)
             raise LBDTError(f"{path}: instance id {record.object_id} not in the mask file (ids: {ids}; "
                             f"{record.source_line})")
         return masks[hits[0]].T > 0  # stored [W,H], MATLAB order

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 import numpy as np
-from PIL import Image
 
 from lbdt.data.listfile import read_list
 from lbdt.data.records import ReferRecord
 from lbdt.data.sampling import reference_frame
+from lbdt.data.video import read_rgb
 from lbdt.errors import LBDTError
 
 
@@ -23,11 +23,7 @@ def read_image(path: Path) -> np.ndarray:
     """uint8 [H,W,3] RGB; a missing or undecodable file is an `LBDTError` naming it."""
     if not path.is_file():
         raise LBDTError(f"{path}: frame not found")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise LBDTError(f"{path}: unreadable image ({e})") from None
+    return read_rgb(path)
 
 
 def _sort_frames(stems: list[str]) -> list[str]:
@@ -101,12 +97,19 @@ class Source:
     def reference_frame_id(self, video_id: str, frame_id: str, k: Optional[int] = None) -> str:
         """The frame t - k (k = `default_frame_gap` when None), clamped to the first stored frame."""
         k = self.default_frame_gap if k is None else k
+        if self.numbered_frames and not frame_id.isdigit():
+            raise LBDTError(f"{self.frame_path(video_id, frame_id)}: frame id {frame_id!r} must be a frame number "
+                            f"({self.name} frames are numbered)")
         try:
             return reference_frame(self.frame_ids(video_id), frame_id, k, numbered=self.numbered_frames)
         except KeyError:
             raise LBDTError(f"{self.frame_path(video_id, frame_id)}: frame not found") from None
 
     # ---------------------------------------------------------------- masks
+    def mask_path(self, record: ReferRecord) -> Path:
+        """The file holding the record's ground-truth mask."""
+        raise NotImplementedError
+
     def read_mask(self, record: ReferRecord) -> Optional[np.ndarray]:
         """bool [H0,W0] mask of the record's object at its annotated frame (None where there is none)."""
         raise NotImplementedError

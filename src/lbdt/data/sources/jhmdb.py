@@ -10,6 +10,7 @@ The action folder is found by globbing. Reference frame: frame number t - 5.
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import h5py
@@ -52,7 +53,7 @@ class JHMDBSource(Source):
         """The action folder holding the video (found by globbing `Rename_Images/*/<video>`)."""
         action = self._actions.get(video_id)
         if action is None:
-            hits = sorted(p.parent.name for p in (self.root / "Rename_Images").glob(f"*/{video_id}") if p.is_dir())
+            hits = sorted(p.parent.name for p in (self.root / "Rename_Images").glob(f"*/{glob.escape(video_id)}") if p.is_dir())
             if not hits:
                 raise LBDTError(f"{self.root / 'Rename_Images'}/*/{video_id}: video folder not found")
             action = self._actions[video_id] = hits[0]
@@ -69,6 +70,8 @@ class JHMDBSource(Source):
         if not path.is_file():
             raise LBDTError(f"{path}: mask file not found ({record.source_line})")
         part = self._part_mask(path)
+        if not record.frame_id.isdigit():
+            raise LBDTError(f"{record.source_line}: J-HMDB frame id must be a frame number, got {record.frame_id!r}")
         t = int(record.frame_id)
         if not 1 <= t <= part.shape[2]:
             raise LBDTError(f"{path}: no mask for frame {t} (part_mask has {part.shape[2]} frames; "

@@ -30,6 +30,7 @@ from PIL import Image
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources.base import Source
 from lbdt.errors import LBDTError
+from lbdt.paths import check_name
 
 VALID_SPLITS = ("valid", "valid_new_pure")
 
@@ -72,6 +73,8 @@ class YTVOSSource(Source):
                 continue
             hit = next(((eid, e) for eid, e in exps.items()
                         if str(e.get("obj_id")) == r.object_id and str(e.get("exp", "")).strip() == r.sentence), None)
+            if hit is not None:
+                check_name(str(hit[0]), "expression id", f"{self.root / 'meta_expressions.json'} (video {r.video_id})")
             out.append(r if hit is None else replace(r, expression_id=hit[0], category=str(hit[1].get("type", ""))))
         return out
 
@@ -85,7 +88,12 @@ class YTVOSSource(Source):
                     videos = json.loads(path.read_text(encoding="utf-8"))["videos"]
                     self._meta = {v: dict(d.get("expressions", {})) for v, d in videos.items()}
                 except (ValueError, KeyError, TypeError, AttributeError) as e:
-                    raise LBDTError(f"{path}: not a meta_expressions file ({e})") from None
+                    raise LBDTError(f"{path}: not a meta_expressions file ({type(e).__name__}: {e})") from None
+                bad = next(((v, eid) for v, exps in self._meta.items() for eid, e in exps.items()
+                            if not isinstance(e, dict)), None)
+                if bad is not None:
+                    raise LBDTError(f"{path}: video {bad[0]!r} expression {bad[1]!r} must be a mapping with "
+                                    "\"exp\" and \"obj_id\"")
         return self._meta
 
     def video_dir(self, video_id: str) -> Path:
@@ -106,8 +114,8 @@ class YTVOSSource(Source):
         try:
             with Image.open(path) as im:
                 mode, index = im.mode, np.asarray(im)
-        except (OSError, ValueError, SyntaxError) as e:
-            raise LBDTError(f"{path}: unreadable mask PNG ({e})") from None
+        except Exception as e:  # noqa: BLE001 -- PIL: OSError, SyntaxError, DecompressionBombError, ...
+            raise LBDTError(f"{path}: unreadable mask PNG ({type(e).__name__}: {e})") from None
         if mode not in ("P", "L", "I", "I;16"):
             raise LBDTError(f"{path}: expected a palette (index) PNG, got mode {mode}")
         try:
