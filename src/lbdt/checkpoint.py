@@ -31,6 +31,7 @@ A field of the wrong type is an `LBDTError` naming the file and the field.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,9 @@ def load_file(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise LBDTError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles before failing: the error below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- torn file, a full pickle, not a torch file: all one error
         first = str(e).splitlines()[0] if str(e) else ""
         raise LBDTError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {first})") from None

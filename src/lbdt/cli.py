@@ -166,7 +166,8 @@ def _train(args: argparse.Namespace) -> int:
     result = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best"]
-        print(f"done: step {result['step']}, epoch {result['epoch']}, output in {result['output_dir']}"
+        print(f"done: step {result['step']}, epoch {result['epoch']}, {result['precision']} on {result['device']} "
+              f"({result['precision_reason']}), output in {result['output_dir']}"
               + (f"; best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}" if best else ""))
     return 0
 
@@ -481,7 +482,7 @@ def _demo(args: argparse.Namespace) -> int:
                  device=args.device, precision=args.precision)
     print(f'demo: "{r.sentence}" (motion-dependent), seed {r.seed}: mean IoU {r.mean_iou:.3f} over {r.frames} '
           f"frames, {r.mean_iou_full_cue:.3f} from frame {r.frame_gap} on (reference t-{r.frame_gap} exists) "
-          f"({r.seconds:.1f} s)")
+          f"({r.seconds:.1f} s, {r.precision} on {r.device})")
     if r.benchmark_motion_iou is not None:
         print(f"  for comparison: {args.weights} scores {r.benchmark_motion_iou:.3f} mean IoU on the motion sentences "
               "of the synthetic benchmark's test split; it tells a moving twin from a still one (~0.84) but not "

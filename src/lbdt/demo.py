@@ -42,6 +42,8 @@ class DemoResult:
     out_dir: Path
     seconds: float
     benchmark_motion_iou: float | None  # the weights' mean IoU on the benchmark's motion sentences (model card)
+    device: str = "cpu"  # where it ran
+    precision: str = "fp32"  # the precision it ran in (lbdt.runtime)
 
 
 def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
@@ -57,12 +59,10 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     from lbdt.evaluation.metrics import iou, mean_iou
     from lbdt.evaluation.writers import save_mask_png, save_metrics_json
     from lbdt.predictor import VideoSegmenter
-    from lbdt.runtime import announce
     from lbdt.visualize import COLORS, VideoWriter, overlay, save_image, side_by_side
 
     started = time.perf_counter()
     segmenter = VideoSegmenter(weights, device=device, precision=precision)
-    announce(segmenter.precision, segmenter.device)
     size = segmenter.size
     speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)  # as in the training clips
     if seed == "random":
@@ -70,7 +70,9 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     try:
         seed = int(seed)
     except ValueError:
-        raise LBDTError(f"--seed must be an integer or 'random', got {seed!r}") from None
+        seed = -1
+    if seed < 0:
+        raise LBDTError("--seed must be a non-negative integer or 'random'")
     try:
         clip = make_clip(seed, frames=frames, size=size, speed=speed)
     except ValueError as e:
@@ -101,7 +103,8 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     k = segmenter.frame_gap
     result = DemoResult(seed=seed, sentence=sentence, frames=len(ious), ious=ious, mean_iou=mean_iou(ious),
                         mean_iou_full_cue=mean_iou(ious[k:] or ious), frame_gap=k, out_dir=out,
-                        seconds=time.perf_counter() - started, benchmark_motion_iou=_benchmark_motion_iou(segmenter.runnable.card))
+                        seconds=time.perf_counter() - started, benchmark_motion_iou=_benchmark_motion_iou(segmenter.runnable.card),
+                        device=str(segmenter.device), precision=segmenter.precision.name)
     save_metrics_json(out / "summary.json", {
         "seed": seed, "sentence": sentence, "sentence_type": "motion", "weights": segmenter.source,
         "device": str(segmenter.device), **segmenter.precision.as_dict(),

@@ -254,15 +254,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
                                frame_gap=frame_gap, word_vectors=word_vectors)
     loaded = time.perf_counter()
     stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
-    announce(segmenter.precision, segmenter.device)
-    notice = segmenter.runnable.card.get("notice")
-    if notice:  # e.g. a demonstration model: say so before it runs on a real video
-        print(f"lbdt: note: {' '.join(str(notice).split())}", file=sys.stderr)
     coverage = [segmenter.word_vectors.coverage(s, max_len=segmenter.max_words) for s in sentences]
-    for s, c in zip(sentences, coverage):
-        if c.unknown:
-            print(f"lbdt: {s!r}: not in the model's vocabulary (zero vectors): {', '.join(c.unknown)} "
-                  f"({c.unknown_fraction:.0%} of the sentence)", file=sys.stderr)
     folders = [f"{j:02d}_{_slug(s) or 'sentence'}" for j, s in enumerate(sentences)]
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / INCOMPLETE, "lbdt predict is writing this folder, or was stopped while writing it: "
@@ -293,6 +285,16 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         raise
     done = time.perf_counter()
     n = len(frame_ids)
+    # What the user should know, printed once the run has succeeded (an error is always the only line printed):
+    # the device and precision, what a demonstration model is, unknown words, all-empty masks.
+    announce(segmenter.precision, segmenter.device)
+    notice = segmenter.runnable.card.get("notice")
+    if notice:
+        print(f"lbdt: note: {' '.join(str(notice).split())}", file=sys.stderr)
+    for s, c in zip(sentences, coverage):
+        if c.unknown:
+            print(f"lbdt: {s!r}: not in the model's vocabulary (zero vectors): {', '.join(c.unknown)} "
+                  f"({c.unknown_fraction:.0%} of the sentence)", file=sys.stderr)
     for r, c in zip(records, coverage):
         r["unknown_words"] = list(c.unknown)
         r["unknown_fraction"] = round(c.unknown_fraction, 6)

@@ -60,7 +60,8 @@ class ReferringVideoDataset(Dataset):
         if ref.shape != frame.shape:
             raise LBDTError(f"{src.frame_path(r.video_id, ref_id)}: size {ref.shape[:2]} differs from frame "
                             f"{r.frame_id} ({frame.shape[:2]})")
-        if tuple(r.original_size) != frame.shape[:2]:  # the list's size must be the frame's (never trusted blindly)
+        h0, w0 = r.original_size  # 0x0: the source does not state one (DAVIS, MeViS read it from the frame)
+        if (h0, w0) != (0, 0) and (h0, w0) != frame.shape[:2]:  # a stated size must be the frame's
             raise LBDTError(f"{r.source_line or r.video_id}: size {r.original_size[0]}x{r.original_size[1]} differs "
                             f"from the frame's {frame.shape[0]}x{frame.shape[1]} ({src.frame_path(r.video_id, r.frame_id)})")
         mask = src.read_mask(r) if self.with_masks else None

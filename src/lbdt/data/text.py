@@ -7,7 +7,6 @@ binary form) and for the download-free seeded table of the synthetic benchmark.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import tempfile
@@ -185,27 +184,27 @@ class WordVectors:
             rows = tmp.with_name(tmp.name + ".rows")
             try:
                 with open(rows, "wb") as raw:
-                    lineno = 0
-                    try:
-                        for lineno, line in enumerate(lines, 1):
-                            if max_words is not None and len(words) >= max_words:
-                                break
-                            line = line.rstrip("\n").rstrip("\r")
-                            if not line.strip():
-                                continue
-                            fields = line.rsplit(" ", dim)
-                            if len(fields) != dim + 1 or fields[0] == "":
-                                raise LBDTError(f"{where}:{lineno}: expected a word and {dim} numbers")
-                            try:
+                    for lineno, data in enumerate(lines, 1):
+                        if max_words is not None and len(words) >= max_words:
+                            break
+                        try:
+                            line = data.decode("utf-8").rstrip("\n").rstrip("\r")
+                        except UnicodeDecodeError as e:
+                            raise LBDTError(f"{where}:{lineno}: not UTF-8 text ({e.reason})") from None
+                        if not line.strip():
+                            continue
+                        fields = line.rsplit(" ", dim)
+                        if len(fields) != dim + 1 or fields[0] == "":
+                            raise LBDTError(f"{where}:{lineno}: expected a word and {dim} numbers")
+                        try:
+                            with np.errstate(over="ignore"):  # an overflow becomes inf, reported below
                                 row = np.asarray(fields[1:], dtype=np.float32)
-                            except ValueError:
-                                raise LBDTError(f"{where}:{lineno}: vector has a non-numeric value") from None
-                            if not np.isfinite(row).all():
-                                raise LBDTError(f"{where}:{lineno}: vector of {fields[0]!r} holds NaN or infinity")
-                            raw.write(row.astype(dtype).tobytes())
-                            words.append(fields[0])
-                    except UnicodeDecodeError as e:
-                        raise LBDTError(f"{where}:{lineno + 1}: not UTF-8 text ({e.reason})") from None
+                        except ValueError:
+                            raise LBDTError(f"{where}:{lineno}: vector has a non-numeric value") from None
+                        if not np.isfinite(row).all():
+                            raise LBDTError(f"{where}:{lineno}: vector of {fields[0]!r} holds NaN or infinity")
+                        raw.write(row.astype(dtype).tobytes())
+                        words.append(fields[0])
                 if not words:
                     raise LBDTError(f"{where}: no word vectors found")
                 flat = np.memmap(rows, dtype=dtype, mode="r", shape=(len(words), dim))
@@ -251,9 +250,9 @@ def cache_files(vec_file: str | os.PathLike) -> tuple[Path, Path]:
 
 @contextmanager
 def _glove_lines(path: Path) -> Iterator[tuple[str, Iterable[str]]]:
-    """(name for messages, text lines) of a GloVe `.txt`, or of the one `.txt` member of a `.zip`, streamed."""
+    """(name for messages, byte lines) of a GloVe `.txt`, or of the one `.txt` member of a `.zip`, streamed."""
     if not zipfile.is_zipfile(path):
-        with open(path, "r", encoding="utf-8", errors="strict") as f:
+        with open(path, "rb") as f:  # bytes: each line is decoded on its own, so an error names its line
             yield str(path), f
         return
     with zipfile.ZipFile(path) as archive:
@@ -261,7 +260,7 @@ def _glove_lines(path: Path) -> Iterator[tuple[str, Iterable[str]]]:
         if len(members) != 1:
             raise LBDTError(f"{path}: expected one .txt member in the GloVe zip, found {len(members)}")
         with archive.open(members[0]) as raw:
-            yield f"{path}:{members[0]}", io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
+            yield f"{path}:{members[0]}", raw
 
 GLOVE_FILE = "glove.840B.300d.txt"
 

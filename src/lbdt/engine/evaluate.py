@@ -53,7 +53,7 @@ def evaluate(
         save_metrics_json,
     )
     from lbdt.pretrained import load_pretrained
-    from lbdt.runtime import announce, resolve_device, resolve_precision
+    from lbdt.runtime import resolve_device, resolve_precision
 
     source = build_source(dataset, root)
     protocol = protocol or DEFAULT_PROTOCOL.get(dataset, "lbdt")
@@ -100,7 +100,6 @@ def evaluate(
         submission = writer(zip_path=out / "submission.zip")
         sinks.append(submission)
 
-    announce(prec, dev)
     results = run_on_dataset(runnable.model, data, evaluators=evaluators, sinks=sinks, protocol=protocol,
                              threshold=threshold, device=dev, precision=prec, batch_size=batch_size,
                              num_workers=num_workers, keep_prob=dataset == "davis" and has_gt, progress=progress,

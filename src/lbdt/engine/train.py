@@ -40,7 +40,7 @@ from lbdt.engine.distributed import (
 from lbdt.engine.rng_state import rng_state, set_rng_state
 from lbdt.errors import LBDTError
 from lbdt.losses import segmentation_loss
-from lbdt.runtime import Precision, announce, autocast, resolve_precision
+from lbdt.runtime import Precision, autocast, resolve_precision
 
 LOG_FIELDS = ("step", "epoch", "split", "name", "value")
 MAX_LOGGED_GROUPS = 8  # validation logs per-group mean IoU only for a handful of groups (not A2D's 43 classes)
@@ -73,7 +73,6 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
         save_yaml(cfg, out / "config.yaml")
         write_text(out / "runtime.json", json.dumps({"device": str(info.device), "world_size": info.world_size,
                                                      **precision.as_dict()}, indent=2) + "\n")
-        announce(precision, info.device)
 
     model = build_model(cfg).to(info.device)
     if ckpt is None and cfg.model.imagenet_weights:
@@ -191,6 +190,7 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
     if info.is_main:
         plot_curves(out / "metrics.csv", out / "curves.png", tc.best_metric)
     return {"output_dir": str(out), "step": step, "epoch": epoch, "best": best, "history": history,
+            "device": str(info.device), **precision.as_dict(),
             "last_checkpoint": str(out / "last.pt"), "finished": epoch >= tc.epochs}
 
 
