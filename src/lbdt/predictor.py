@@ -43,6 +43,8 @@ from lbdt.models.text_encoder import TextFeatures
 from lbdt.pretrained import DEFAULT_FRAME_GAP, DEFAULT_SIZE, load_pretrained
 from lbdt.types import Prediction, SampleMeta
 
+BACKENDS = ("torch", "onnxruntime")  # onnxruntime: an exported folder (`lbdt export --format onnx`)
+
 
 class VideoSegmenter:
     """Segment the object a sentence refers to in every frame of a video.
@@ -51,24 +53,33 @@ class VideoSegmenter:
     >>> for pred in seg.segment("clip.mp4", "the red circle moving left"):
     ...     pred.mask  # bool [H0,W0]
 
-    `model_or_name`: an `LBDT`, or anything `load_pretrained` accepts. `size` (H, W), `frame_gap` (k) and
+    `model_or_name`: an `LBDT`, or anything `load_pretrained` accepts; with `backend="onnxruntime"`, a folder
+    written by `lbdt export --format onnx` (docs/export.md). `size` (H, W), `frame_gap` (k) and
     `word_vectors` default to what the checkpoint says (320×320, k = 6, its own table); a model trained
     with GloVe needs `word_vectors=WordVectors.from_glove(path)`.
     """
 
     def __init__(self, model_or_name: LBDT | str | os.PathLike, *, device: str | torch.device = "cpu",
                  precision: str = "fp32", size: tuple[int, int] | None = None, frame_gap: int | None = None,
-                 batch_size: int = 8, word_vectors: WordVectors | None = None, threshold: float = 0.5):
+                 batch_size: int = 8, word_vectors: WordVectors | None = None, threshold: float = 0.5,
+                 backend: str = "torch"):
         self.device = _device(device)
         check_precision(precision, self.device)
-        if isinstance(model_or_name, LBDT):
+        if backend not in BACKENDS:
+            raise LBDTError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend == "onnxruntime":  # a folder from `lbdt export --format onnx` (lbdt.onnx_backend)
+            from lbdt.onnx_backend import load_exported
+
+            model = load_exported(model_or_name, device=self.device, precision=precision)
+        elif isinstance(model_or_name, LBDT):
             model = model_or_name.to(self.device).eval()  # the caller's model: used as it is
         else:  # ours: folded BatchNorm + channels-last (engine.fast)
             model = prepare_for_inference(load_pretrained(model_or_name), device=self.device, precision=precision)
         info = getattr(model, "checkpoint_info", None)
         self.model = model
         self.precision = precision
-        first_conv = next((m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        modules = model.modules() if isinstance(model, torch.nn.Module) else ()
+        first_conv = next((m.weight for m in modules if isinstance(m, torch.nn.Conv2d)), None)
         self._channels_last = first_conv is not None and first_conv.is_contiguous(memory_format=torch.channels_last) \
             and not first_conv.is_contiguous()
         self.size = tuple(int(s) for s in (size or (info.size if info else DEFAULT_SIZE)))
@@ -203,7 +214,7 @@ def _slug(text: str, limit: int = 40) -> str:
 def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out_dir: str | os.PathLike,
                       weights: str = "synthetic-tiny", device: str = "cpu", precision: str = "fp32",
                       batch_size: int = 8, frame_gap: int | None = None, glove: str | None = None,
-                      overlay: bool = True, progress: bool = True) -> dict:
+                      overlay: bool = True, progress: bool = True, backend: str = "torch") -> dict:
     """Segment `video` once per sentence set and write, under `out_dir`:
 
     * `<NN>_<sentence-slug>/masks/<frame>.png`: one 0/255 mask per frame at the original size;
@@ -225,7 +236,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     started = time.perf_counter()
     table = WordVectors.from_glove(glove) if glove else None
     segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
-                               frame_gap=frame_gap, word_vectors=table)
+                               frame_gap=frame_gap, word_vectors=table, backend=backend)
     loaded = time.perf_counter()
     stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
     out = Path(out_dir)
@@ -262,7 +273,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         "original_sizes": sorted([list(s) for s in sizes]),
         "model": {"weights": segmenter.source, "size": list(segmenter.size), "frame_gap": segmenter.frame_gap,
                   "threshold": segmenter.threshold, "precision": precision, "device": str(segmenter.device),
-                  "batch_size": segmenter.batch_size},
+                  "batch_size": segmenter.batch_size, "backend": backend},
         "sentences": [{**r, "masks": f"{r['folder']}/masks", "overlay": f"{r['folder']}/overlay.mp4" if overlay else None,
                        "mean_foreground_fraction": float(np.mean(r["foreground_fraction"]))} for r in records],
         "timings": {"load_s": round(loaded - started, 3), "segment_s": round(done - loaded, 3),
