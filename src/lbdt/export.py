@@ -119,7 +119,6 @@ def _export_graph(module: nn.Module, args: tuple[Tensor, ...], path: Path, *, in
                   output_names: list[str], dynamic_shapes: dict[str, dict[int, Any]]) -> int:
     """Export `module` to `path` (atomically, checked by `onnx.checker` first); returns the opset."""
     onnx = require("onnx")
-    require("onnxscript")  # torch.onnx's dynamo exporter is built on it
     with _exporting(), torch.no_grad():
         program = torch.onnx.export(module, args, dynamo=True, input_names=input_names, output_names=output_names,
                                     dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
@@ -134,6 +133,8 @@ def export_onnx(weights: LBDT | str | os.PathLike, out_dir: str | os.PathLike) -
 
     Files (see the module docstring) are written atomically, the manifest last; `out_dir` is created.
     """
+    for package in ("onnx", "onnxscript", "onnxruntime"):  # the checker, the exporter's backend; `lbdt[onnx]`
+        require(package)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise LBDTError(f"{out}: exists and is not a folder")
