@@ -276,3 +276,26 @@ def test_lbdt4_export_equals_pytorch(tmp_path):
         got = ort_model.segment(frame, ref, ort_model.encode_text(vectors, mask))
         assert np.abs(want.numpy()).max() > 0.5
         assert_close_rel(got, want)
+
+
+@needs_onnx
+def test_docs_recipe_without_pytorch_gives_the_same_masks(shipped_export):
+    """docs/export.md's numpy + Pillow + onnxruntime block, run as written, against VideoSegmenter."""
+    import re
+    from pathlib import Path
+
+    _, folder = shipped_export
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "def segment_video" in b]
+    assert "torch" not in block and "lbdt" not in block.replace("lbdt_onnx.json", "").replace("lbdt's", "")
+    namespace: dict = {}
+    exec(compile(block, "docs/export.md", "exec"), namespace)  # noqa: S102 -- our own documentation
+    clip = make_clip(6, frames=9, size=(80, 112))  # not the model size: both resizes are exercised
+    sentence = clip.objects[0].sentence
+    got = list(namespace["segment_video"](folder, list(clip.frames), sentence))
+    want = [p.mask for p in VideoSegmenter(folder, backend="onnxruntime").segment(clip.frames, sentence)]
+    assert len(got) == len(want) == 9
+    assert sum(int(m.sum()) for m in want) > 0
+    for g, w in zip(got, want):
+        assert g.shape == w.shape == (80, 112)
+        assert np.array_equal(g, w)
