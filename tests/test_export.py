@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from lbdt.cli import main
-from lbdt.data.synth import make_clip, vocabulary
+from lbdt.data.synth import make_clip
 from lbdt.data.text import WordVectors
 from lbdt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lbdt.errors import LBDTError
@@ -286,7 +286,7 @@ def test_docs_recipe_without_pytorch_gives_the_same_masks(shipped_export):
 
     _, folder = shipped_export
     doc = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text(encoding="utf-8")
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "def segment_video" in b]
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", doc, re.DOTALL) if "def segment_video" in b]
     assert "torch" not in block and "lbdt" not in block.replace("lbdt_onnx.json", "").replace("lbdt's", "")
     namespace: dict = {}
     exec(compile(block, "docs/export.md", "exec"), namespace)  # noqa: S102 -- our own documentation
