@@ -18,6 +18,7 @@ kernel has no ONNX form) and are checked with `onnx.checker` before they appear 
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import json
 import logging
@@ -88,8 +89,8 @@ def _checkpoint_facts(weights: LBDT | str | os.PathLike) -> tuple[LBDT, Any]:
     An in-memory `LBDT` gets the defaults `VideoSegmenter` uses for one."""
     from lbdt.pretrained import CheckpointInfo, load_pretrained
 
-    if isinstance(weights, LBDT):
-        return weights.eval(), CheckpointInfo(source="in-memory model", kind="", variant="",
+    if isinstance(weights, LBDT):  # a copy: the caller's model keeps its device and mode
+        return copy.deepcopy(weights).cpu().eval(), CheckpointInfo(source="in-memory model", kind="", variant="",
                                               word_vectors_hint="a GloVe table")
     model = load_pretrained(weights)
     return model, model.checkpoint_info
