@@ -134,7 +134,7 @@ def export_onnx(weights: LBDT | str | os.PathLike, out_dir: str | os.PathLike) -
 
     Files (see the module docstring) are written atomically, the manifest last; `out_dir` is created.
     """
-    for package in ("onnx", "onnxscript", "onnxruntime"):  # the checker, the exporter's backend; `lbdt[onnx]`
+    for package in ("onnx", "onnxscript"):  # the checker; the exporter's backend
         require(package)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
