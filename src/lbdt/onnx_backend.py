@@ -64,7 +64,8 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def _providers(device: torch.device, available: list[str]) -> list[str]:
+def _providers(device: torch.device, available: list[str]) -> list[Any]:
+    """ONNX Runtime execution providers for `device` (CUDA only where this onnxruntime build has it)."""
     if device.type == "cpu":
         return ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in available:
