@@ -8,6 +8,8 @@ One run measures, on synthetic inputs:
 * inference frames/s at each batch size: the plain model (`forward`, fp32, as built) and the fast path
   (`engine.fast`: folded BatchNorm, channels-last, the sentence encoded once, autocast) per precision,
   with the achieved share = frames/s x FLOPs per frame / measured matmul FLOP/s;
+* with `onnxruntime`: the same model exported to ONNX (`lbdt.export`) and run by ONNX Runtime (fp32,
+  as many intra-op threads as PyTorch uses), one row per batch size (path "onnxrt") next to the PyTorch rows;
 * whole-video streaming frames/s through `VideoSegmenter` (decode, resize, model, upsampling, masks);
 * data-loader samples/s on the synthetic benchmark, when `lbdt.data.build` exists;
 * training step time (forward + backward + AdamW) when asked;
@@ -65,6 +67,7 @@ class BenchmarkSettings:
     matmul_sizes: tuple[int, ...] = (2048, 3072)  # square matmul sizes for the machine rate
     loader_samples: int = 48  # samples read from the data loader (0 = skip)
     loader_workers: int = 2  # DataLoader worker processes
+    onnxruntime: bool = False  # also export the model and time ONNX Runtime (fp32) at each batch size
 
 
 def quick_settings(settings: BenchmarkSettings) -> BenchmarkSettings:
@@ -325,6 +328,23 @@ def _loader_row(settings: BenchmarkSettings) -> dict[str, Any]:
             "note": "includes starting the worker processes; the synthetic frames are 96x128 PNG/JPEG"}
 
 
+def _onnxruntime_model(base: torch.nn.Module, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """`base` exported to ONNX in a temporary folder and loaded into ONNX Runtime sessions with as many
+    intra-op threads as PyTorch uses; returns the model and facts for the result (version, threads, export time)."""
+    import tempfile
+
+    from lbdt.export import export_onnx, require
+    from lbdt.onnx_backend import OnnxRuntimeModel
+
+    ort = require("onnxruntime")
+    with tempfile.TemporaryDirectory(prefix="lbdt-bench-onnx-") as tmp:
+        start = time.perf_counter()
+        export_onnx(base, tmp)  # exports a CPU copy
+        exported = time.perf_counter() - start
+        model = OnnxRuntimeModel(tmp, device=device, threads=torch.get_num_threads())  # sessions hold the graphs
+    return model, {"version": ort.__version__, "threads": model.threads, "export_seconds": exported}
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -354,6 +374,8 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
     if settings.threads:
         torch.set_num_threads(settings.threads)
     usable = [p for p in precisions if p != "fp16" or device.type == "cuda"]
+    if settings.onnxruntime and "fp32" not in usable:
+        raise LBDTError("the ONNX Runtime rows are fp32: include fp32 in --precision")
     notes: list[str] = [f"{p}: n/a on {device.type}" for p in precisions if p not in usable]
     chosen = {p: resolve_precision(p, device) for p in usable}
     notes += [f"{p}: {c.reason}" for p, c in chosen.items() if c.emulated]
@@ -390,6 +412,10 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
         sample_rate(p, settings.matmul_sizes)
     prepared = {p: fast.prepare_for_inference(copy.deepcopy(base), device=device, precision=p,
                                               compile=settings.compile) for p in usable}
+    ort_model = None
+    if settings.onnxruntime:
+        progress("exporting to ONNX")
+        ort_model, result["onnxruntime"] = _onnxruntime_model(base, device)
     for batch in settings.batches:
         if "fp32" in usable:
             progress(f"inference plain fp32 B={batch}")
@@ -401,6 +427,11 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
             result["inference"].append(_inference_row(prepared[p], path="fast", precision=p, batch=batch,
                                                       settings=settings, device=device, channels_last=True))
             sample_rate(p, settings.matmul_sizes[:1])
+        if ort_model is not None:
+            progress(f"inference onnxruntime fp32 B={batch}")
+            result["inference"].append(_inference_row(ort_model, path="onnxrt", precision="fp32", batch=batch,
+                                                      settings=settings, device=device, channels_last=False))
+            sample_rate("fp32", settings.matmul_sizes[:1])
     result["matmul_gflops"] = {p: max(samples[p]) if p in usable else None for p in settings.precisions}
     result["matmul_gflops_samples"] = samples
     for row in result["inference"]:

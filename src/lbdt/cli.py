@@ -400,6 +400,8 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_POSITIVE, help="torch.set_num_threads (default: leave as is)")
     p.add_argument("--out", help="write the results as JSON here (e.g. benchmarks/results/cpu.json)")
     p.add_argument("--quick", action="store_true", help="short smoke run: batch <= 2, 1 repeat, 4 frames")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                   help="onnxruntime: also export the model and time ONNX Runtime (fp32) next to the PyTorch rows")
 
 
 @command("benchmark", "measure parameters, FLOPs, frames/s, training step time and memory", _benchmark_args)
@@ -411,7 +413,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         model=args.model, size=tuple(args.size), device=args.device, batches=args.batch,
         precisions=args.precision, frames=args.frames,
         repeats=args.repeats, train_step=args.train_step, train_batch=args.train_batch, compile=args.compile,
-        threads=args.threads)
+        threads=args.threads, onnxruntime=args.backend == "onnxruntime")
     benchmark(settings, out=args.out, quick=args.quick)
     return 0
 
@@ -432,6 +434,24 @@ def _env(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- export (docs/export.md)
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("weights", help="shipped name, checkpoint path (ours or official), or https URL#sha256=HEX")
+    p.add_argument("--format", dest="fmt", default="onnx", choices=("onnx",), help="output format (default onnx)")
+    p.add_argument("--out", required=True, help="folder to write the graphs, lbdt_onnx.json and the word table into")
+
+
+@command("export", "export a checkpoint to ONNX (text encoder + per-frame graph + manifest)", _export_args)
+def _export(args: argparse.Namespace) -> int:
+    from lbdt.export import export_onnx
+
+    m = export_onnx(args.weights, args.out)
+    print(f"{args.weights}: {m['graphs']['text_encoder']['file']} + {m['graphs']['frame_model']['file']} "
+          f"(opset {m['opset']}, size {m['size'][0]}x{m['size'][1]}, k {m['frame_gap']}, N {m['max_words']}) "
+          f"-> {args.out}/")
+    return 0
+
+
 # ---- predict / demo (docs/inference.md)
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="video file (mp4, webm, avi, mov, ...), folder of frames, or one image")
@@ -449,6 +469,8 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-gap", type=_NON_NEGATIVE, help="k: reference frame t-k (default: the checkpoint's, else 6)")
     _word_vectors_arg(p)
     p.add_argument("--no-overlay", action="store_true", help="write masks and summary only")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                   help="onnxruntime: --weights is a folder from `lbdt export --format onnx` (default torch)")
 
 
 @command("predict", "segment the object a sentence refers to in every frame of a video", _predict_args)
@@ -458,7 +480,7 @@ def _predict(args: argparse.Namespace) -> int:
     _checked_out(args.out)
     summary = predict_to_folder(args.video, args.text, out_dir=args.out, weights=args.weights, device=args.device,
                                 precision=args.precision, batch_size=args.batch_size, frame_gap=args.frame_gap,
-                                word_vectors=args.word_vectors, overlay=not args.no_overlay)
+                                word_vectors=args.word_vectors, overlay=not args.no_overlay, backend=args.backend)
     t = summary["timings"]
     print(f"{summary['frames']} frames x {len(args.text)} sentence(s) in {t['segment_s']:.1f} s "
           f"({t['frames_per_s']:.1f} frames/s); wrote {args.out}/")

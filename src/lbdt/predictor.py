@@ -50,6 +50,8 @@ from lbdt.pretrained import load_pretrained
 from lbdt.runtime import Precision, announce, autocast, resolve_device, resolve_precision
 from lbdt.types import Prediction, SampleMeta
 
+BACKENDS = ("torch", "onnxruntime")  # onnxruntime: an exported folder (`lbdt export --format onnx`)
+
 
 class VideoSegmenter:
     """Segment the object a sentence refers to in every frame of a video.
@@ -59,30 +61,46 @@ class VideoSegmenter:
     ...     pred.mask  # bool [H0,W0]
 
     `model_or_name`: a `Runnable` (from `load_pretrained`), an `LBDT`, or anything `load_pretrained` accepts
-    (weights loaded by name are prepared for fast inference: folded BatchNorm, channels-last). `device` and
-    `precision` default to `auto` (`lbdt.runtime`). `size` (H, W), `frame_gap` (k) and `word_vectors`
-    default to what the checkpoint says; `word_vectors` may be a table or a GloVe-format file
-    (`lbdt.data.text.resolve_word_vectors` gives the order).
+    (weights loaded by name are prepared for fast inference: folded BatchNorm, channels-last); with
+    `backend="onnxruntime"`, a folder written by `lbdt export --format onnx` (docs/export.md). `device` and
+    `precision` default to `auto` (`lbdt.runtime`; the ONNX Runtime backend runs its fp32 graphs). `size` (H, W),
+    `frame_gap` (k) and `word_vectors` default to what the checkpoint says; `word_vectors` may be a table or a
+    GloVe-format file (`lbdt.data.text.resolve_word_vectors` gives the order).
     """
 
     def __init__(self, model_or_name: Runnable | LBDT | str | os.PathLike, *, device: str | torch.device = "auto",
                  precision: str | Precision = "auto", size: tuple[int, int] | None = None,
                  frame_gap: int | None = None, batch_size: int = 8,
-                 word_vectors: WordVectors | str | os.PathLike | None = None, threshold: float = 0.5):
+                 word_vectors: WordVectors | str | os.PathLike | None = None, threshold: float = 0.5,
+                 backend: str = "torch"):
+        if backend not in BACKENDS:
+            raise LBDTError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        if self.precision.emulated:
-            warnings.warn(f"bf16 on this CPU is emulated: {self.precision.reason}", stacklevel=2)
-        if isinstance(model_or_name, LBDT):  # the caller's model: used as it is
-            runnable = Runnable(model=model_or_name, variant="", source="in-memory model", kind="in-memory")
-        elif isinstance(model_or_name, Runnable):
-            runnable = model_or_name
-        else:  # loaded here: folded BatchNorm + channels-last (engine.fast)
-            runnable = load_pretrained(model_or_name)
-            prepare_for_inference(runnable.model, device=self.device, precision=self.precision)
+        if backend == "onnxruntime":  # a folder from `lbdt export --format onnx` (lbdt.onnx_backend)
+            from lbdt.onnx_backend import load_exported
+
+            if precision not in ("auto", "fp32"):
+                raise LBDTError(f"the ONNX Runtime backend runs the exported fp32 graphs; precision {precision!r} "
+                                "is for the PyTorch backend")
+            self.precision = Precision("fp32", "the ONNX Runtime backend runs the exported fp32 graphs")
+            runnable = load_exported(model_or_name, device=self.device)
+        else:
+            self.precision = resolve_precision(precision, self.device)
+            if self.precision.emulated:
+                warnings.warn(f"bf16 on this CPU is emulated: {self.precision.reason}", stacklevel=2)
+            if isinstance(model_or_name, LBDT):  # the caller's model: used as it is
+                runnable = Runnable(model=model_or_name, variant="", source="in-memory model", kind="in-memory")
+            elif isinstance(model_or_name, Runnable):
+                runnable = model_or_name
+            else:  # loaded here: folded BatchNorm + channels-last (engine.fast)
+                runnable = load_pretrained(model_or_name)
+                prepare_for_inference(runnable.model, device=self.device, precision=self.precision)
+            runnable.model.to(self.device).eval()
         self.runnable = runnable
-        self.model = runnable.model.to(self.device).eval()
-        first_conv = next((m.weight for m in self.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        self.model = runnable.model
+        self.backend = backend
+        modules = self.model.modules() if isinstance(self.model, torch.nn.Module) else ()
+        first_conv = next((m.weight for m in modules if isinstance(m, torch.nn.Conv2d)), None)
         self._channels_last = first_conv is not None and first_conv.is_contiguous(memory_format=torch.channels_last) \
             and not first_conv.is_contiguous()
         self.size = _model_size(size or runnable.size)
@@ -221,7 +239,7 @@ _RESULT_FOLDER = re.compile(r"\d{2}_[a-z0-9-]+")
 def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out_dir: str | os.PathLike,
                       weights: str = "synthetic-tiny", device: str = "auto", precision: str = "auto",
                       batch_size: int = 8, frame_gap: int | None = None, word_vectors: str | None = None,
-                      overlay: bool = True, progress: bool = True) -> dict:
+                      overlay: bool = True, progress: bool = True, backend: str = "torch") -> dict:
     """Segment `video` once per sentence set and write, under `out_dir`:
 
     * `<NN>_<sentence-slug>/masks/<frame>.png`: one 0/255 mask per frame at the original size;
@@ -251,7 +269,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     out = check_output_dir(out_dir)
     started = time.perf_counter()
     segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
-                               frame_gap=frame_gap, word_vectors=word_vectors)
+                               frame_gap=frame_gap, word_vectors=word_vectors, backend=backend)
     loaded = time.perf_counter()
     stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
     coverage = [segmenter.word_vectors.coverage(s, max_len=segmenter.max_words) for s in sentences]
@@ -312,7 +330,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         "original_sizes": sorted([list(s) for s in sizes]),
         "model": {**segmenter.runnable.describe(), "size": list(segmenter.size), "frame_gap": segmenter.frame_gap,
                   "threshold": segmenter.threshold, "device": str(segmenter.device),
-                  **segmenter.precision.as_dict(), "batch_size": segmenter.batch_size},
+                  **segmenter.precision.as_dict(), "batch_size": segmenter.batch_size, "backend": backend},
         "sentences": [{**r, "masks": f"{r['folder']}/masks", "overlay": f"{r['folder']}/overlay.mp4" if overlay else None,
                        "mean_foreground_fraction": float(np.mean(r["foreground_fraction"]))} for r in records],
         "timings": {"load_s": round(loaded - started, 3), "segment_s": round(done - loaded, 3),

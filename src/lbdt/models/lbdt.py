@@ -71,19 +71,7 @@ class LBDT(nn.Module):
 
     def encode_text(self, word_vectors: Tensor, word_mask: Tensor) -> TextFeatures:
         """word_vectors [B,N,word_dim], word_mask [B,N] (1 = real token) -> TextFeatures."""
-        if word_vectors.dim() != 3 or word_vectors.shape[-1] != self.word_dim:
-            raise LBDTError(f"word_vectors must be [B,N,{self.word_dim}], got {list(word_vectors.shape)}")
-        if word_mask.dim() != 2 or word_mask.shape[0] != word_vectors.shape[0]:
-            raise LBDTError(f"word_mask must be [B,N] with B = {word_vectors.shape[0]}, got {list(word_mask.shape)}")
-        if word_mask.shape[1] != word_vectors.shape[1]:
-            raise LBDTError(f"word_mask has length {word_mask.shape[1]} but word_vectors has "
-                            f"{word_vectors.shape[1]} words")
-        if word_vectors.shape[1] < 1:
-            raise LBDTError("the sentence needs at least one word position (N >= 1)")
-        empty = ~(word_mask != 0).any(dim=1)
-        if bool(empty.any()):
-            raise LBDTError(f"sample(s) {empty.nonzero().flatten().tolist()} have no real token in word_mask "
-                            "(attention over only padding is undefined)")
+        check_text_inputs(word_vectors, word_mask, self.word_dim)
         # The LSTM runs in fp32 with autocast off whatever the caller's precision: under CPU autocast PyTorch
         # would run nn.LSTM in bf16, which oneDNN cannot do without native bf16 (AVX2); it is ~0.04 GMAC.
         with torch.autocast(word_vectors.device.type, enabled=False):
@@ -94,10 +82,10 @@ class LBDT(nn.Module):
 
         Returns logits [B,H,W].
         """
-        _check_frames(frame, ref_frame)
-        b = frame.shape[0]
-        if len(text) not in (1, b):
-            raise LBDTError(f"text features have batch {len(text)} but frames have batch {b}")
+        check_frames(frame, ref_frame)
+        b, n_text = frame.shape[0], text.words.shape[0]  # not len(text): an exported batch must stay symbolic
+        if n_text not in (1, b):
+            raise LBDTError(f"text features have batch {n_text} but frames have batch {b}")
         text = text.expand(b)
 
         temporal = torch.zeros_like(frame) if self.zero_temporal else (frame - ref_frame).abs()
@@ -112,13 +100,30 @@ class LBDT(nn.Module):
 
     def forward(self, frame: Tensor, ref_frame: Tensor, word_vectors: Tensor, word_mask: Tensor) -> Tensor:
         """frame, ref_frame [B,3,H,W]; word_vectors [B,N,word_dim]; word_mask [B,N] -> logits [B,H,W]."""
-        _check_frames(frame, ref_frame)
+        check_frames(frame, ref_frame)
         if word_vectors.dim() >= 1 and word_vectors.shape[0] != frame.shape[0]:
             raise LBDTError(f"word_vectors have batch {word_vectors.shape[0]} but frames have batch {frame.shape[0]}")
         return self.segment(frame, ref_frame, self.encode_text(word_vectors, word_mask))
 
 
-def _check_frames(frame: Tensor, ref_frame: Tensor) -> None:
+def check_text_inputs(word_vectors: Tensor, word_mask: Tensor, word_dim: int) -> None:
+    """word_vectors must be [B,N,word_dim] with N >= 1, word_mask [B,N] with a real token in every sample."""
+    if word_vectors.dim() != 3 or word_vectors.shape[-1] != word_dim:
+        raise LBDTError(f"word_vectors must be [B,N,{word_dim}], got {list(word_vectors.shape)}")
+    if word_mask.dim() != 2 or word_mask.shape[0] != word_vectors.shape[0]:
+        raise LBDTError(f"word_mask must be [B,N] with B = {word_vectors.shape[0]}, got {list(word_mask.shape)}")
+    if word_mask.shape[1] != word_vectors.shape[1]:
+        raise LBDTError(f"word_mask has length {word_mask.shape[1]} but word_vectors has "
+                        f"{word_vectors.shape[1]} words")
+    if word_vectors.shape[1] < 1:
+        raise LBDTError("the sentence needs at least one word position (N >= 1)")
+    empty = ~(word_mask != 0).any(dim=1)
+    if bool(empty.any()):
+        raise LBDTError(f"sample(s) {empty.nonzero().flatten().tolist()} have no real token in word_mask "
+                        "(attention over only padding is undefined)")
+
+
+def check_frames(frame: Tensor, ref_frame: Tensor) -> None:
     """Frames must be [B,3,H,W], equal in shape, with H and W positive multiples of 32."""
     if frame.dim() != 4 or frame.shape[1] != 3:
         raise LBDTError(f"frame must be [B,3,H,W], got {list(frame.shape)}")

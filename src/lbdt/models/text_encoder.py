@@ -20,7 +20,7 @@ class TextFeatures:
 
     def expand(self, batch: int) -> TextFeatures:
         """Repeat batch-1 features to `batch` (views, no copy); other sizes are returned as they are."""
-        if len(self) == batch:
+        if self.words.shape[0] == batch:  # not len(self), which would fix an exported (symbolic) batch
             return self
         return TextFeatures(
             words=self.words.expand(batch, -1, -1),
