@@ -136,3 +136,57 @@ def test_lbdt_env_reports_the_auto_choice(capsys, monkeypatch):
 
     env = json.loads(capsys.readouterr().out)
     assert env["auto"]["precision"] == "fp32" and env["cpu"]["native_bf16"] is False
+
+
+def _clip_mp4(path):
+    from lbdt.data.synth import make_clip
+    from media import write_mp4
+
+    clip = make_clip(11, frames=12, size=(96, 128))
+    write_mp4(path, list(clip.frames))
+    return clip
+
+
+def test_predict_on_an_avx2_only_cpu_picks_fp32_and_emulated_bf16_agrees(tmp_path, capsys, monkeypatch):
+    """The issue's scenario: an AVX2-only CPU (injected) — auto runs fp32 and says so; an explicit bf16 runs
+    (emulated, with a warning) and its masks agree with fp32 over the clip (IoU >= 0.97)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setattr(runtime, "cpu_features", lambda: AVX2)
+    clip = _clip_mp4(tmp_path / "clip.mp4")
+    sentence = next(o.sentence for o in clip.objects if o.sentence_type == "appearance")
+    outs = {}
+    for precision in ("auto", "bf16"):
+        outs[precision] = tmp_path / precision
+        capsys.readouterr()
+        assert main(["predict", str(tmp_path / "clip.mp4"), "--text", sentence, "--precision", precision,
+                     "--out", str(outs[precision]), "--no-overlay"]) == 0
+        err = capsys.readouterr().err
+        summary = json.loads((outs[precision] / "summary.json").read_text())["model"]
+        if precision == "auto":
+            assert (summary["precision"], summary["precision_emulated"]) == ("fp32", False)
+            assert "running on cpu in fp32 (auto: this CPU (AMD EPYC (AVX2 only)) has no native bf16" in err
+        else:
+            assert (summary["precision"], summary["precision_emulated"]) == ("bf16", True)
+            assert "lbdt: warning: running on cpu in bf16" in err and "emulated" in err
+    inter = union = 0
+    for png in sorted((outs["auto"]).rglob("*.png")):
+        a = np.asarray(Image.open(png)) > 0
+        b = np.asarray(Image.open(outs["bf16"] / png.relative_to(outs["auto"]))) > 0
+        inter, union = inter + int((a & b).sum()), union + int((a | b).sum())
+    assert union > 0 and inter / union >= 0.97, inter / max(union, 1)
+
+
+def test_benchmark_default_precisions_follow_the_machine(monkeypatch):
+    from lbdt.benchmark import machine_precisions
+
+    monkeypatch.setattr(runtime, "cpu_features", lambda: AVX2)
+    assert machine_precisions(("machine",), torch.device("cpu")) == ("fp32",)  # no emulated bf16 by default
+    monkeypatch.setattr(runtime, "cpu_features", lambda: AVX512_BF16)
+    assert machine_precisions(("machine",), torch.device("cpu")) == ("bf16", "fp32")
+    assert machine_precisions(("fp32", "bf16"), torch.device("cpu")) == ("fp32", "bf16")
+    with pytest.raises(LBDTError, match="unknown precision 'int4'"):
+        machine_precisions(("int4",), torch.device("cpu"))
