@@ -142,3 +142,51 @@ def test_compiled_segment_many_equals_separate_calls(tiny):
     with torch.inference_mode():
         separate = torch.stack([model.segment(frame, ref, t) for t in texts])
         _check_equal(model.segment_many(frame, ref, texts, chunk=4), separate)
+
+
+# ---------------------------------------------------------------- lbdt benchmark: sentences per frame
+
+
+def test_sentence_ratios_hand_computed():
+    from lbdt.benchmark import sentence_ratios
+
+    rows = [{"path": path, "precision": p, "sentences": e, "frame_sentences_per_s": v}
+            for path, p, e, v in [("shared", "fp32", 1, 3.0), ("separate", "fp32", 1, 3.0), ("plain", "fp32", 1, 2.5),
+                                  ("shared", "fp32", 4, 4.0), ("separate", "fp32", 4, 2.0), ("plain", "fp32", 4, 2.5),
+                                  ("shared", "bf16", 4, 9.0), ("separate", "bf16", 4, 6.0)]]
+    assert sentence_ratios(rows) == {"shared_vs_separate_fp32": {"1": 1.0, "4": 2.0},
+                                     "default_vs_plain_fp32": {"1": 1.2, "4": 1.6},
+                                     "shared_vs_separate_bf16": {"4": 1.5}}
+
+
+def test_benchmark_sentence_rows(tmp_path):
+    from lbdt.benchmark import BenchmarkSettings, format_table, run_benchmark
+    from lbdt.cli import main
+
+    settings = BenchmarkSettings(model="tiny", size=(64, 64), precisions=("fp32", "bf16"), batches=(1,), frames=0,
+                                 repeats=1, matmul_sizes=(256,), loader_samples=0, sentences=(1, 3),
+                                 sentence_batch=2)
+    result = run_benchmark(settings)
+    rows = result["sentences"]
+    assert {(r["path"], r["precision"], r["sentences"]) for r in rows} == {
+        (path, p, e) for e in (1, 3) for path, p in
+        [("shared", "fp32"), ("separate", "fp32"), ("plain", "fp32"), ("shared", "bf16"), ("separate", "bf16")]}
+    for r in rows:
+        assert r["batch"] == 2
+        assert r["frame_sentences_per_s"] == pytest.approx(2 * r["sentences"] / r["median_seconds_per_call"])
+    rate = {(r["path"], r["precision"], r["sentences"]): r["frame_sentences_per_s"] for r in rows}
+    assert result["sentence_ratios"]["default_vs_plain_fp32"]["3"] == pytest.approx(
+        rate[("shared", "fp32", 3)] / rate[("plain", "fp32", 3)])
+    assert result["effective_precision"]["fp32"] == "fp32"
+    assert result["effective_precision"]["bf16"].startswith("bf16")
+    table = format_table(result)
+    assert "default_vs_plain_fp32: E=1" in table and table.count("\nshared ") == 4
+    out = tmp_path / "b.json"  # the CLI spelling
+    assert main(["benchmark", "--model", "tiny", "--size", "64", "64", "--precision", "fp32", "--batch", "1",
+                 "--frames", "0", "--repeats", "1", "--sentences", "2", "--sentence-batch", "1", "--quick",
+                 "--out", str(out)]) == 0
+    import json
+
+    saved = json.loads(out.read_text())
+    assert {(r["path"], r["sentences"], r["batch"]) for r in saved["sentences"]} == {
+        ("shared", 2, 1), ("separate", 2, 1), ("plain", 2, 1)}

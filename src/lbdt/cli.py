@@ -237,6 +237,9 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-batch", type=int, default=2, help="batch size of the training step")
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave as is)")
+    p.add_argument("--sentences", default="1,4,16",
+                   help="comma list of sentences per frame for the shared-trunk rows ('' = skip)")
+    p.add_argument("--sentence-batch", type=int, default=2, help="frames per model call in the sentence rows")
     p.add_argument("--out", help="write the results as JSON here (e.g. benchmarks/results/cpu.json)")
     p.add_argument("--quick", action="store_true", help="short smoke run: batch <= 2, 1 repeat, 4 frames")
 
@@ -249,11 +252,15 @@ def _benchmark(args: argparse.Namespace) -> int:
         batches = tuple(int(b) for b in args.batch.split(","))
     except ValueError:
         raise LBDTError(f"--batch must be a comma list of integers, got {args.batch!r}") from None
+    try:
+        sentences = tuple(int(e) for e in args.sentences.split(",") if e.strip())
+    except ValueError:
+        raise LBDTError(f"--sentences must be a comma list of integers, got {args.sentences!r}") from None
     settings = BenchmarkSettings(
         model=args.model, size=tuple(args.size), device=args.device, batches=batches,
         precisions=tuple(p.strip() for p in args.precision.split(",") if p.strip()), frames=args.frames,
         repeats=args.repeats, train_step=args.train_step, train_batch=args.train_batch, compile=args.compile,
-        threads=args.threads)
+        threads=args.threads, sentences=sentences, sentence_batch=args.sentence_batch)
     benchmark(settings, out=args.out, quick=args.quick)
     return 0
 
