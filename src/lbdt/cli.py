@@ -162,6 +162,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate", "evaluate a model on a dataset split: every metric, masks, submission zip", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
+    import torch.distributed
+
     from lbdt.engine.evaluate import evaluate, format_report
 
     report = evaluate(
@@ -172,7 +174,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         size=tuple(args.size) if args.size else None, frame_gap=args.frame_gap, limit=args.limit,
         progress=not args.no_progress,
     )
-    print(format_report(report))
+    if torch.distributed.is_initialized():  # started by torchrun: every rank returned rank 0's report
+        torch.distributed.destroy_process_group()
+    if os.environ.get("RANK", "0") == "0":
+        print(format_report(report))
     return 0
 
 

@@ -3,17 +3,23 @@
 One stream of predictions (`engine.inference.predict`) feeds the evaluators (when the split has ground
 truth) and the writers (PNG masks, the Ref-YouTube-VOS submission zip). Every sample of the split is
 predicted and counted: the report's N equals the number of samples in the split.
+
+Under `torchrun --nproc_per_node N` every rank predicts a share of whole videos (`distributed.shard`) and
+rank 0 receives every sample in split order (`distributed.gather`) before the evaluators and writers run,
+so metrics, masks and the submission zip are exactly those of one process; `metrics.json` records
+`world_size`.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from lbdt.data.text import MAX_WORDS
+from lbdt.engine.distributed import broadcast_object, describe_share, gather, init_distributed, pack, shard
 from lbdt.engine.inference import PROTOCOLS, predict
 from lbdt.errors import LBDTError
 
@@ -25,12 +31,6 @@ PROTOCOL_DESCRIPTIONS = {
 }
 DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native"}
 GLOVE = "glove.840B.300d.txt"
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _word_vectors(explicit: str | None, model, root: Path):
@@ -69,6 +69,8 @@ def evaluate(
     `jf` adds DAVIS J&F (default: on for ytvos). `size` / `frame_gap` default to the checkpoint's input size
     and the dataset's k. `limit` evaluates only the first `limit` samples (smoke tests).
     Writes `metrics.json` (and `masks/`, `submission.zip`) into `output_dir` when given. Returns the report.
+    Under torchrun it joins the process group (`init_distributed`; destroying it is the caller's), every rank
+    predicts its share of the videos, rank 0 evaluates and writes, and every rank returns rank 0's report.
     """
     from lbdt.data.build import build_source
     from lbdt.data.collate import collate
@@ -83,7 +85,8 @@ def evaluate(
         raise LBDTError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if batch_size < 1:
         raise LBDTError(f"batch size must be at least 1, got {batch_size}")
-    dev = _device(device)
+    ranks = init_distributed(device)  # one process unless started by torchrun (the group is left to the caller)
+    dev = ranks.device
     model = load_pretrained(checkpoint, device=dev)
     info = getattr(model, "checkpoint_info", None)
     size = tuple(size) if size else (tuple(info.size) if info is not None else (320, 320))
@@ -97,7 +100,12 @@ def evaluate(
                                  size=size, frame_gap=frame_gap,
                                  max_words=info.max_words if info is not None else MAX_WORDS,
                                  with_original_mask=has_gt and protocol == "native", with_masks=has_gt)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
+    video_ids = [r.video_id for r in records]
+    indices = shard(video_ids, rank=ranks.rank, world_size=ranks.world_size)
+    if ranks.distributed:
+        print(describe_share(indices, video_ids, ranks), file=sys.stderr, flush=True)
+    share = Subset(data, indices) if ranks.distributed else data
+    loader = DataLoader(share, batch_size=batch_size, shuffle=False, drop_last=False, num_workers=num_workers,
                         collate_fn=collate)
 
     evaluators = {}
@@ -105,7 +113,7 @@ def evaluate(
         evaluators["refer"] = ReferSegEvaluator(strict=strict_precision, coco=coco)
         if jf if jf is not None else dataset == "ytvos":
             evaluators["jf"] = JFEvaluator()
-    out = Path(output_dir) if output_dir else None
+    out = Path(output_dir) if output_dir and ranks.is_main else None  # only rank 0 writes
     sinks = []
     if out is not None and save_masks:
         sinks.append(PngMaskWriter(root=out / "masks"))
@@ -116,6 +124,13 @@ def evaluate(
 
     count = 0
     stream = predict(model, loader, protocol=protocol, threshold=threshold, device=dev, precision=precision)
+    if ranks.distributed:  # predict this rank's share, then rank 0 takes every sample in split order
+        packed = [(indices[k], pack(pred, gt)) for k, (pred, gt) in enumerate(
+            tqdm(stream, total=len(share), desc=f"rank {ranks.rank} {dataset}/{split}", unit="sample",
+                 disable=not (progress and ranks.is_main), dynamic_ncols=True))]
+        gathered = gather(packed, ranks, total=len(data))
+        stream = (sample.unpack() for sample in gathered or [])
+        progress = False
     try:
         for pred, gt in tqdm(stream, total=len(data), desc=f"evaluate {dataset}/{split}", unit="sample",
                              disable=not progress, dynamic_ncols=True):
@@ -130,13 +145,15 @@ def evaluate(
         raise
     for sink in sinks:
         sink.close()
+    if not ranks.is_main:
+        return broadcast_object(None, ranks)  # rank 0's report
     if count != len(data):  # cannot happen with drop_last=False; guards against a silent loss
         raise LBDTError(f"predicted {count} of {len(data)} samples")
 
     report: dict = {
         "checkpoint": str(checkpoint), "dataset": dataset, "root": str(root), "split": split, "N": count,
         "protocol": protocol, "protocol_description": PROTOCOL_DESCRIPTIONS[protocol], "threshold": threshold,
-        "input_size": list(size), "precision": precision,
+        "input_size": list(size), "precision": precision, "world_size": ranks.world_size,
     }
     if "refer" in evaluators:
         report["metrics"] = evaluators["refer"].compute()
@@ -153,7 +170,7 @@ def evaluate(
         outputs["metrics_json"] = str(out / "metrics.json")
         report["outputs"] = outputs
         save_metrics_json(out / "metrics.json", report)
-    return report
+    return broadcast_object(report, ranks)
 
 
 def format_report(report: dict) -> str:
