@@ -30,11 +30,11 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -274,11 +274,11 @@ def _sentence_rows(plain: torch.nn.Module, prepared: torch.nn.Module, *, precisi
         with torch.inference_mode(), fast.autocast(device, precision):
             texts = [prepared.encode_text(w, mask) for w in sentences]
             paths: dict[str, Callable[[], Any]] = {
-                "shared": lambda: prepared.segment_many(fast_frame, fast_ref, texts),
-                "separate": lambda: [prepared.segment(fast_frame, fast_ref, t) for t in texts],
+                "shared": lambda texts=texts: prepared.segment_many(fast_frame, fast_ref, texts),
+                "separate": lambda texts=texts: [prepared.segment(fast_frame, fast_ref, t) for t in texts],
             }
             if precision == "fp32":
-                paths["plain"] = lambda: [plain(frame, ref, w, mask) for w in sentences]
+                paths["plain"] = lambda sentences=sentences: [plain(frame, ref, w, mask) for w in sentences]
             for path, step in paths.items():
                 with peak_memory(device) as mem:
                     times = _time(step, device=device, warmup=settings.warmup, repeats=settings.repeats)

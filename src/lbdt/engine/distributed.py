@@ -10,6 +10,7 @@ to rank 0 in the split's order, so evaluators and writers there see exactly the 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
@@ -203,7 +203,7 @@ def gather(items: Iterable[tuple[int, T]], info: DistInfo, *, total: int | None 
     local.sort(key=lambda pair: pair[0])
     indices = [i for i, _ in local]
     if len(set(indices)) != len(indices):
-        dup = next(i for i, j in zip(indices, indices[1:]) if i == j)
+        dup = next(i for i, j in itertools.pairwise(indices) if i == j)
         raise LBDTError(f"sample {dup} was evaluated by more than one rank")
     if total is not None and indices != list(range(total)):
         missing = sorted(set(range(total)) - set(indices))
