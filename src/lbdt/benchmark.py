@@ -264,7 +264,8 @@ def _sentence_rows(plain: torch.nn.Module, prepared: torch.nn.Module, *, precisi
                    device: torch.device) -> list[dict[str, Any]]:
     """Per E in `settings.sentences`, E different sentences over one batch of frames, timed three ways:
     `shared` = `prepared.segment_many` (the trunk once), `separate` = E `prepared.segment` calls (sentences
-    encoded once, as a video is), `plain` (fp32 only) = E calls of the plain model's `forward`."""
+    encoded once, as a video is), `plain` (fp32 only) = E calls of the plain model's `forward`.
+    One warm-up call per path (its peak memory is reported), then `repeats` rounds timing each path once."""
     batch = settings.sentence_batch
     frame, ref, words, mask = synthetic_inputs(batch, settings.size, device)
     fast_frame, fast_ref = fast.to_input(frame, device=device), fast.to_input(ref, device=device)
@@ -279,13 +280,20 @@ def _sentence_rows(plain: torch.nn.Module, prepared: torch.nn.Module, *, precisi
             }
             if precision == "fp32":
                 paths["plain"] = lambda sentences=sentences: [plain(frame, ref, w, mask) for w in sentences]
-            for path, step in paths.items():
+            peak = {}
+            for path, step in paths.items():  # one warm-up call each, which also gives its peak memory
                 with peak_memory(device) as mem:
-                    times = _time(step, device=device, warmup=settings.warmup, repeats=settings.repeats)
-                median = statistics.median(times)
-                rows.append({"path": path, "precision": precision, "batch": batch, "sentences": e,
-                             "seconds_per_call": times, "median_seconds_per_call": median,
-                             "frame_sentences_per_s": batch * e / median, "peak_mib": mem["peak_mib"]})
+                    _time(step, device=device, warmup=0, repeats=1)
+                peak[path] = mem["peak_mib"]
+            times: dict[str, list[float]] = {path: [] for path in paths}
+            for _ in range(settings.repeats):  # interleaved, so a busy moment slows every path alike
+                for path, step in paths.items():
+                    times[path] += _time(step, device=device, warmup=0, repeats=1)
+        for path in paths:
+            median = statistics.median(times[path])
+            rows.append({"path": path, "precision": precision, "batch": batch, "sentences": e,
+                         "seconds_per_call": times[path], "median_seconds_per_call": median,
+                         "frame_sentences_per_s": batch * e / median, "peak_mib": peak[path]})
     return rows
 
 
