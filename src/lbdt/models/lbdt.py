@@ -115,11 +115,7 @@ class LBDT(nn.Module):
         out = []
         for start in range(0, len(texts), chunk):
             group = texts[start:start + chunk]
-            n = len(group)
-            if n == 1:
-                out.append(self._head(trunk, group[0]))
-                continue
-            repeated = _Trunk(*(_repeat(x, n) for x in trunk))
+            repeated = _Trunk(*(_repeat(x, len(group)) for x in trunk))
             text = TextFeatures(words=torch.cat([t.words for t in group]),
                                 sentence=torch.cat([t.sentence for t in group]),
                                 mask=torch.cat([t.mask for t in group]))
@@ -164,6 +160,8 @@ class _Trunk(NamedTuple):
 
 def _repeat(x: Tensor, n: int) -> Tensor:
     """[B,...] -> [n*B,...] (n copies, copy-major), keeping x's memory format (channels-last stays channels-last)."""
+    if n == 1:
+        return x
     channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     out = x.repeat(n, *([1] * (x.dim() - 1)))
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
