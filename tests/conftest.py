@@ -41,3 +41,19 @@ def copy_benchmark(synth_roots, tmp_path):
         return dst
 
     return copy
+
+
+GPU_SKIP_REASON = ("needs a CUDA device: torch.cuda.is_available() is False here "
+                   "(run benchmarks/gpu_check.sh OUTDIR on a GPU machine)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are skipped, with one clear reason, where CUDA is not available."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=GPU_SKIP_REASON)
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -11,6 +11,9 @@ One run measures, on synthetic inputs:
 * with `onnxruntime`: the same model exported to ONNX (`lbdt.export`) and run by ONNX Runtime (fp32,
   as many intra-op threads as PyTorch uses), one row per batch size (path "onnxrt") next to the PyTorch rows;
 * whole-video streaming frames/s through `VideoSegmenter` (decode, resize, model, upsampling, masks);
+* sentences per frame (E = 1, 4, 16 by default): (frame, sentence) pairs/s with the sentence-independent
+  trunk shared (`LBDT.segment_many`) vs one `segment` call per sentence on the fast path, and the plain
+  model as built (`forward` per sentence, fp32: the original's computation), with the ratios between them;
 * data-loader samples/s on the synthetic benchmark, when `lbdt.data.build` exists;
 * training step time (forward + backward + AdamW) when asked;
 * peak memory of each measurement (CUDA: `max_memory_allocated`; CPU: peak resident set growth).
@@ -68,13 +71,17 @@ class BenchmarkSettings:
     loader_samples: int = 48  # samples read from the data loader (0 = skip)
     loader_workers: int = 2  # DataLoader worker processes
     onnxruntime: bool = False  # also export the model and time ONNX Runtime (fp32) at each batch size
+    sentences: tuple[int, ...] = (1, 4, 16)  # sentences per frame for the shared-trunk rows (() = skip)
+    sentence_batch: int = 2  # frames per model call in the sentence rows
 
 
 def quick_settings(settings: BenchmarkSettings) -> BenchmarkSettings:
     """A short run (smoke test, CI): batches capped at 2, 1 repeat, a 4-frame video, small matmuls."""
     return replace(settings, batches=tuple(sorted({min(b, 2) for b in settings.batches})), frames=min(settings.frames, 4),
                    warmup=1, repeats=1, train_batch=min(settings.train_batch, 1), matmul_sizes=(1024,),
-                   loader_samples=min(settings.loader_samples, 8))
+                   loader_samples=min(settings.loader_samples, 8),
+                   sentences=tuple(sorted({min(e, 4) for e in settings.sentences})),
+                   sentence_batch=min(settings.sentence_batch, 2))
 
 
 # ---------------------------------------------------------------- machine
@@ -250,6 +257,68 @@ def _inference_row(model: torch.nn.Module, *, path: str, precision: str, batch: 
             "frames_per_s_best": batch / min(times), "peak_mib": mem["peak_mib"]}
 
 
+def _sentence_rows(plain: torch.nn.Module, prepared: torch.nn.Module, *, precision: str, settings: BenchmarkSettings,
+                   device: torch.device) -> list[dict[str, Any]]:
+    """Per E in `settings.sentences`, E different sentences over one batch of frames, timed three ways:
+    `shared` = `prepared.segment_many` (the trunk once), `separate` = E `prepared.segment` calls (sentences
+    encoded once, as a video is), `plain` (fp32 only) = E calls of the plain model's `forward`.
+    One warm-up call per path (its peak memory is reported), then `repeats` rounds timing each path once."""
+    batch = settings.sentence_batch
+    frame, ref, words, mask = synthetic_inputs(batch, settings.size, device)
+    fast_frame, fast_ref = fast.to_input(frame, device=device), fast.to_input(ref, device=device)
+    rows = []
+    for e in settings.sentences:
+        sentences = [torch.roll(words, shifts=j, dims=-1) for j in range(e)]  # E different sentences
+        with torch.inference_mode(), autocast(device, precision):
+            texts = [prepared.encode_text(w, mask) for w in sentences]
+            paths: dict[str, Callable[[], Any]] = {
+                "shared": lambda texts=texts: prepared.segment_many(fast_frame, fast_ref, texts),
+                "separate": lambda texts=texts: [prepared.segment(fast_frame, fast_ref, t) for t in texts],
+            }
+            if precision == "fp32":
+                paths["plain"] = lambda sentences=sentences: [plain(frame, ref, w, mask) for w in sentences]
+            peak = {}
+            for path, step in paths.items():  # one warm-up call each, which also gives its peak memory
+                with peak_memory(device) as mem:
+                    _time(step, device=device, warmup=0, repeats=1)
+                peak[path] = mem["peak_mib"]
+            times: dict[str, list[float]] = {path: [] for path in paths}
+            for _ in range(settings.repeats):  # interleaved, so a busy moment slows every path alike
+                for path, step in paths.items():
+                    times[path] += _time(step, device=device, warmup=0, repeats=1)
+        for path in paths:
+            median = statistics.median(times[path])
+            rows.append({"path": path, "precision": precision, "batch": batch, "sentences": e,
+                         "seconds_per_call": times[path], "median_seconds_per_call": median,
+                         "frame_sentences_per_s": batch * e / median,
+                         "frame_sentences_per_s_best": batch * e / min(times[path]), "peak_mib": peak[path]})
+    return rows
+
+
+def sentence_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Speed-ups per (frame, sentence) from the sentence rows, per precision and E: `shared_vs_separate`
+    (what sharing the trunk buys) and, for fp32, `default_vs_plain` (lbdt's default inference path, the
+    fast path with the trunk shared, against the plain model as built). From each path's fastest round
+    (`frame_sentences_per_s_best`): other processes can only slow a call down, and the rounds interleave
+    the paths, so the fastest rounds compare like with like."""
+    rate = {(r["path"], r["precision"], r["sentences"]): r["frame_sentences_per_s_best"] for r in rows}
+    out: dict[str, dict[str, float]] = {}
+    for (path, p, e), shared in rate.items():
+        if path != "shared":
+            continue
+        out.setdefault(f"shared_vs_separate_{p}", {})[str(e)] = shared / rate[("separate", p, e)]
+        if ("plain", p, e) in rate:
+            out.setdefault(f"default_vs_plain_{p}", {})[str(e)] = shared / rate[("plain", p, e)]
+    return out
+
+
+def effective_precision(precision: str, machine: dict[str, Any]) -> str:
+    """What `precision` really runs as here: bf16 on a CPU without bf16 instructions is emulated."""
+    if precision == "bf16" and "gpu" not in machine and not machine.get("cpu_bf16_instructions"):
+        return "bf16 (emulated: this CPU has no bf16 instructions)"
+    return precision
+
+
 def _streaming_row(model: torch.nn.Module, *, precision: str, batch: int, settings: BenchmarkSettings,
                    device: torch.device) -> dict[str, Any]:
     from lbdt.data.synth import make_clip, vocabulary
@@ -371,6 +440,8 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
         raise LBDTError("batches and repeats must be >= 1, warmup >= 0")
     precisions = machine_precisions(settings.precisions, device)
     settings = replace(settings, precisions=precisions)
+    if any(e < 1 for e in settings.sentences) or settings.sentence_batch < 1:
+        raise LBDTError("sentences per frame and the sentence batch must be >= 1")
     if settings.threads:
         torch.set_num_threads(settings.threads)
     usable = [p for p in precisions if p != "fp16" or device.type == "cuda"]
@@ -397,6 +468,8 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
         "inference": [],
         "streaming": [],
         "train": [],
+        "sentences": [],
+        "sentence_ratios": {},
         "data_loader": None,
         "notes": notes,
     }
@@ -440,6 +513,11 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
         row["achieved_share"] = row["gflops_per_s"] / rate
         row["achieved_share_best"] = row["frames_per_s_best"] * flops / 1e9 / rate  # fastest repeat: least disturbed
 
+    result["effective_precision"] = {p: effective_precision(p, result["machine"]) for p in usable}
+    for p in usable if settings.sentences else []:
+        progress(f"sentences per frame {p} E={','.join(map(str, settings.sentences))}")
+        result["sentences"] += _sentence_rows(base, prepared[p], precision=p, settings=settings, device=device)
+    result["sentence_ratios"] = sentence_ratios(result["sentences"])
     if settings.frames > 0:
         for p in usable:
             progress(f"streaming {p}")
@@ -489,6 +567,16 @@ def format_table(result: dict[str, Any]) -> str:
     for r in result["streaming"]:
         lines.append(f"{'stream':<10}{r['precision']:<10}{r['batch']:>6}{r['frames_per_s']:>10.2f}"
                      f"{1000 / r['frames_per_s']:>10.0f}{'':>9}{'':>7}{_fmt(r['peak_mib'], '.0f'):>10}")
+    if result.get("sentences"):
+        lines += ["", (f"{'sentences':<10}{'precision':<10}{'batch':>6}{'E':>4}{'frame*sentence/s':>18}"
+                       f"{'ms/(frame*sentence)':>21}{'peak MiB':>10}{'best f*s/s':>12}")]
+        for r in result["sentences"]:
+            lines.append(f"{r['path']:<10}{r['precision']:<10}{r['batch']:>6}{r['sentences']:>4}"
+                         f"{r['frame_sentences_per_s']:>18.2f}{1000 / r['frame_sentences_per_s']:>21.0f}"
+                         f"{_fmt(r['peak_mib'], '.0f'):>10}{r['frame_sentences_per_s_best']:>12.2f}")
+        for name, by_e in result["sentence_ratios"].items():
+            lines.append(f"{name} (fastest rounds): " + ", ".join(f"E={e} {v:.2f}x" for e, v in by_e.items()))
+        lines.append("")
     for r in result["train"]:
         lines.append(f"{'train':<10}{r['precision']:<10}{r['batch']:>6}{r['samples_per_s']:>10.2f}"
                      f"{1000 * r['median_seconds_per_step']:>10.0f}{'':>9}{'':>7}{_fmt(r['peak_mib'], '.0f'):>10}"

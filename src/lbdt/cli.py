@@ -312,6 +312,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate", "evaluate a model on a dataset split: every metric, masks, submission zip", _evaluate_args)
 def _evaluate(args: argparse.Namespace) -> int:
+    import torch.distributed
+
     from lbdt.engine.evaluate import evaluate, format_report
 
     _checked_out(args.out)
@@ -323,7 +325,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         size=tuple(args.size) if args.size else None, frame_gap=args.frame_gap, limit=args.limit,
         progress=not args.no_progress,
     )
-    print(format_report(report))
+    if torch.distributed.is_initialized():  # started by torchrun: every rank returned rank 0's report
+        torch.distributed.destroy_process_group()
+    if os.environ.get("RANK", "0") == "0":
+        print(format_report(report))
     return 0
 
 
@@ -398,6 +403,10 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-batch", type=_POSITIVE, default=2, help="batch size of the training step")
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
     p.add_argument("--threads", type=_POSITIVE, help="torch.set_num_threads (default: leave as is)")
+    p.add_argument("--sentences", type=_comma_list(_POSITIVE), default="1,4,16",
+                   help="comma list of sentences per frame for the shared-trunk rows")
+    p.add_argument("--no-sentences", action="store_true", help="skip the shared-trunk rows")
+    p.add_argument("--sentence-batch", type=_POSITIVE, default=2, help="frames per model call in the sentence rows")
     p.add_argument("--out", help="write the results as JSON here (e.g. benchmarks/results/cpu.json)")
     p.add_argument("--quick", action="store_true", help="short smoke run: batch <= 2, 1 repeat, 4 frames")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
@@ -413,7 +422,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         model=args.model, size=tuple(args.size), device=args.device, batches=args.batch,
         precisions=args.precision, frames=args.frames,
         repeats=args.repeats, train_step=args.train_step, train_batch=args.train_batch, compile=args.compile,
-        threads=args.threads, onnxruntime=args.backend == "onnxruntime")
+        threads=args.threads, onnxruntime=args.backend == "onnxruntime",
+        sentences=() if args.no_sentences else args.sentences, sentence_batch=args.sentence_batch)
     benchmark(settings, out=args.out, quick=args.quick)
     return 0
 

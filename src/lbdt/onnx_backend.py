@@ -8,6 +8,8 @@ runs the same pre- and post-processing as the PyTorch path. `load_exported` read
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import json
 import os
 from dataclasses import dataclass
@@ -126,6 +128,12 @@ class OnnxRuntimeModel:
             "frame": _numpy(frame), "ref_frame": _numpy(ref_frame), "words": text.words,
             "sentence": text.sentence, "mask": text.mask})
         return torch.from_numpy(logits)
+
+    def segment_many(self, frame: Tensor, ref_frame: Tensor, texts: Sequence[OnnxTextFeatures]) -> Tensor:
+        """Logits [S,B,H,W] for S sentences over the same frames (the exported graph is per sentence: one run each)."""
+        if len(texts) == 0:
+            raise LBDTError("segment_many needs a non-empty sequence of text features (one per sentence)")
+        return torch.stack([self.segment(frame, ref_frame, t) for t in texts])
 
 
 def _numpy(x: Tensor) -> np.ndarray:

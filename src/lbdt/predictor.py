@@ -6,8 +6,8 @@ How a video is processed (spec §2.9):
   as in training) and ImageNet-normalised;
 * frame t is segmented with reference frame t − k, clamped to the first frame (so frame 0 is paired with
   itself: its temporal input is zero);
-* the sentence is encoded once per video (`LBDT.encode_text`); frames go through `LBDT.segment` in
-  batches of `batch_size`;
+* the sentence is encoded once per video (`LBDT.encode_text`); frames go through `LBDT.segment_many` in
+  batches of `batch_size` (with several sentences, the sentence-independent trunk runs once per batch);
 * the probability map σ(logits) is resized bilinearly to the original frame size and thresholded
   (`prob > threshold`), so masks are smooth at any resolution;
 * memory stays flat: frames are read one at a time into a ring buffer holding the last k + batch_size
@@ -139,7 +139,8 @@ class VideoSegmenter:
                      return_frames: bool = False) -> Iterator[list[Prediction]]:
         """Several sentences over one video in one pass: the video is decoded **once** and each batch of
         frames is segmented once per sentence. Yields, per frame, one `Prediction` per sentence (in order);
-        `meta.object_id` is the sentence's position."""
+        `meta.object_id` is the sentence's position. The sentence-independent trunk of the model runs once per
+        batch of frames for all sentences (`LBDT.segment_many`)."""
         if isinstance(sentences, str):
             sentences = [sentences]
         if not sentences:
@@ -174,10 +175,10 @@ class VideoSegmenter:
                           channels_last=self._channels_last)  # [B,3,H,W]
         refs = to_input(torch.stack([held[r][1] for r in ref_index]), device=self.device,
                         channels_last=self._channels_last)  # [B,3,H,W]
-        probs = []  # per sentence: float32 [B,H,W] on the CPU (one transfer per batch, not one per frame)
+        # the sentence-independent trunk once per batch, the rest per sentence (LBDT.segment_many);
+        # float32 [S,B,H,W] on the CPU: one transfer per batch, not one per frame
         with torch.inference_mode(), autocast(self.device, self.precision):
-            for text in texts:
-                probs.append(self.model.segment(frames, refs, text).float().sigmoid().cpu())
+            probs = self.model.segment_many(frames, refs, texts).float().sigmoid().cpu()
         for b, frame in enumerate(pending):
             out = []
             h0, w0 = frame.size

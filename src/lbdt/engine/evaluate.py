@@ -4,12 +4,17 @@ The dataset is built by the same builder as training (`lbdt.data.build.build_dat
 splits can be evaluated too) and run through the one dataset loop (`engine.inference.run_on_dataset`),
 which feeds the evaluators (when the split has ground truth) and the writers (PNG masks, the
 Ref-YouTube-VOS submission zip). Every sample of the split is predicted and counted.
+
+Under `torchrun --nproc_per_node N` every rank predicts a share of whole videos and rank 0 receives every
+sample in split order before the evaluators and writers run (`run_on_dataset`), so metrics, masks and the
+submission zip are exactly those of one process; `metrics.json` records `world_size`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from lbdt.engine.distributed import broadcast_object, init_distributed
 from lbdt.engine.inference import PROTOCOLS, run_on_dataset
 from lbdt.errors import LBDTError
 
@@ -39,6 +44,8 @@ def evaluate(
     `jf` adds DAVIS J&F (default: on for ytvos). `size` / `frame_gap` default to the checkpoint's input size
     and the dataset's k. `limit` evaluates only the first `limit` samples (smoke tests).
     Writes `metrics.json` (and `masks/`, `submission.zip`) into `output_dir` when given. Returns the report.
+    Under torchrun it joins the process group (`init_distributed`; destroying it is the caller's), every rank
+    predicts its share of the videos, rank 0 evaluates and writes, and every rank returns rank 0's report.
     """
     from torch.utils.data import Subset
 
@@ -53,7 +60,7 @@ def evaluate(
         save_metrics_json,
     )
     from lbdt.pretrained import load_pretrained
-    from lbdt.runtime import resolve_device, resolve_precision
+    from lbdt.runtime import resolve_precision
 
     source = build_source(dataset, root)
     protocol = protocol or DEFAULT_PROTOCOL.get(dataset, "lbdt")
@@ -61,7 +68,8 @@ def evaluate(
         raise LBDTError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if batch_size < 1:
         raise LBDTError(f"batch size must be at least 1, got {batch_size}")
-    dev = resolve_device(device)
+    ranks = init_distributed(device)  # one process unless started by torchrun (the group is left to the caller)
+    dev = ranks.device
     prec = resolve_precision(precision, dev)
     runnable = load_pretrained(checkpoint, device=dev)
     size = tuple(size) if size else tuple(runnable.size)
@@ -90,7 +98,7 @@ def evaluate(
         evaluators["metrics"] = ReferSegEvaluator(strict=strict_precision, coco=coco)
         if jf if jf is not None else dataset == "ytvos":
             evaluators["jf"] = JFEvaluator()
-    out = Path(output_dir) if output_dir else None
+    out = Path(output_dir) if output_dir and ranks.is_main else None  # only rank 0 writes
     sinks = []
     if out is not None and save_masks:
         sinks.append(PngMaskWriter(root=out / "masks"))
@@ -103,11 +111,14 @@ def evaluate(
     results = run_on_dataset(runnable.model, data, evaluators=evaluators, sinks=sinks, protocol=protocol,
                              threshold=threshold, device=dev, precision=prec, batch_size=batch_size,
                              num_workers=num_workers, keep_prob=dataset == "davis" and has_gt, progress=progress,
-                             desc=f"evaluate {dataset}/{split}")
+                             desc=f"evaluate {dataset}/{split}", ranks=ranks)
+    if not ranks.is_main:
+        return broadcast_object(None, ranks)  # rank 0's report
     report: dict = {
         "checkpoint": str(checkpoint), "model": runnable.describe(), "dataset": dataset, "root": str(root),
         "split": split, "N": results["N"], "protocol": protocol, "protocol_description": PROTOCOL_DESCRIPTIONS[protocol],
         "threshold": threshold, "input_size": list(size), "device": str(dev), **prec.as_dict(),
+        "world_size": ranks.world_size,
     }
     report.update({name: results[name] for name in evaluators})
     if benchmark is not None:
@@ -124,7 +135,7 @@ def evaluate(
         outputs["metrics_json"] = str(out / "metrics.json")
         report["outputs"] = outputs
         save_metrics_json(out / "metrics.json", report)
-    return report
+    return broadcast_object(report, ranks)
 
 
 def _keys(node) -> set[str]:

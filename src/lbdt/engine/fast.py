@@ -101,7 +101,8 @@ def prepare_for_inference(model: nn.Module, *, device: torch.device | str, preci
     eval mode, no gradients, moved to `device`; `fold_bn` folds conv + BatchNorm pairs; `channels_last`
     converts 4-D weights (feed inputs through `to_input`); for bf16 / fp16 the convolution, linear and
     attention weights are stored in that dtype (`cast_matmul_weights`); `compile` compiles `model.segment`
-    (the per-frame path; `forward` goes through it) with `torch.compile`, which needs a C++ compiler on CPU.
+    (the per-frame path; `forward` goes through it) and `model.segment_many` (compiled on its first call)
+    with `torch.compile`, which needs a C++ compiler on CPU.
     Run it under `torch.inference_mode()` and `autocast(device, precision)` (required for bf16 / fp16).
     """
     device = torch.device(device)
@@ -116,6 +117,7 @@ def prepare_for_inference(model: nn.Module, *, device: torch.device | str, preci
     if compile:
         # instance attribute, so `forward` uses it too; freezing lets inductor fold weights and fuse conv + ReLU
         model.segment = torch.compile(model.segment, dynamic=False, options={"freezing": True})
+        model.segment_many = torch.compile(model.segment_many, dynamic=False, options={"freezing": True})  # lazy
     return model
 
 

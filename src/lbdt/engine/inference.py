@@ -18,8 +18,9 @@ original code uses.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from torch import Tensor, nn
 from lbdt.errors import LBDTError
 from lbdt.runtime import Precision, autocast, resolve_precision
 from lbdt.types import Batch, Prediction
+
+if TYPE_CHECKING:
+    from lbdt.engine.distributed import DistInfo
 
 PROTOCOLS = ("lbdt", "native")
 
@@ -121,24 +125,52 @@ def run_on_dataset(
     sinks: Sequence[Sink] = (), protocol: str = "lbdt", threshold: float = 0.5,
     device: torch.device | str = "cpu", precision: str | Precision = "fp32", batch_size: int = 8,
     num_workers: int = 0, keep_prob: bool = False, progress: bool = False, desc: str = "evaluate",
-) -> dict[str, Any]:
+    ranks: DistInfo | None = None,
+) -> dict[str, Any] | None:
     """Run `model` over every sample of `dataset` (in order, none dropped) and return
     `{"N": samples, <evaluator name>: evaluator.compute(), ...}`; each prediction also goes to every sink.
 
     Sinks are closed at the end; on any error, sinks that have an `abort()` are aborted instead (a
     submission zip is then never left half-written under its final name).
+
+    With `ranks` of a torchrun group (world size > 1), each rank predicts a share of whole videos
+    (`distributed.shard`, logged on stderr), rank 0 gathers every sample in dataset order and alone runs the
+    evaluators and sinks, so results equal one process's; other ranks return None. Probability maps are not
+    sent between ranks: `keep_prob` (Ref-DAVIS) runs in one process.
     """
+    from torch.utils.data import Subset
     from tqdm import tqdm
 
     from lbdt.data.build import make_loader
+    from lbdt.engine.distributed import describe_share, gather, pack, shard
 
     if batch_size < 1:
         raise LBDTError(f"batch size must be at least 1, got {batch_size}")
     evaluators = dict(evaluators or {})
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    distributed = ranks is not None and ranks.distributed
+    if distributed and keep_prob:
+        raise LBDTError("this evaluation merges probability maps per video (Ref-DAVIS): run it in one process, "
+                        "not under torchrun")
     count = 0
-    stream = predict(model, loader, protocol=protocol, threshold=threshold, device=device, precision=precision,
-                     keep_prob=keep_prob)
+    if distributed:  # predict this rank's share of whole videos, then rank 0 takes every sample in order
+        video_ids = _video_ids(dataset)
+        indices = shard(video_ids, rank=ranks.rank, world_size=ranks.world_size)
+        print(describe_share(indices, video_ids, ranks), file=sys.stderr, flush=True)
+        share = Subset(dataset, indices)
+        loader = make_loader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        local = predict(model, loader, protocol=protocol, threshold=threshold, device=device, precision=precision)
+        packed = [(indices[k], pack(pred, gt)) for k, (pred, gt) in enumerate(
+            tqdm(local, total=len(share), desc=f"rank {ranks.rank} {desc}", unit="sample",
+                 disable=not (progress and ranks.is_main), leave=False, dynamic_ncols=True))]
+        gathered = gather(packed, ranks, total=len(dataset))
+        if not ranks.is_main:
+            return None
+        stream = (sample.unpack() for sample in gathered)
+        progress = False
+    else:
+        loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        stream = predict(model, loader, protocol=protocol, threshold=threshold, device=device, precision=precision,
+                         keep_prob=keep_prob)
     try:
         for pred, gt in tqdm(stream, total=len(dataset), desc=desc, unit="sample", disable=not progress,
                              leave=False, dynamic_ncols=True):
@@ -158,3 +190,15 @@ def run_on_dataset(
     if count != len(dataset):  # cannot happen with drop_last=False; guards against a silent loss
         raise LBDTError(f"predicted {count} of {len(dataset)} samples")
     return {"N": count, **{name: ev.compute() for name, ev in evaluators.items()}}
+
+
+def _video_ids(dataset: Any) -> list[str]:
+    """The video id of every sample of a `ReferringVideoDataset` (or a `Subset` of one), without reading frames."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        return [_video_ids(dataset.dataset)[i] for i in dataset.indices]
+    records = getattr(dataset, "records", None)
+    if records is None:
+        raise LBDTError(f"{type(dataset).__name__}: sharding across processes needs a dataset with records")
+    return [r.video_id for r in records]

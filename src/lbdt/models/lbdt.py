@@ -7,8 +7,8 @@ input |frame - ref_frame| is formed here, so training and inference share it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,8 @@ class LBDT(nn.Module):
     """Language-Bridged Duplex Transfer network (spec §1).
 
     `forward(frame, ref_frame, word_vectors, word_mask) -> logits [B,H,W]`, equal to
-    `segment(frame, ref_frame, encode_text(word_vectors, word_mask))`.
+    `segment(frame, ref_frame, encode_text(word_vectors, word_mask))`. `segment_many` shares the
+    sentence-independent trunk (`_trunk`) across several sentences; both run the rest through `_head`.
     """
 
     def __init__(self, *, backbone_depth: int = 50, backbone_width: int = 64, d_model: int = 512, nhead: int = 8,
@@ -83,19 +84,50 @@ class LBDT(nn.Module):
         Returns logits [B,H,W].
         """
         check_frames(frame, ref_frame)
-        b, n_text = frame.shape[0], text.words.shape[0]  # not len(text): an exported batch must stay symbolic
-        if n_text not in (1, b):
-            raise LBDTError(f"text features have batch {n_text} but frames have batch {b}")
-        text = text.expand(b)
+        return self._head(self._trunk(frame, ref_frame), _expand_text(text, frame.shape[0]))
 
+    def segment_many(self, frame: Tensor, ref_frame: Tensor, texts: Sequence[TextFeatures], *,
+                     chunk: int = 4) -> Tensor:
+        """Several sentences over the same frames: logits [S,B,H,W], [s] equal to `segment(frame, ref_frame, texts[s])`.
+
+        The sentence-independent trunk (the temporal input, stem and layer1-3 of both streams) runs once;
+        the rest (LBDT modules, layer4, decoders, BCA, head) runs on the trunk features repeated for up to
+        `chunk` sentences at a time (batch chunk x B), so memory grows with `chunk`, not with S.
+        Each of `texts` has batch B or 1.
+        """
+        check_frames(frame, ref_frame)
+        if isinstance(texts, TextFeatures) or len(texts) == 0:
+            raise LBDTError("segment_many needs a non-empty sequence of TextFeatures (one per sentence)")
+        if chunk < 1:
+            raise LBDTError(f"chunk must be >= 1 sentence, got {chunk}")
+        b = frame.shape[0]
+        texts = [_expand_text(t, b) for t in texts]
+        trunk = self._trunk(frame, ref_frame)
+        out = []
+        for start in range(0, len(texts), chunk):
+            group = texts[start:start + chunk]
+            repeated = _Trunk(*(_repeat(x, len(group)) for x in trunk))
+            text = TextFeatures(words=torch.cat([t.words for t in group]),
+                                sentence=torch.cat([t.sentence for t in group]),
+                                mask=torch.cat([t.mask for t in group]))
+            out.append(self._head(repeated, text))
+        return torch.cat(out).reshape(len(texts), b, *frame.shape[-2:])
+
+    def _trunk(self, frame: Tensor, ref_frame: Tensor) -> _Trunk:
+        """The sentence-independent part: |frame - ref_frame|, stem and layer1-3 of both ResNet streams."""
         temporal = torch.zeros_like(frame) if self.zero_temporal else (frame - ref_frame).abs()
         sb, tb = self.spatial_backbone, self.temporal_backbone
         s2, t2 = sb.layer1(sb.stem(frame)), tb.layer1(tb.stem(temporal))  # [B,4w,H/4,W/4]
         s3, t3 = sb.layer2(s2), tb.layer2(t2)  # [B,8w,H/8,W/8]
-        s4, t4 = self.lbdt_res4(sb.layer3(s3), tb.layer3(t3), text)  # [B,16w,H/16,W/16]
+        return _Trunk(s2, s3, sb.layer3(s3), t2, t3, tb.layer3(t3))  # layer3: [B,16w,H/16,W/16]
+
+    def _head(self, trunk: _Trunk, text: TextFeatures) -> Tensor:
+        """Everything the sentence reaches: LBDT modules at res4 / res5, layer4, decoders, BCA, head -> [B,H,W]."""
+        sb, tb = self.spatial_backbone, self.temporal_backbone
+        s4, t4 = self.lbdt_res4(trunk.s4, trunk.t4, text)  # [B,16w,H/16,W/16]
         s5, t5 = self.lbdt_res5(sb.layer4(s4), tb.layer4(t4), text)  # [B,32w,H/32,W/32]
-        d_s = self.spatial_decoder([s2, s3, s4, s5])  # [B,dim,H/4,W/4]
-        d_t = self.temporal_decoder([t2, t3, t4, t5])
+        d_s = self.spatial_decoder([trunk.s2, trunk.s3, s4, s5])  # [B,dim,H/4,W/4]
+        d_t = self.temporal_decoder([trunk.t2, trunk.t3, t4, t5])
         return self.head(self.bca(d_s, d_t, text.sentence))  # [B,H,W]
 
     def forward(self, frame: Tensor, ref_frame: Tensor, word_vectors: Tensor, word_mask: Tensor) -> Tensor:
@@ -104,6 +136,33 @@ class LBDT(nn.Module):
         if word_vectors.dim() >= 1 and word_vectors.shape[0] != frame.shape[0]:
             raise LBDTError(f"word_vectors have batch {word_vectors.shape[0]} but frames have batch {frame.shape[0]}")
         return self.segment(frame, ref_frame, self.encode_text(word_vectors, word_mask))
+
+
+class _Trunk(NamedTuple):
+    """Sentence-independent features of both streams: res2, res3 and the layer3 output (before the LBDT module)."""
+
+    s2: Tensor
+    s3: Tensor
+    s4: Tensor
+    t2: Tensor
+    t3: Tensor
+    t4: Tensor
+
+
+def _repeat(x: Tensor, n: int) -> Tensor:
+    """[B,...] -> [n*B,...] (n copies, copy-major), keeping x's memory format (channels-last stays channels-last)."""
+    if n == 1:
+        return x
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    out = x.repeat(n, *([1] * (x.dim() - 1)))
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def _expand_text(text: TextFeatures, batch: int) -> TextFeatures:
+    n_text = text.words.shape[0]  # not len(text): an exported (ONNX) batch must stay symbolic
+    if n_text not in (1, batch):
+        raise LBDTError(f"text features have batch {n_text} but frames have batch {batch}")
+    return text.expand(batch)
 
 
 def check_text_inputs(word_vectors: Tensor, word_mask: Tensor, word_dim: int) -> None:
