@@ -54,7 +54,7 @@ step benchmark-eager 150 "$PY" -m lbdt.cli benchmark --device cuda --model lbdt4
 
 # 3. torch.compile (inductor, freezing): batched and streaming bf16
 step benchmark-compile 210 "$PY" -m lbdt.cli benchmark --device cuda --model lbdt4 --precision bf16 \
-    --batch 64 --frames 128 --repeats 5 --sentences "" --compile --out "$OUT/cuda-lbdt4-320-compile.json"
+    --batch 64 --frames 128 --repeats 5 --no-sentences --compile --out "$OUT/cuda-lbdt4-320-compile.json"
 
 # 4. the numbers next to the targets (LBDT-4, bf16, 320x320, one GPU)
 "$PY" - "$OUT" >"$OUT/summary.txt" 2>&1 <<'PYEOF'

@@ -22,6 +22,7 @@ import test_fast
 from lbdt.data.synth import make_clip
 from lbdt.engine import fast
 from lbdt.models.build import build_model
+from lbdt.runtime import autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
@@ -58,7 +59,7 @@ def test_reduced_precision_masks_agree_with_fp32(trained, precision):
     out = {}
     for p in ("fp32", precision):
         prepared = fast.prepare_for_inference(copy.deepcopy(model), device=CUDA, precision=p)
-        with torch.inference_mode(), fast.autocast(CUDA, p):
+        with torch.inference_mode(), autocast(CUDA, p):
             text = prepared.encode_text(vectors[:1].to(CUDA), mask[:1].to(CUDA))
             out[p] = prepared.segment(fast.to_input(frames, device=CUDA), fast.to_input(refs, device=CUDA),
                                       text).float().cpu()
@@ -134,7 +135,8 @@ def test_streaming_video_segmenter_on_cuda(trained):
     table = WordVectors.seeded(vocabulary())
     masks = {}
     for device in ("cpu", "cuda"):
-        seg = VideoSegmenter(copy.deepcopy(model), device=device, size=clip.frames.shape[1:3], frame_gap=1,
+        seg = VideoSegmenter(copy.deepcopy(model), device=device, precision="fp32", size=clip.frames.shape[1:3],
+                             frame_gap=1,
                              batch_size=3, word_vectors=table)
         masks[device] = np.stack([p.mask for p in seg.segment(clip.frames, sentence)])
     assert masks["cuda"].shape == masks["cpu"].shape == clip.masks[OBJECT].shape
