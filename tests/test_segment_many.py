@@ -191,3 +191,46 @@ def test_benchmark_sentence_rows(tmp_path):
     saved = json.loads(out.read_text())
     assert {(r["path"], r["sentences"], r["batch"]) for r in saved["sentences"]} == {
         ("shared", 2, 1), ("separate", 2, 1), ("plain", 2, 1)}
+
+
+def test_segment_shared_equals_segment_on_the_indexed_frames(tiny):
+    gen = torch.Generator().manual_seed(3)
+    frames, refs = torch.randn(2, 3, 64, 96, generator=gen), torch.randn(2, 3, 64, 96, generator=gen)
+    words, mask = torch.randn(5, 7, 300, generator=gen) / 17, torch.ones(5, 7)
+    index = torch.tensor([0, 0, 1, 0, 1])
+    with torch.inference_mode():
+        text = tiny.encode_text(words, mask)
+        shared = tiny.segment_shared(frames, refs, text, index)
+        plain = tiny.segment(frames[index], refs[index], text)
+    _check_equal(shared, plain)
+    with pytest.raises(LBDTError, match="index must be \\[B\\] with B = 5"):
+        tiny.segment_shared(frames, refs, text, index[:3])
+
+
+def test_evaluation_batches_compute_the_trunk_once_per_distinct_frame(tiny):
+    """engine.inference.predict groups the samples of one annotated frame (several sentences) of a batch."""
+    from lbdt.engine.inference import predict
+    from lbdt.types import Batch, SampleMeta
+
+    gen = torch.Generator().manual_seed(4)
+    frame_a, frame_b = torch.randn(3, 64, 96, generator=gen), torch.randn(3, 64, 96, generator=gen)
+    ref = torch.randn(3, 64, 96, generator=gen)
+    frames = torch.stack([frame_a, frame_a, frame_b, frame_a])
+    metas = [SampleMeta(dataset="a2d", video_id="v", object_id=str(i), frame_id="f" + "aaba"[i], ref_frame_id="r",
+                        sentence=f"s{i}", original_size=(64, 96)) for i in range(4)]
+    words, mask = torch.randn(4, 7, 300, generator=gen) / 17, torch.ones(4, 7)
+    batch = Batch(frames=frames, ref_frames=ref.expand(4, -1, -1, -1).clone(), word_vectors=words, word_mask=mask,
+                  metas=metas)
+    calls = {"n": 0}
+    hook = tiny.spatial_backbone.layer3.register_forward_hook(
+        lambda _m, inputs, _o: calls.__setitem__("n", calls["n"] + inputs[0].shape[0]))
+    try:
+        with torch.inference_mode():
+            got = [p.prob for p, _ in predict(tiny, [batch], protocol="native", keep_prob=True)]
+    finally:
+        hook.remove()
+    assert calls["n"] == 2  # two distinct frames, not four samples
+    with torch.inference_mode():
+        want = torch.sigmoid(tiny(batch.frames, batch.ref_frames, words, mask))
+    for g, w in zip(got, want):
+        assert abs(torch.from_numpy(g) - w).max().item() <= 1e-5

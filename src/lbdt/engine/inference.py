@@ -82,7 +82,9 @@ def predict(
 ) -> Iterator[tuple[Prediction, np.ndarray | None]]:
     """Run `model` over every batch and yield (`Prediction`, ground truth bool `[H0,W0]` or None) per sample.
 
-    `model(frames, ref_frames, word_vectors, word_mask)` must return logits `[B,H,W]`. The ground truth
+    `model(frames, ref_frames, word_vectors, word_mask)` must return logits `[B,H,W]`. An `LBDT` computes the
+    sentence-independent trunk once per distinct (frame, reference frame) of a batch (`LBDT.segment_shared`): the
+    samples of one frame with several sentences (A2D, Ref-YTVOS, MeViS) share it. The ground truth
     follows `protocol` (module docstring); it is None where the batch carries none (e.g. YTVOS valid).
     `Prediction.score` is the mean probability inside the predicted mask (0 when empty);
     `Prediction.prob` (float32 `[H0,W0]`) is filled when `keep_prob`.
@@ -95,7 +97,7 @@ def predict(
     for batch in loader:
         on_device = batch.to(device)
         with autocast(device, precision):
-            logits = model(on_device.frames, on_device.ref_frames, on_device.word_vectors, on_device.word_mask)
+            logits = _forward(model, on_device)
         if logits.dim() != 3 or logits.shape[0] != len(batch):
             raise LBDTError(f"model returned logits of shape {tuple(logits.shape)}; expected [B,H,W] with B={len(batch)}")
         probs = torch.sigmoid(logits.float()).cpu()
@@ -108,6 +110,29 @@ def predict(
             )
             score = float(prob_full[pred].mean()) if pred.any() else 0.0
             yield Prediction(meta=meta, mask=pred, score=score, prob=prob_full if keep_prob else None), gt
+
+
+def _forward(model: nn.Module, batch: Batch) -> Tensor:
+    """Logits of a batch; for an `LBDT`, samples that show the same frame (same video, frame and reference
+    frame, identical pixels) share one trunk computation."""
+    from lbdt.models.lbdt import LBDT
+
+    if not isinstance(model, LBDT):
+        return model(batch.frames, batch.ref_frames, batch.word_vectors, batch.word_mask)
+    first: dict[tuple[str, str, str], int] = {}
+    index = []
+    for i, m in enumerate(batch.metas):
+        j = first.setdefault((m.video_id, m.frame_id, m.ref_frame_id), i)
+        if j != i and not (torch.equal(batch.frames[i], batch.frames[j])
+                           and torch.equal(batch.ref_frames[i], batch.ref_frames[j])):
+            j = first[(m.video_id, m.frame_id, m.ref_frame_id)] = i  # same names, other pixels: its own trunk
+        index.append(j)
+    unique = sorted(set(index))
+    position = {j: k for k, j in enumerate(unique)}
+    text = model.encode_text(batch.word_vectors, batch.word_mask)
+    rows = torch.tensor(unique, device=batch.frames.device)
+    return model.segment_shared(batch.frames.index_select(0, rows), batch.ref_frames.index_select(0, rows), text,
+                                torch.tensor([position[j] for j in index], device=batch.frames.device))
 
 
 class Evaluator(Protocol):

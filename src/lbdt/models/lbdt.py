@@ -113,6 +113,20 @@ class LBDT(nn.Module):
             out.append(self._head(repeated, text))
         return torch.cat(out).reshape(len(texts), b, *frame.shape[-2:])
 
+    def segment_shared(self, frame: Tensor, ref_frame: Tensor, text: TextFeatures, index: Tensor) -> Tensor:
+        """Logits [B,H,W] for B samples that show G <= B distinct frames: `frame`, `ref_frame` [G,3,H,W], `text` of
+        batch B, `index` [B] the frame of each sample. Equal to `segment(frame[index], ref_frame[index], text)`,
+        with the sentence-independent trunk computed once per distinct frame (how evaluation batches the several
+        sentences of one annotated frame)."""
+        check_frames(frame, ref_frame)
+        b = text.words.shape[0]
+        if index.dim() != 1 or index.shape[0] != b:
+            raise LBDTError(f"index must be [B] with B = {b} (the text batch), got {list(index.shape)}")
+        trunk = self._trunk(frame, ref_frame)
+        if index.shape[0] != frame.shape[0] or not torch.equal(index, torch.arange(b, device=index.device)):
+            trunk = _Trunk(*(_keep_format(x, x.index_select(0, index)) for x in trunk))
+        return self._head(trunk, text)
+
     def _trunk(self, frame: Tensor, ref_frame: Tensor) -> _Trunk:
         """The sentence-independent part: |frame - ref_frame|, stem and layer1-3 of both ResNet streams."""
         temporal = torch.zeros_like(frame) if self.zero_temporal else (frame - ref_frame).abs()
@@ -156,6 +170,13 @@ def _repeat(x: Tensor, n: int) -> Tensor:
     channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     out = x.repeat(n, *([1] * (x.dim() - 1)))
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def _keep_format(like: Tensor, x: Tensor) -> Tensor:
+    """`x` in `like`'s memory format (channels-last stays channels-last)."""
+    if like.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def _expand_text(text: TextFeatures, batch: int) -> TextFeatures:
