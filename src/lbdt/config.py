@@ -70,7 +70,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    protocol: str = "lbdt"  # lbdt (spec §4.1: GT via the 320 round trip) | native (GT at original size)
+    protocol: str = "lbdt"  # lbdt (docs/evaluation.md: GT via the 320 round trip) | native (GT as is)
     threshold: float = 0.5  # probability threshold for the binary mask
     batch_size: int = 8  # evaluation batch size (no sample is ever dropped)
 
