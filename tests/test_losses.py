@@ -1,4 +1,4 @@
-"""The loss against values computed by hand from the spec's formulas (spec §2.1)."""
+"""The loss against values computed by hand from the formulas in docs/training.md, 'Loss'."""
 
 import math
 

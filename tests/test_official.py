@@ -310,7 +310,7 @@ def _reference_forward(sd, frame, ref_frame, words_in, mask, num_layers):
             x[k] = F.relu(x[k] + bn(conv(up, f"conv_r{n}_{k + 1}_up.0"), f"conv_r{n}_{k + 1}_up.1"))
             feats[k].append(x[k])
 
-    def up(t, f):  # aligned bilinear, spec §1.5
+    def up(t, f):  # aligned bilinear, docs/model.md 'Decoders and aligned upsampling'
         hh, ww = t.shape[-2:]
         t = F.interpolate(F.pad(t, (0, 1, 0, 1), mode="replicate"), size=(f * hh + 1, f * ww + 1),
                           mode="bilinear", align_corners=True)

@@ -70,7 +70,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    protocol: str = "lbdt"  # lbdt (spec §4.1: GT via the 320 round trip) | native (GT at original size)
+    protocol: str = "lbdt"  # lbdt (docs/evaluation.md: GT via the 320 round trip) | native (GT as is)
     threshold: float = 0.5  # probability threshold for the binary mask
     batch_size: int = 8  # evaluation batch size (no sample is ever dropped)
 
@@ -103,7 +103,6 @@ _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("data", "frame_gap"): _at_least(0),
     ("data", "max_words"): _at_least(1),
     ("data", "num_workers"): _at_least(0),
-    ("data", "synthetic_seed"): _at_least(0),
     ("train", "epochs"): _at_least(1),
     ("train", "batch_size"): _at_least(1),
     ("train", "lr"): _POSITIVE,

@@ -1,4 +1,4 @@
-"""The training loss of the original (spec §2.1): 0.5 · BCE(pos_weight 1.5) + 0.5 · Dice."""
+"""The training loss of the original (docs/training.md, 'Loss'): 0.5 · BCE(pos_weight 1.5) + 0.5 · Dice."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`VideoSegmenter`: load a model once, then stream any video through it, one `Prediction` per frame.
 
-How a video is processed (spec §2.9):
+How a video is processed (docs/inference.md, 'What happens to a video'):
 
 * every frame is resized to the model size (plain bilinear resize as PIL does it, aspect ratio not kept,
   as in training) and ImageNet-normalised;

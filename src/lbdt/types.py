@@ -38,7 +38,7 @@ class ClipSample:
     word_vectors: Tensor  # float32 [N,300] word vectors (zeros for OOV and pads)
     word_mask: Tensor  # float32 [N], 1 for real tokens, 0 for pads
     meta: SampleMeta
-    mask: Optional[Tensor] = None  # float32 [H,W] in {0,1}: target at model resolution (spec §2.5)
+    mask: Optional[Tensor] = None  # float32 [H,W] in {0,1}: target at model resolution (docs/training.md)
     original_mask: Optional[np.ndarray] = None  # bool [H0,W0]: ground truth at native resolution
 
 

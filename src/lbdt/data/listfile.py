@@ -1,4 +1,4 @@
-"""Robust reading and writing of the original project's list files (spec §3).
+"""Robust reading and writing of the original project's list files (docs/datasets/).
 
 The original split each line on its separator and so broke on sentences containing it. Here the fixed
 fields are taken from both ends of the line and whatever lies between is the sentence, so any sentence

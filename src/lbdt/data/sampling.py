@@ -1,4 +1,5 @@
-"""Which earlier frame pairs with an annotated frame: the reference frame t − k (spec §2.6).
+"""Which earlier frame pairs with an annotated frame: the reference frame t − k
+(docs/training.md, 'Reference frame').
 
 Per dataset (the sources' `default_frame_gap` and `numbered_frames`):
 

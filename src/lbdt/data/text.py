@@ -1,4 +1,5 @@
-"""Sentence → word vectors: the tokenizer of the original (spec §1.3) and word-vector tables.
+"""Sentence → word vectors: the tokenizer of the original (docs/model.md, 'Language encoder') and
+word-vector tables.
 
 `WordVectors` is one interface for GloVe (read from the standard text format and cached in a fast
 binary form) and for the download-free seeded table of the synthetic benchmark.
@@ -29,7 +30,7 @@ _SPLIT = re.compile(r"(\W+)")
 
 
 def tokenize(sentence: str, max_len: Optional[int] = MAX_WORDS, keep_separators: bool = True) -> list[str]:
-    """Split a sentence into tokens as the original does (spec §1.3).
+    """Split a sentence into tokens as the original does (docs/model.md, 'Language encoder').
 
     Strip; split on runs of non-word characters keeping the separators; drop empty tokens and
     tokens that are exactly one space; lower-case; drop a final "."; truncate to `max_len`.

@@ -1,4 +1,5 @@
-"""Frames, target mask and sentence of one clip → model input (spec §1.1, §2.4, §2.5).
+"""Frames, target mask and sentence of one clip → model input (docs/model.md, 'Input frames and the temporal
+input'; docs/training.md, 'Input size, targets and augmentation').
 
 Default (faithful): both frames plain-resized to (H, W) with PIL bilinear (aspect ratio not kept), scaled to
 [0,1] and ImageNet-normalised; the target mask bilinear-resized with align_corners=True as floats, then every

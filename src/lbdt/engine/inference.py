@@ -6,9 +6,10 @@ validation during training and `benchmarks/synthetic_learning.py`.
 
 The resize rules of both evaluation protocols live here and nowhere else:
 
-* ``lbdt`` (spec §4.1, reproduces the published A2D/J-HMDB numbers): prediction = σ(logits) > threshold
-  at model size, then **nearest** resize to the original size; ground truth = the model-size
-  training target (`Batch.masks`) **nearest** resized to the original size.
+* ``lbdt`` (docs/evaluation.md, 'The original's per-sample IoU'; reproduces the published A2D/J-HMDB
+  numbers): prediction = σ(logits) > threshold at model size, then **nearest** resize to the original
+  size; ground truth = the model-size training target (`Batch.masks`) **nearest** resized to the
+  original size.
 * ``native``: prediction = σ(logits) **bilinearly** upsampled (align_corners=False) to the original
   size, then > threshold; ground truth = `Batch.original_masks` untouched.
 

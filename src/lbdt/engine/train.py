@@ -1,4 +1,5 @@
-"""`lbdt train`: the recipe of the original (spec §2) as one loop you can read top to bottom.
+"""`lbdt train`: the recipe of the original (docs/training.md, 'The recipe') as one loop you can read top
+to bottom.
 
 Single process or `torchrun` DDP, fp32 / bf16 / fp16, gradient accumulation and clipping,
 validation after each epoch with `best.pt` tracking, and exact resume: the data order is a pure

@@ -2,8 +2,9 @@
 
 The Ref-YouTube-VOS server expects `Annotations/<video>/<exp_id>/<frame>.png` for every video, expression and
 frame listed in the valid `meta_expressions.json` ("videos" → video → "expressions" → exp_id, and
-"frames"), minus the videos of the test `meta_expressions.json` when both are given (spec §3.3); the MeViS
-server expects the same files with the video folders at the zip's top level (`<video>/<exp_id>/<frame>.png`).
+"frames"), minus the videos of the test `meta_expressions.json` when both are given (docs/datasets/ytvos.md);
+the MeViS server expects the same files with the video folders at the zip's top level
+(`<video>/<exp_id>/<frame>.png`).
 Both: single-channel 8-bit PNGs with values 0 and 255 at the original frame size.
 """
 

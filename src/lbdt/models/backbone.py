@@ -1,4 +1,5 @@
-"""ResNet (v1.5: stride on the 3x3 conv) returning the stage outputs res2..res5 (spec §1.2).
+"""ResNet (v1.5: stride on the 3x3 conv) returning the stage outputs res2..res5
+(docs/model.md, 'Spatial and temporal encoders').
 
 Parameter names match torchvision's (`conv1`, `bn1`, `layer1`..`layer4`, blocks with
 `conv1..conv3`, `bn1..bn3`, `downsample.0/.1`), so the ImageNet `resnet50-0676ba61.pth` file loads

@@ -1,4 +1,4 @@
-"""Bilateral Channel Activation (spec §1.6): fuses the two decoded streams under the sentence."""
+"""Bilateral Channel Activation (docs/model.md, 'BCA'): fuses the two decoded streams under the sentence."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Per-stream decoders and the prediction head (spec §1.5, §1.7), with aligned bilinear upsampling."""
+"""Per-stream decoders and the prediction head, with aligned bilinear upsampling
+(docs/model.md, 'Decoders and aligned upsampling', 'Prediction head')."""
 
 from __future__ import annotations
 

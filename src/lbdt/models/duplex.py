@@ -1,6 +1,7 @@
-"""Language-Bridged Duplex Transfer (spec §1.4): the LBDT layer and the LBDT module around a stage.
+"""Language-Bridged Duplex Transfer: the LBDT layer and the LBDT module around a stage
+(docs/model.md, 'LBDT layer and LBDT module').
 
-Official names (checkpoint.py maps them): `self_attn_words` = words_self_attn,
+Official names (official.py maps them): `self_attn_words` = words_self_attn,
 `cross_attn_img` = words_from_source_attn, `cross_attn_flo` = target_from_words_attn,
 `norm_words_1/2` = words_norm1/2, `norm_flo` = target_norm1, `norm_flo2` = target_norm2.
 """

@@ -24,7 +24,7 @@ STRIDE = 32  # H and W must be multiples of the res5 stride
 
 
 class LBDT(nn.Module):
-    """Language-Bridged Duplex Transfer network (spec §1).
+    """Language-Bridged Duplex Transfer network (docs/model.md, 'The method, box by box').
 
     `forward(frame, ref_frame, word_vectors, word_mask) -> logits [B,H,W]`, equal to
     `segment(frame, ref_frame, encode_text(word_vectors, word_mask))`. `segment_many` shares the
@@ -66,7 +66,8 @@ class LBDT(nn.Module):
         return cls(**dict(config))
 
     def load_imagenet(self, path_or_state_dict: str | os.PathLike | Mapping[str, Any]) -> None:
-        """Initialise both ResNet streams from one torchvision ImageNet state dict (spec §2.7)."""
+        """Initialise both ResNet streams from one torchvision ImageNet state dict
+        (docs/training.md, 'Initialisation')."""
         self.spatial_backbone.load_torchvision_state_dict(path_or_state_dict)
         self.temporal_backbone.load_torchvision_state_dict(path_or_state_dict)
 

@@ -1,4 +1,5 @@
-"""Fixed sinusoidal position encodings (spec §1.4), built for the actual size on the input's device."""
+"""Fixed sinusoidal position encodings (docs/model.md, 'Position encodings'), built for the actual size
+on the input's device."""
 
 from __future__ import annotations
 

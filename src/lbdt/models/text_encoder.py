@@ -1,4 +1,5 @@
-"""Language encoder (spec §1.3): an LSTM over GloVe word vectors; the sentence is the un-masked sum."""
+"""Language encoder (docs/model.md, 'Language encoder'): an LSTM over GloVe word vectors; the sentence is
+the un-masked sum."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """`lbdt prepare-data`: build the original project's dataset layout and list files from the official releases.
 
-The original LBDT shipped no preparation scripts; these builders produce exactly the layout of spec §3
-(see docs/datasets/*.md, "Preparing from the official release").
+The original LBDT shipped no preparation scripts; these builders produce exactly the layout the original
+code reads (docs/datasets/*.md, "Preparing from the official release").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Build the A2D-Sentences layout of spec §3.1 from the official releases.
+"""Build the A2D-Sentences layout of docs/datasets/a2d.md from the official releases.
 
 Input (``raw``)::
 

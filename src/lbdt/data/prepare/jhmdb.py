@@ -1,4 +1,4 @@
-"""Build the J-HMDB-Sentences layout of spec §3.2 from the official release.
+"""Build the J-HMDB-Sentences layout of docs/datasets/jhmdb.md from the official release.
 
 Input (``raw``)::
 

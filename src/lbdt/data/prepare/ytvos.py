@@ -1,4 +1,4 @@
-"""Build the Ref-YouTube-VOS layout of spec §3.3 from the official release.
+"""Build the Ref-YouTube-VOS layout of docs/datasets/ytvos.md from the official release.
 
 Input (``raw``)::
 
@@ -17,9 +17,9 @@ Output (``out``)::
                                                                                            4th field = expression id)
     meta_expressions.json                   the expressions of every video written above (ids for the readers)
 
-The official valid frames share ``val/`` with the held-out videos, as in the original (spec §3.3); they
+The official valid frames share ``val/`` with the held-out videos, as in the original; they
 get no masks. One line per (listed frame, expression). Frames where the referred object is absent are kept unless
-``drop_absent`` (the original's choice is unknown, spec §3.3).
+``drop_absent`` (the original's choice is unknown).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A2D-Sentences (spec §3.1).
+"""A2D-Sentences (docs/datasets/a2d.md).
 
 ```
 <root>/images/<video>/<frame:05d>.jpg    every native frame, 1-based numbers

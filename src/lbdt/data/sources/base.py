@@ -34,7 +34,7 @@ def _sort_frames(stems: list[str]) -> list[str]:
 
 
 class Source:
-    """A dataset root laid out as the original project expects (spec §3).
+    """A dataset root laid out as the original project expects (docs/datasets/).
 
     Subclasses set the class attributes and implement `video_dir` and `read_mask`; they may override
     `list_file` (where a split's list is and its format) and `has_masks`.

@@ -1,4 +1,4 @@
-"""J-HMDB-Sentences (spec §3.2); evaluation only in the paper (zero-shot from A2D).
+"""J-HMDB-Sentences (docs/datasets/jhmdb.md); evaluation only in the paper (zero-shot from A2D).
 
 ```
 <root>/Rename_Images/<action>/<video>/<frame:05d>.png      1-based frame numbers

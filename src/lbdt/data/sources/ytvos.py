@@ -1,4 +1,4 @@
-"""Ref-YouTube-VOS (spec §3.3).
+"""Ref-YouTube-VOS (docs/datasets/ytvos.md).
 
 ```
 <root>/train/JPEGImages/<video>/<frame>.jpg      every 5th raw frame: 00000, 00005, …
