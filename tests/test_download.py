@@ -306,4 +306,4 @@ def test_demo_default_is_the_fixed_representative_clip_next_to_the_benchmark(tmp
     drawn = json.loads((tmp_path / "b" / "summary.json").read_text())["seed"]
     assert isinstance(drawn, int) and f"seed {drawn}:" in capsys.readouterr().out  # printed, so it can be re-run
     assert main(["demo", "--out", str(tmp_path / "c"), "--seed", "soon"]) == 2
-    assert "--seed must be an integer or 'random', got 'soon'" in capsys.readouterr().err
+    assert "--seed must be a non-negative integer or 'random', got 'soon'" in capsys.readouterr().err

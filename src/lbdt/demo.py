@@ -67,12 +67,13 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)  # as in the training clips
     if seed == "random":
         seed = secrets.randbelow(2**31 - 1)
+    given = seed
     try:
         seed = int(seed)
     except ValueError:
         seed = -1
     if seed < 0:
-        raise LBDTError("--seed must be a non-negative integer or 'random'")
+        raise LBDTError(f"--seed must be a non-negative integer or 'random', got {given!r}")
     try:
         clip = make_clip(seed, frames=frames, size=size, speed=speed)
     except ValueError as e:
