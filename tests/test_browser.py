@@ -8,7 +8,6 @@ With LBDT_SAVE_SCREENSHOT=1 the screenshot of the finished page is also written 
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,6 +16,7 @@ import pytest
 
 from lbdt.data.synth import make_clip
 from lbdt.visualize import VideoWriter
+from serving import running_app
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -30,22 +30,9 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
-    from lbdt.serve import Limits, build_app
-
-    served = build_app("synthetic-tiny", precision="fp32", limits=Limits(max_upload_mb=0.2, max_seconds=10),
-                       workdir=tmp_path_factory.mktemp("serve"))
-    served.start("127.0.0.1", free_port())
-    yield served
-    served.close()
+    yield from running_app(tmp_path_factory, max_seconds=10)
 
 
 @pytest.fixture(scope="module")

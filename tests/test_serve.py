@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import math
-import socket
 import sys
 import zipfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from lbdt.errors import LBDTError
 from lbdt.predictor import VideoSegmenter
 from lbdt.serve import Limits, parse_sentences, segment_clip
 from media import write_mp4
+from serving import running_app
 
 SIZE = (48, 64)  # source frames (H, W): small, and not the model's 96x128
 
@@ -121,22 +121,9 @@ def test_cli_without_gradio_says_how_to_install(monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------- the app, through Gradio's client
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
-    from lbdt.serve import build_app
-
-    served = build_app("synthetic-tiny", precision="fp32", limits=Limits(max_upload_mb=0.2, max_seconds=3),
-                       workdir=tmp_path_factory.mktemp("serve"))
-    served.start("127.0.0.1", free_port())
-    yield served
-    served.close()
+    yield from running_app(tmp_path_factory, max_seconds=3)
 
 
 @pytest.fixture(scope="module")
