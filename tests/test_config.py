@@ -77,3 +77,12 @@ def test_show_config_cli(capsys):
     assert printed["train"]["batch_size"] == 4 and printed["model"]["variant"] == "lbdt1"
     assert main(["show-config", "a2d_lbdt1", "train.batch_size=four"]) == 2
     assert "train.batch_size" in capsys.readouterr().err
+
+
+def test_every_preset_loads_and_dataset_choices_match_the_sources():
+    from lbdt.config import _CHOICES, available_presets
+    from lbdt.data.sources import SOURCES
+
+    assert set(_CHOICES[("data", "dataset")]) == set(SOURCES)
+    for name in available_presets():
+        assert load_config(name).data.dataset in SOURCES, name
