@@ -280,9 +280,6 @@ def _check_resumable(cfg: RunConfig, saved: RunConfig, path: Path) -> None:
             raise LBDTError(f"{path}: cannot resume with {section}.{name}={a!r}; the checkpoint used {b!r}")
 
 
-_RESUME_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "step", "epoch_batches", "rng", "best", "history")
-
-
 def _copy_atomic(src: Path, dst: Path) -> None:
     with atomic_write(dst, fsync=True) as tmp:
         shutil.copyfile(src, tmp)
@@ -294,8 +291,8 @@ def _repair_best(out: Path, best: dict, resumed_from: Path, ckpt: dict) -> None:
     or one improvement behind; the checkpoint being resumed then is that epoch's, so it is copied again."""
     path = out / "best.pt"
     try:
-        held = torch.load(path, map_location="cpu", weights_only=True).get("epoch") if path.is_file() else None
-    except Exception:  # noqa: BLE001 - a torn or foreign file is as good as missing
+        held = read_checkpoint(path, training=True)["epoch"] if path.is_file() else None
+    except LBDTError:  # a torn or foreign file is as good as missing
         held = None
     if held == best["epoch"]:
         return

@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from lbdt.errors import LBDTError
@@ -19,12 +18,9 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, Any], *
     """
     source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else what
     if isinstance(path_or_state_dict, (str, os.PathLike)):
-        if not os.path.isfile(path_or_state_dict):
-            raise LBDTError(f"{path_or_state_dict}: no such file ({what})")
-        try:
-            obj = torch.load(path_or_state_dict, map_location="cpu", weights_only=True)
-        except Exception as e:  # unpickling refused or corrupt file
-            raise LBDTError(f"{path_or_state_dict}: cannot be read as a weights-only state dict ({e})") from e
+        from lbdt.checkpoint import load_file  # the one weights-only reader (its errors are one line)
+
+        obj = load_file(path_or_state_dict)
     else:
         obj = path_or_state_dict
     for wrapper in ("state_dict", "model"):
