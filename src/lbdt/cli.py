@@ -69,16 +69,13 @@ def _model_side(text: str) -> int:
 
 
 def _device(text: str) -> str:
-    """auto, cpu, cuda or cuda:N; cuda only where this machine has it."""
-    if text not in ("auto", "cpu", "cuda") and not (text.startswith("cuda:") and text[5:].isdigit()):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
-    if text.startswith("cuda"):
-        import torch
+    """A device this machine has, as `lbdt.runtime.resolve_device` decides (auto, cpu, cuda, cuda:N)."""
+    from lbdt.runtime import resolve_device
 
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine (use cpu or auto)")
-        if ":" in text and int(text[5:]) >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    try:
+        resolve_device(text)
+    except LBDTError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
