@@ -51,9 +51,11 @@ def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
 
 def check_name(name: str, what: str, where: str) -> str:
     """A name that becomes one path component (a video id, a frame id, an expression id): not empty, not
-    `.`/`..`, no `/` or `\\`, no NUL or line break. `where` ("file:line") and `what` ("video id") name it."""
+    `.`/`..`, no `/` or `\\`, no NUL or line break, no surrounding spaces. `where` ("file:line") and `what`
+    ("video id") name it."""
     if not isinstance(name, str) or name.strip() == "":
         raise LBDTError(f"{where}: empty {what}")
-    if name in (".", "..") or any(c in name for c in "/\\\0\n\r"):
-        raise LBDTError(f"{where}: {what} {name!r} must be a plain name (no '/', '\\', '..')")
+    if name in (".", "..") or any(c in name for c in "/\\\0\n\r") or name != name.strip():
+        raise LBDTError(f"{where}: {what} {name!r} is not a plain name (no '/', '\\', '..', line breaks or "
+                        "surrounding spaces)")
     return name

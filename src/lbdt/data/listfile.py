@@ -12,9 +12,10 @@ Formats (fields in order):
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from lbdt.atomic import write_text
 from lbdt.data.records import ReferRecord
@@ -103,3 +104,14 @@ def write_list(path: str | os.PathLike, records: Iterable[ReferRecord], fmt: str
     lines = [format_line(r, fmt) for r in records]
     write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON data file (meta expressions, mask dicts, annotations); a missing or malformed file is an `LBDTError`
+    naming it (`what` says which file it is)."""
+    if not path.is_file():
+        raise LBDTError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LBDTError(f"{path}: malformed JSON ({e})") from None

@@ -109,16 +109,6 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def read_json(path: Path, what: str) -> Any:
-    """Parse a JSON file; a missing or malformed file is an `LBDTError` naming it."""
-    if not path.is_file():
-        raise LBDTError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LBDTError(f"{path}: malformed JSON ({e})") from None
-
-
 def marker_path(out: Path, dataset: str, split: str, video_id: str) -> Path:
     return out / MARKER_DIR / dataset / split / f"{video_id}.json"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from lbdt.data.listfile import write_list
+from lbdt.data.listfile import read_json, write_list
 from lbdt.data.prepare.common import (
     PrepareSummary,
     clean_sentence,
@@ -28,7 +28,6 @@ from lbdt.data.prepare.common import (
     place_file,
     progress,
     read_csv,
-    read_json,
     require_dir,
     write_json,
 )

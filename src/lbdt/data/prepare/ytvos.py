@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from lbdt.data.listfile import write_list
+from lbdt.data.listfile import read_json, write_list
 from lbdt.data.prepare.common import (
     PrepareSummary,
     clean_sentence,
@@ -35,7 +35,6 @@ from lbdt.data.prepare.common import (
     marker_path,
     place_file,
     progress,
-    read_json,
     read_marker,
     remove_tree,
     require_dir,

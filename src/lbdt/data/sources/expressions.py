@@ -11,31 +11,14 @@ no '\\', not '.' or '..', not empty. A malformed entry is an `LBDTError` naming 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from lbdt.data.listfile import read_json
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources.base import Source
 from lbdt.errors import LBDTError
-
-
-def check_name(name: object, what: str, where: str) -> str:
-    """`name` when it is a plain file name (str, no separators, not '.'/'..'); else an `LBDTError` at `where`."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
-            or "\x00" in name or name != name.strip():
-        raise LBDTError(f"{where}: {what} {name!r} is not a plain name (no '/', no '..', not absolute)")
-    return name
-
-
-def load_json(path: Path, what: str) -> Any:
-    """A JSON file's content; a missing or malformed file is an `LBDTError` naming it."""
-    if not path.is_file():
-        raise LBDTError(f"{path}: {what} not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LBDTError(f"{path}: malformed JSON ({e})") from None
+from lbdt.paths import check_name
 
 
 class ExpressionSource(Source):
@@ -73,7 +56,7 @@ class ExpressionSource(Source):
         self.check_split(split)
         if split not in self._meta:
             path = self.meta_path(split)
-            data = load_json(path, f"{self.name} {split} meta_expressions.json")
+            data = read_json(path, f"{self.name} {split} meta_expressions.json")
             videos = data.get("videos") if isinstance(data, dict) else None
             if not isinstance(videos, dict):
                 raise LBDTError(f"{path}: expected an object with a 'videos' object")

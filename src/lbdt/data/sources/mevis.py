@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from lbdt.data.records import ReferRecord
-from lbdt.data.sources.expressions import ExpressionSource, load_json
+from lbdt.data.listfile import read_json
+from lbdt.data.sources.expressions import ExpressionSource
 from lbdt.errors import LBDTError
 
 
@@ -78,7 +79,7 @@ class MeViSSource(ExpressionSource):
         """anno_id -> per-frame RLE list of `split`, read once (entries are checked when used)."""
         if split not in self._masks:
             path = self.root / split / "mask_dict.json"
-            data = load_json(path, f"mask_dict.json (split {split!r} has no public ground truth without it)")
+            data = read_json(path, f"mask_dict.json (split {split!r} has no public ground truth without it)")
             if not isinstance(data, dict):
                 raise LBDTError(f"{path}: expected an object mapping anno_id to per-frame RLE lists")
             self._masks[split] = data
