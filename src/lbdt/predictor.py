@@ -237,6 +237,11 @@ INCOMPLETE = "INCOMPLETE"  # marker file of a predict output folder being writte
 _RESULT_FOLDER = re.compile(r"\d{2}_[a-z0-9-]+")
 
 
+def sentence_folders(sentences: Sequence[str]) -> list[str]:
+    """The per-sentence output name `<NN>_<sentence-slug>` (predict's folders, serve's zip folders)."""
+    return [f"{j:02d}_{_slug(s) or 'sentence'}" for j, s in enumerate(sentences)]
+
+
 def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out_dir: str | os.PathLike,
                       weights: str = "synthetic-tiny", device: str = "auto", precision: str = "auto",
                       batch_size: int = 8, frame_gap: int | None = None, word_vectors: str | None = None,
@@ -274,7 +279,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     loaded = time.perf_counter()
     stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
     coverage = [segmenter.word_vectors.coverage(s, max_len=segmenter.max_words) for s in sentences]
-    folders = [f"{j:02d}_{_slug(s) or 'sentence'}" for j, s in enumerate(sentences)]
+    folders = sentence_folders(sentences)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / INCOMPLETE, "lbdt predict is writing this folder, or was stopped while writing it: "
                                  "re-run it to replace the partial result\n")

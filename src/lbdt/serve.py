@@ -100,7 +100,7 @@ def segment_clip(segmenter, video: str | os.PathLike, sentences: Sequence[str], 
     from lbdt.atomic import atomic_write
     from lbdt.data.video import VideoFrame, VideoReader, open_video
     from lbdt.evaluation.writers import mask_png_bytes
-    from lbdt.predictor import _slug
+    from lbdt.predictor import sentence_folders
     from lbdt.visualize import VideoWriter, overlay, pick_color
 
     sentences = list(sentences)
@@ -134,7 +134,7 @@ def segment_clip(segmenter, video: str | os.PathLike, sentences: Sequence[str], 
     stream = job.segment_many(reader, sentences, return_frames=True)  # sentence errors before any decoding
 
     out = Path(out_dir)
-    folders = [f"{j:02d}_{_slug(s) or 'sentence'}" for j, s in enumerate(sentences)]
+    folders = sentence_folders(sentences)
     caption = sentences[0] if len(sentences) == 1 else "  ".join(f"[{j + 1}] {s}" for j, s in enumerate(sentences))
     area: list[list[float]] = [[] for _ in sentences]
     score: list[list[float]] = [[] for _ in sentences]

@@ -129,6 +129,8 @@ def _forward(model: nn.Module, batch: Batch) -> Tensor:
             j = first[(m.video_id, m.frame_id, m.ref_frame_id)] = i  # same names, other pixels: its own trunk
         index.append(j)
     unique = sorted(set(index))
+    if len(unique) == len(index):  # nothing shared: the plain forward, no copies
+        return model(batch.frames, batch.ref_frames, batch.word_vectors, batch.word_mask)
     position = {j: k for k, j in enumerate(unique)}
     text = model.encode_text(batch.word_vectors, batch.word_mask)
     rows = torch.tensor(unique, device=batch.frames.device)
