@@ -296,7 +296,6 @@ def resolve_word_vectors(explicit: str | os.PathLike | WordVectors | None = None
         except ValueError:
             raise LBDTError(f"word table {table!r}: expected synthetic:<integer seed>") from None
         return WordVectors.seeded(vocabulary(), dim=300, seed=seed)
-    candidates: list[Path] = []
     from lbdt.download import is_known_table, word_table_cache
 
     if table and is_known_table(table):  # a `lbdt download` name (glove-840b): its cache, else the root's GloVe
@@ -305,23 +304,23 @@ def resolve_word_vectors(explicit: str | os.PathLike | WordVectors | None = None
             return WordVectors.load_cache(cache)
         tried.append(f"`lbdt download {table}` (not installed)")
         table = ""
-    if table:
-        candidates.append(Path(table).expanduser())
+    if table:  # a named file: as given, then under the root; missing, it is an error, never silently another table
+        candidates = [Path(table).expanduser()]
         if root is not None and not Path(table).is_absolute():
             candidates.append(Path(root) / table)
-    if root is not None:
-        from lbdt.data.synth import read_summary
+    else:  # the dataset's own table
+        candidates = []
+        if root is not None:
+            from lbdt.data.synth import read_summary
 
-        summary = read_summary(root)
-        if summary and summary.get("word_vectors"):
-            candidates.append(Path(root) / str(summary["word_vectors"]))
-        candidates.append(Path(root) / GLOVE_FILE)
-    for i, path in enumerate(candidates):
+            summary = read_summary(root)
+            if summary and summary.get("word_vectors"):
+                candidates.append(Path(root) / str(summary["word_vectors"]))
+            candidates.append(Path(root) / GLOVE_FILE)
+    for path in candidates:
         if path.is_file():
             return WordVectors.from_glove(path)
         tried.append(str(path))
-        if table and i == (1 if root is not None and not Path(table).is_absolute() else 0):
-            break  # a named table that is missing is an error, never silently another table
     where = "; tried " + ", ".join(dict.fromkeys(tried)) if tried else ""
     raise LBDTError(f"no word vectors: the model needs a word table ({table or 'GloVe 840B, 300-d'}) and none was "
                     f"found{where}; pass --word-vectors PATH (or run `lbdt download glove-840b`)")
