@@ -312,13 +312,6 @@ def sentence_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def effective_precision(precision: str, machine: dict[str, Any]) -> str:
-    """What `precision` really runs as here: bf16 on a CPU without bf16 instructions is emulated."""
-    if precision == "bf16" and "gpu" not in machine and not machine.get("cpu_bf16_instructions"):
-        return "bf16 (emulated: this CPU has no bf16 instructions)"
-    return precision
-
-
 def _streaming_row(model: torch.nn.Module, *, precision: str, batch: int, settings: BenchmarkSettings,
                    device: torch.device) -> dict[str, Any]:
     from lbdt.data.synth import make_clip, vocabulary
@@ -513,7 +506,8 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
         row["achieved_share"] = row["gflops_per_s"] / rate
         row["achieved_share_best"] = row["frames_per_s_best"] * flops / 1e9 / rate  # fastest repeat: least disturbed
 
-    result["effective_precision"] = {p: effective_precision(p, result["machine"]) for p in usable}
+    result["effective_precision"] = {  # what each precision really runs as here (lbdt.runtime decides)
+        p: c.name + (" (emulated: this CPU has no bf16 instructions)" if c.emulated else "") for p, c in chosen.items()}
     for p in usable if settings.sentences else []:
         progress(f"sentences per frame {p} E={','.join(map(str, settings.sentences))}")
         result["sentences"] += _sentence_rows(base, prepared[p], precision=p, settings=settings, device=device)
