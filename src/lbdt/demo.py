@@ -62,9 +62,6 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     from lbdt.visualize import COLORS, VideoWriter, overlay, save_image, side_by_side
 
     started = time.perf_counter()
-    segmenter = VideoSegmenter(weights, device=device, precision=precision)
-    size = segmenter.size
-    speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)  # as in the training clips
     if seed == "random":
         seed = secrets.randbelow(2**31 - 1)
     given = seed
@@ -72,8 +69,11 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
         seed = int(seed)
     except ValueError:
         seed = -1
-    if seed < 0:
+    if seed < 0:  # checked before the weights are loaded
         raise LBDTError(f"--seed must be a non-negative integer or 'random', got {given!r}")
+    segmenter = VideoSegmenter(weights, device=device, precision=precision)
+    size = segmenter.size
+    speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)  # as in the training clips
     try:
         clip = make_clip(seed, frames=frames, size=size, speed=speed)
     except ValueError as e:
