@@ -482,9 +482,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 @command("predict", "segment the object a sentence refers to in every frame of a video", _predict_args)
 def _predict(args: argparse.Namespace) -> int:
-    from lbdt.predictor import predict_to_folder
-
-    _checked_out(args.out)
+    from lbdt.predictor import predict_to_folder  # checks --out itself, before any work
     summary = predict_to_folder(args.video, args.text, out_dir=args.out, weights=args.weights, device=args.device,
                                 precision=args.precision, batch_size=args.batch_size, frame_gap=args.frame_gap,
                                 word_vectors=args.word_vectors, overlay=not args.no_overlay, backend=args.backend)
