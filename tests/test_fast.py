@@ -181,6 +181,86 @@ def test_compiled_fast_path_gives_identical_masks(trained):
     assert torch.equal(compiled > 0, plain > 0)
 
 
+# ---------------------------------------------------------------- oneDNN linear layers (CPU, fp32)
+
+needs_onednn = pytest.mark.skipif(not fast.onednn_linear_status()[0], reason="no usable oneDNN linear kernel here")
+
+
+@needs_onednn
+def test_onednn_linear_equals_linear():
+    torch.manual_seed(2)
+    linear = nn.Linear(24, 40)
+    swapped = fast.OneDNNLinear(linear.weight, linear.bias)
+    for x in (torch.randn(7, 24), torch.randn(5, 3, 24), torch.randn(3, 5, 24).transpose(0, 1)):  # last: strided
+        torch.testing.assert_close(swapped(x), linear(x), rtol=1e-5, atol=1e-5)
+    x = torch.randn(2, 24)  # under autocast it casts like nn.Linear does
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert swapped(x).dtype is torch.bfloat16
+        torch.testing.assert_close(swapped(x), linear(x))
+
+
+@needs_onednn
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("call", ["key_is_value", "separate", "padded"])
+def test_inference_attention_equals_multihead_attention(batch, call):
+    torch.manual_seed(3)
+    mha = nn.MultiheadAttention(32, 4, dropout=0.1).eval()
+    with torch.no_grad():
+        mha.in_proj_bias.normal_()
+        mha.out_proj.bias.normal_()
+    ours = fast.InferenceAttention(mha)
+    query, key, value = torch.randn(9, batch, 32), torch.randn(6, batch, 32), torch.randn(6, batch, 32)
+    padding = None
+    if call == "key_is_value":
+        value = key
+    elif call == "padded":
+        padding = torch.zeros(batch, 6, dtype=torch.bool)
+        padding[:, 4:] = True
+        padding[0, 1] = True
+    with torch.inference_mode():
+        expected = mha(query, key, value, key_padding_mask=padding, need_weights=False)[0]
+        got, weights = ours(query, key, value, key_padding_mask=padding)
+    assert weights is None
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_kernel_is_decided_at_run_time(trained, monkeypatch):
+    model = trained[0]
+    usable = fast.onednn_linear_status()[0]
+    prepared = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="fp32")
+    assert prepared.linear_kernel == ("onednn" if usable else "aten")
+    swapped = [m for m in prepared.modules() if isinstance(m, (fast.OneDNNLinear, fast.InferenceAttention))]
+    assert bool(swapped) == usable
+    assert not any(type(m) in (nn.Linear, nn.MultiheadAttention) for m in prepared.modules()) or not usable
+    low = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="bf16")
+    assert low.linear_kernel == "aten"  # bf16 products already go through oneDNN in F.linear
+    # A torch without the kernel (injected): the fast path keeps F.linear, and asking for oneDNN is refused.
+    monkeypatch.setattr(fast, "onednn_linear_status", lambda: (False, "oneDNN's linear kernel is not callable here"))
+    kept = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="fp32")
+    assert kept.linear_kernel == "aten"
+    assert not any(isinstance(m, (fast.OneDNNLinear, fast.InferenceAttention)) for m in kept.modules())
+    with pytest.raises(LBDTError, match="not callable here"):
+        fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="fp32", onednn_linear=True)
+
+
+def test_onednn_linear_status_refuses_a_broken_kernel(monkeypatch):
+    fast.onednn_linear_status.cache_clear()
+    try:
+        monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+        assert fast.onednn_linear_status() == (False, "this torch build has no oneDNN")
+        fast.onednn_linear_status.cache_clear()
+        monkeypatch.undo()
+
+        class Wrong:  # a kernel that answers, but not with the linear product
+            _linear_pointwise = staticmethod(lambda x, w, b, *rest: torch.zeros(x.shape[:-1] + (w.shape[0],)))
+
+        monkeypatch.setattr(torch.ops, "mkldnn", Wrong())
+        assert fast.onednn_linear_status() == (False, "oneDNN's linear kernel disagrees with F.linear here")
+    finally:
+        monkeypatch.undo()
+        fast.onednn_linear_status.cache_clear()
+
+
 # ---------------------------------------------------------------- benchmark harness
 
 
@@ -224,6 +304,9 @@ def test_benchmark_quick_run(tmp_path):
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     table = format_table(result)
     assert "fp16 n/a" in table and table.count("\nfast ") == 4 and "data loader:" in table
+    assert result["linear_kernel"]["bf16"] == "aten"
+    assert result["linear_kernel"]["fp32"] == ("onednn" if fast.onednn_linear_status()[0] else "aten")
+    assert f"linear layers on the fast path: fp32 {result['linear_kernel']['fp32']}, bf16 aten" in table
 
 
 def test_benchmark_rejects_bad_settings():
@@ -236,6 +319,7 @@ def test_benchmark_rejects_bad_settings():
 def test_stored_reduced_precision_weights_change_nothing_under_autocast(trained):
     model, frames, refs, vectors, mask, _ = trained
     ref_model = fast.prepare_for_inference(copy.deepcopy(model), device="cpu")  # fp32 weights, cast per call
+    assert ref_model.linear_kernel == "aten" or isinstance(ref_model.bca.joint, fast.OneDNNLinear)  # casts too
     low_model = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="bf16")
     assert low_model.spatial_backbone.layer1[0].conv2.weight.dtype is torch.bfloat16
     assert low_model.lbdt_res4.layers[0].words_self_attn.in_proj_weight.dtype is torch.bfloat16
