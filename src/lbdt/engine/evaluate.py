@@ -44,6 +44,7 @@ def evaluate(
     `jf` adds DAVIS J&F (default: on for ytvos). `size` / `frame_gap` default to the checkpoint's input size
     and the dataset's k. `limit` evaluates only the first `limit` samples (smoke tests).
     Writes `metrics.json` (and `masks/`, `submission.zip`) into `output_dir` when given. Returns the report.
+    The model runs on the fast inference path (`engine.fast.prepare_for_inference`), as `lbdt predict` does.
     Under torchrun it joins the process group (`init_distributed`; destroying it is the caller's), every rank
     predicts its share of the videos, rank 0 evaluates and writes, and every rank returns rank 0's report.
     """
@@ -59,6 +60,7 @@ def evaluate(
         YTVOSSubmissionWriter,
         save_metrics_json,
     )
+    from lbdt.engine.fast import prepare_for_inference
     from lbdt.pretrained import load_pretrained
     from lbdt.runtime import resolve_precision
 
@@ -72,6 +74,7 @@ def evaluate(
     dev = ranks.device
     prec = resolve_precision(precision, dev)
     runnable = load_pretrained(checkpoint, device=dev)
+    prepare_for_inference(runnable.model, device=dev, precision=prec)  # folded BN, channels-last, oneDNN linear
     size = tuple(size) if size else tuple(runnable.size)
     table = resolve_word_vectors(word_vectors, embedded=runnable.word_vectors, table=runnable.word_table, root=root)
     list_split = "train" if split.startswith(HOLDOUT) else split
