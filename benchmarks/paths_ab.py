@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import statistics
@@ -71,13 +72,13 @@ def main() -> None:
         frame, ref, words, mask = synthetic_inputs(batch, size, torch.device("cpu"))
         frame_cl, ref_cl = fast.to_input(frame, device="cpu"), fast.to_input(ref, device="cpu")
         with torch.inference_mode():
-            calls = {"plain": lambda: base(frame, ref, words, mask)}
+            calls = {"plain": functools.partial(base, frame, ref, words, mask)}
             for name in ("fast_aten", "fast"):
                 text = models[name].encode_text(words[:1], mask[:1])  # once per video, broadcast over the batch
-                calls[name] = lambda m=models[name], text=text: m.segment(frame_cl, ref_cl, text)
+                calls[name] = functools.partial(models[name].segment, frame_cl, ref_cl, text)
             if "onnxruntime" in models:
                 ort_text = models["onnxruntime"].encode_text(words[:1], mask[:1])
-                calls["onnxruntime"] = lambda: models["onnxruntime"].segment(frame, ref, ort_text)
+                calls["onnxruntime"] = functools.partial(models["onnxruntime"].segment, frame, ref, ort_text)
             times: dict[str, list[float]] = {name: [] for name in calls}
             for call in calls.values():  # warm-up
                 call()

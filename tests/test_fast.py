@@ -26,10 +26,10 @@ from lbdt.data.synth import make_clip, vocabulary
 from lbdt.data.text import WordVectors
 from lbdt.data.transforms import normalize
 from lbdt.engine import fast
-from lbdt.runtime import autocast
 from lbdt.errors import LBDTError
 from lbdt.losses import segmentation_loss
 from lbdt.models.build import build_model
+from lbdt.runtime import autocast
 
 SIZE = (64, 64)
 FRAMES = 8

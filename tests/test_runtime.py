@@ -10,6 +10,7 @@ import torch
 
 from lbdt import runtime
 from lbdt.cli import main
+from lbdt.engine import fast
 from lbdt.errors import LBDTError
 from lbdt.models.build import build_model
 from lbdt.runtime import CPUFeatures, Precision, autocast, resolve_device, resolve_precision
@@ -136,6 +137,11 @@ def test_lbdt_env_reports_the_auto_choice(capsys, monkeypatch):
 
     env = json.loads(capsys.readouterr().out)
     assert env["auto"]["precision"] == "fp32" and env["cpu"]["native_bf16"] is False
+    usable, why = fast.onednn_linear_status()
+    assert env["fp32_linear"] == {"kernel": "onednn" if usable else "aten", "reason": why}
+    monkeypatch.setattr(fast, "onednn_linear_status", lambda: (False, "this torch build has no oneDNN"))
+    assert main(["env"]) == 0
+    assert "fp32 linear: aten (this torch build has no oneDNN)" in capsys.readouterr().out
 
 
 def _clip_mp4(path):

@@ -53,6 +53,7 @@ def evaluate(
     from lbdt.config import DataConfig
     from lbdt.data.build import HOLDOUT, build_dataset, build_source
     from lbdt.data.text import resolve_word_vectors
+    from lbdt.engine.fast import prepare_for_inference
     from lbdt.evaluation.evaluators import METRIC_LABELS, JFEvaluator, ReferSegEvaluator
     from lbdt.evaluation.writers import (
         MeViSSubmissionWriter,
@@ -60,7 +61,6 @@ def evaluate(
         YTVOSSubmissionWriter,
         save_metrics_json,
     )
-    from lbdt.engine.fast import prepare_for_inference
     from lbdt.pretrained import load_pretrained
     from lbdt.runtime import resolve_precision
 

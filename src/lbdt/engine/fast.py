@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from lbdt.errors import LBDTError
 from lbdt.runtime import Precision, resolve_precision
 
+
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """Fold eval-mode `bn` (running statistics) into `conv` in place: conv'(x) = bn(conv(x)).
 
