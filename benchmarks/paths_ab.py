@@ -5,10 +5,10 @@ Here the calls go round-robin on the same inputs, so every path sees the same mo
 are reported. The paths, all with the same threads (`--threads`, default 2):
 
 * `plain`: the model as built, `forward` (the original's computation);
-* `fast_aten`: `engine.fast.prepare_for_inference(..., onednn_linear=False)`: folded BatchNorm, channels-last,
-  linear layers through `F.linear`;
-* `fast`: `prepare_for_inference` as lbdt uses it (on this CPU, linear layers through oneDNN when
-  `fast.onednn_linear_status()` finds the kernel usable);
+* `fast_aten`: `engine.fast.prepare_for_inference(..., onednn=False)`: folded BatchNorm, channels-last, ATen's
+  modules (linear layers through `F.linear`, convolutions through `F.conv2d`);
+* `fast`: `prepare_for_inference` as lbdt uses it (on a CPU, oneDNN's kernels when `fast.onednn_status()`
+  finds them usable: linear layers, packed convolutions with fused ReLU / residual);
 * `onnxruntime` (with `--onnxruntime`): the `lbdt export` graphs in ONNX Runtime.
 
     python benchmarks/paths_ab.py --model lbdt4 --size 320 320 [--onnxruntime]
@@ -51,13 +51,13 @@ def main() -> None:
     size = tuple(args.size)
     base = build_model(args.model).eval()
     result: dict[str, Any] = {"machine": machine_info(torch.device("cpu")), "model": args.model, "size": list(size),
-                              "threads": args.threads, "linear_kernel": None, "batches": {}}
+                              "threads": args.threads, "kernels": None, "batches": {}}
     models: dict[str, Any] = {
         "plain": base,
-        "fast_aten": fast.prepare_for_inference(copy.deepcopy(base), device="cpu", onednn_linear=False),
+        "fast_aten": fast.prepare_for_inference(copy.deepcopy(base), device="cpu", onednn=False),
         "fast": fast.prepare_for_inference(copy.deepcopy(base), device="cpu"),
     }
-    result["linear_kernel"] = models["fast"].linear_kernel
+    result["kernels"] = models["fast"].kernels
     if args.onnxruntime:
         from lbdt.export import export_onnx
         from lbdt.onnx_backend import OnnxRuntimeModel

@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from lbdt.benchmark import (
     BenchmarkSettings,
@@ -181,9 +182,9 @@ def test_compiled_fast_path_gives_identical_masks(trained):
     assert torch.equal(compiled > 0, plain > 0)
 
 
-# ---------------------------------------------------------------- oneDNN linear layers (CPU, fp32)
+# ---------------------------------------------------------------- oneDNN kernels (CPU, fp32)
 
-needs_onednn = pytest.mark.skipif(not fast.onednn_linear_status()[0], reason="no usable oneDNN linear kernel here")
+needs_onednn = pytest.mark.skipif(not fast.onednn_status()[0], reason="no usable oneDNN kernels here")
 
 
 @needs_onednn
@@ -224,41 +225,97 @@ def test_inference_attention_equals_multihead_attention(batch, call):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_linear_kernel_is_decided_at_run_time(trained, monkeypatch):
+@needs_onednn
+@pytest.mark.parametrize("conv_args", [(8, 12, 3, 1, 1), (8, 12, 3, 2, 1), (3, 16, 7, 2, 3), (12, 6, 1, 1, 0)],
+                         ids=["3x3", "3x3/2", "7x7/2", "1x1"])
+def test_onednn_conv_equals_conv(conv_args):
+    cin, cout, k, stride, pad = conv_args
+    torch.manual_seed(4)
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad).to(memory_format=torch.channels_last)
+    plain, fused = fast.OneDNNConv(conv), fast.OneDNNConv(conv, relu=True)
+    x = torch.randn(1, cin, 20, 16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for inp in (x, torch.randn(3, cin, 12, 24).contiguous(memory_format=torch.channels_last), torch.randn(2, cin, 8, 8)):
+            # packed for the first shape; later shapes and an NCHW input still give the convolution
+            expected = conv(inp)
+            torch.testing.assert_close(plain(inp), expected, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(fused(inp), F.relu(expected), rtol=1e-4, atol=1e-4)
+            residual = torch.randn_like(expected)
+            torch.testing.assert_close(plain(inp, residual=residual), F.relu(expected + residual), rtol=1e-4, atol=1e-4)
+        copied = copy.deepcopy(fused)  # the packed weight is rebuilt, not copied
+        torch.testing.assert_close(copied(x), F.relu(conv(x)), rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast it casts like nn.Conv2d does
+        assert fused(x).dtype is torch.bfloat16
+
+
+@needs_onednn
+@pytest.mark.parametrize("stride", [1, 2])
+def test_inference_bottleneck_equals_folded_bottleneck(stride):
+    from lbdt.models.backbone import Bottleneck
+
+    torch.manual_seed(5)
+    block = Bottleneck(in_channels=16, width=8 if stride == 2 else 4, stride=stride).eval()
+    with torch.no_grad():
+        for bn in (m for m in block.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.bias.normal_()
+    x = torch.randn(2, 16, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = block(x)
+        fast.fold_batchnorm(block)
+        ours = fast.InferenceBottleneck(block.to(memory_format=torch.channels_last))
+        torch.testing.assert_close(ours(x), expected, rtol=1e-4, atol=1e-4)
+    assert (block.downsample is not None) == (stride == 2) == (ours.downsample is not None)
+
+
+def test_kernels_are_decided_at_run_time(trained, monkeypatch):
     model = trained[0]
-    usable = fast.onednn_linear_status()[0]
+    usable = fast.onednn_status()[0]
     prepared = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="fp32")
-    assert prepared.linear_kernel == ("onednn" if usable else "aten")
-    swapped = [m for m in prepared.modules() if isinstance(m, (fast.OneDNNLinear, fast.InferenceAttention))]
-    assert bool(swapped) == usable
-    assert not any(type(m) in (nn.Linear, nn.MultiheadAttention) for m in prepared.modules()) or not usable
+    assert prepared.kernels == ("onednn" if usable else "aten")
+    if usable:  # every convolution, linear layer and attention replaced; ReLUs fused where BN was folded
+        aten = (nn.Conv2d, nn.Linear, nn.MultiheadAttention, nn.ReLU)
+        assert not [name for name, m in prepared.named_modules() if type(m) in aten]
+        assert sum(isinstance(m, fast.InferenceBottleneck) for m in prepared.modules()) == 2 * 4  # tiny: 4 blocks
+        assert prepared.head.tower[0][0].relu and not prepared.head.tower[-1].relu
     low = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="bf16")
-    assert low.linear_kernel == "aten"  # bf16 products already go through oneDNN in F.linear
-    # A torch without the kernel (injected): the fast path keeps F.linear, and asking for oneDNN is refused.
-    monkeypatch.setattr(fast, "onednn_linear_status", lambda: (False, "oneDNN's linear kernel is not callable here"))
+    assert low.kernels == "aten"  # bf16 products already go through oneDNN in F.linear
+    # A torch without the kernels (injected): the fast path keeps ATen's modules, and asking for oneDNN is refused.
+    monkeypatch.setattr(fast, "onednn_status", lambda: (False, "oneDNN's kernels are not callable here"))
     kept = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="fp32")
-    assert kept.linear_kernel == "aten"
-    assert not any(isinstance(m, (fast.OneDNNLinear, fast.InferenceAttention)) for m in kept.modules())
+    assert kept.kernels == "aten"
+    assert not any(isinstance(m, (fast.OneDNNLinear, fast.InferenceAttention, fast.OneDNNConv)) for m in kept.modules())
     with pytest.raises(LBDTError, match="not callable here"):
-        fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="fp32", onednn_linear=True)
+        fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="fp32", onednn=True)
 
 
-def test_onednn_linear_status_refuses_a_broken_kernel(monkeypatch):
-    fast.onednn_linear_status.cache_clear()
+def test_onednn_status_refuses_a_missing_or_broken_kernel(monkeypatch):
+    real = torch.ops.mkldnn
+    fast.onednn_status.cache_clear()
     try:
         monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
-        assert fast.onednn_linear_status() == (False, "this torch build has no oneDNN")
-        fast.onednn_linear_status.cache_clear()
+        assert fast.onednn_status() == (False, "this torch build has no oneDNN")
+        fast.onednn_status.cache_clear()
         monkeypatch.undo()
 
-        class Wrong:  # a kernel that answers, but not with the linear product
+        class Missing:  # a torch whose private kernels are gone
+            pass
+
+        monkeypatch.setattr(torch.ops, "mkldnn", Missing())
+        usable, why = fast.onednn_status()
+        assert not usable and why.startswith("oneDNN's kernels are not callable here (AttributeError")
+        fast.onednn_status.cache_clear()
+
+        class Wrong:  # a linear kernel that answers, but not with the product
             _linear_pointwise = staticmethod(lambda x, w, b, *rest: torch.zeros(x.shape[:-1] + (w.shape[0],)))
+            _convolution_pointwise = real._convolution_pointwise
 
         monkeypatch.setattr(torch.ops, "mkldnn", Wrong())
-        assert fast.onednn_linear_status() == (False, "oneDNN's linear kernel disagrees with F.linear here")
+        assert fast.onednn_status() == (False, "oneDNN's linear kernel disagrees with ATen here")
     finally:
         monkeypatch.undo()
-        fast.onednn_linear_status.cache_clear()
+        fast.onednn_status.cache_clear()
 
 
 # ---------------------------------------------------------------- benchmark harness
@@ -304,9 +361,9 @@ def test_benchmark_quick_run(tmp_path):
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     table = format_table(result)
     assert "fp16 n/a" in table and table.count("\nfast ") == 4 and "data loader:" in table
-    assert result["linear_kernel"]["bf16"] == "aten"
-    assert result["linear_kernel"]["fp32"] == ("onednn" if fast.onednn_linear_status()[0] else "aten")
-    assert f"linear layers on the fast path: fp32 {result['linear_kernel']['fp32']}, bf16 aten" in table
+    assert result["kernels"]["bf16"] == "aten"
+    assert result["kernels"]["fp32"] == ("onednn" if fast.onednn_status()[0] else "aten")
+    assert f"kernels on the fast path: fp32 {result['kernels']['fp32']}, bf16 aten" in table
 
 
 def test_benchmark_rejects_bad_settings():
@@ -319,7 +376,7 @@ def test_benchmark_rejects_bad_settings():
 def test_stored_reduced_precision_weights_change_nothing_under_autocast(trained):
     model, frames, refs, vectors, mask, _ = trained
     ref_model = fast.prepare_for_inference(copy.deepcopy(model), device="cpu")  # fp32 weights, cast per call
-    assert ref_model.linear_kernel == "aten" or isinstance(ref_model.bca.joint, fast.OneDNNLinear)  # casts too
+    assert ref_model.kernels == "aten" or isinstance(ref_model.bca.joint, fast.OneDNNLinear)  # casts too
     low_model = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="bf16")
     assert low_model.spatial_backbone.layer1[0].conv2.weight.dtype is torch.bfloat16
     assert low_model.lbdt_res4.layers[0].words_self_attn.in_proj_weight.dtype is torch.bfloat16

@@ -137,11 +137,11 @@ def test_lbdt_env_reports_the_auto_choice(capsys, monkeypatch):
 
     env = json.loads(capsys.readouterr().out)
     assert env["auto"]["precision"] == "fp32" and env["cpu"]["native_bf16"] is False
-    usable, why = fast.onednn_linear_status()
-    assert env["fp32_linear"] == {"kernel": "onednn" if usable else "aten", "reason": why}
-    monkeypatch.setattr(fast, "onednn_linear_status", lambda: (False, "this torch build has no oneDNN"))
+    usable, why = fast.onednn_status()
+    assert env["fp32_kernels"] == {"kernel": "onednn" if usable else "aten", "reason": why}
+    monkeypatch.setattr(fast, "onednn_status", lambda: (False, "this torch build has no oneDNN"))
     assert main(["env"]) == 0
-    assert "fp32 linear: aten (this torch build has no oneDNN)" in capsys.readouterr().out
+    assert "fp32 fast path: aten (this torch build has no oneDNN)" in capsys.readouterr().out
 
 
 def _clip_mp4(path):

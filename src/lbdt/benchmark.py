@@ -153,10 +153,10 @@ def _time(fn: Callable[[], Any], *, device: torch.device, warmup: int, repeats: 
 def matmul_rate(device: torch.device, precision: str, *, sizes: tuple[int, ...] = (2048, 3072),
                 repeats: int = 4) -> float:
     """The best FLOP/s of square matrix products (2 n^3 FLOPs) over `sizes`, after a warm-up product: `torch.mm`,
-    and for fp32 on a CPU also oneDNN's product where the fast path uses it (`fast.onednn_linear_status`), since
+    and for fp32 on a CPU also oneDNN's product where the fast path uses it (`fast.onednn_status`), since
     BLAS and oneDNN can differ by 2x on one machine (MKL's sgemm on AMD EPYC)."""
     dtype = PRECISIONS[precision]
-    onednn = device.type == "cpu" and precision == "fp32" and fast.onednn_linear_status()[0]
+    onednn = device.type == "cpu" and precision == "fp32" and fast.onednn_status()[0]
     best = 0.0
     gen = torch.Generator(device="cpu").manual_seed(0)
     for n in sizes:
@@ -532,7 +532,7 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
         row["achieved_share"] = row["gflops_per_s"] / rate
         row["achieved_share_best"] = row["frames_per_s_best"] * flops / 1e9 / rate  # fastest repeat: least disturbed
 
-    result["linear_kernel"] = {p: prepared[p].linear_kernel for p in usable}  # fast path: oneDNN or ATen linear
+    result["kernels"] = {p: prepared[p].kernels for p in usable}  # fast path: oneDNN or ATen kernels
     result["effective_precision"] = {  # what each precision really runs as here (lbdt.runtime decides)
         p: c.name + (" (emulated: this CPU has no bf16 instructions)" if c.emulated else "") for p, c in chosen.items()}
     for p in usable if settings.sentences else []:
@@ -576,7 +576,7 @@ def format_table(result: dict[str, Any]) -> str:
         (f"model: {m['name']} at {m['size'][0]}x{m['size'][1]}: {m['parameters'] / 1e6:.1f} M parameters, "
          f"{m['gmacs_per_frame']:.1f} GMACs = {m['gflops_per_frame']:.1f} GFLOPs per frame"),
         "matmul rate (GFLOP/s): " + ", ".join(f"{p} {_fmt(v, '.0f')}" for p, v in result["matmul_gflops"].items()),
-        "linear layers on the fast path: " + ", ".join(f"{p} {k}" for p, k in result.get("linear_kernel", {}).items()),
+        "kernels on the fast path: " + ", ".join(f"{p} {k}" for p, k in result.get("kernels", {}).items()),
         "",
         (f"{'what':<10}{'precision':<10}{'batch':>6}{'frames/s':>10}{'ms/frame':>10}{'GFLOP/s':>9}"
          f"{'share':>7}{'peak MiB':>10}{'best f/s':>10}{'share':>7}"),

@@ -40,7 +40,7 @@ from lbdt.checkpoint import Runnable
 from lbdt.data.text import WordVectors, check_sentence, resolve_word_vectors
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
-from lbdt.engine.fast import prepare_for_inference, to_input
+from lbdt.engine.fast import OneDNNConv, prepare_for_inference, to_input
 from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import LBDT, STRIDE
@@ -100,7 +100,7 @@ class VideoSegmenter:
         self.model = runnable.model
         self.backend = backend
         modules = self.model.modules() if isinstance(self.model, torch.nn.Module) else ()
-        first_conv = next((m.weight for m in modules if isinstance(m, torch.nn.Conv2d)), None)
+        first_conv = next((m.weight for m in modules if isinstance(m, (torch.nn.Conv2d, OneDNNConv))), None)
         self._channels_last = first_conv is not None and first_conv.is_contiguous(memory_format=torch.channels_last) \
             and not first_conv.is_contiguous()
         self.size = _model_size(size or runnable.size)

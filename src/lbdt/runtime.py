@@ -226,20 +226,20 @@ def environment(cpu: CPUFeatures | None = None) -> dict[str, Any]:
         "torch": {"version": torch.__version__, "threads": torch.get_num_threads(),
                   "interop_threads": torch.get_num_interop_threads(), "cuda_build": torch.version.cuda},
         "cuda_devices": cuda,
-        "fp32_linear": _fp32_linear_kernel(device),
+        "fp32_kernels": _fp32_kernels(device),
         "auto": {"device": str(device), "precision": inference.name, "reason": inference.reason,
                  "training_precision": training.name + (" + grad scaler" if training.grad_scaler else ""),
                  "device_reason": "CUDA is usable" if device.type == "cuda" else "no usable CUDA device"},
     }
 
 
-def _fp32_linear_kernel(device: torch.device) -> dict[str, str]:
-    """Which kernel the fp32 fast path runs linear layers with on `device` (`engine.fast` decides)."""
+def _fp32_kernels(device: torch.device) -> dict[str, str]:
+    """Which kernels the fp32 fast path runs on `device` (`engine.fast` decides)."""
     if device.type != "cpu":
-        return {"kernel": "aten", "reason": f"{device.type}: F.linear"}
-    from lbdt.engine.fast import onednn_linear_status  # the fast path imports this module
+        return {"kernel": "aten", "reason": f"{device.type}: ATen's modules"}
+    from lbdt.engine.fast import onednn_status  # the fast path imports this module
 
-    usable, why = onednn_linear_status()
+    usable, why = onednn_status()
     return {"kernel": "onednn" if usable else "aten", "reason": why}
 
 
@@ -258,6 +258,6 @@ def format_environment(env: dict[str, Any]) -> str:
                                     for d in env["cuda_devices"]) or "no usable device"),
         f"auto:       device {a['device']} ({a['device_reason']}); precision {a['precision']} ({a['reason']}); "
         f"training {a['training_precision']}",
-        f"fp32 linear: {env['fp32_linear']['kernel']} ({env['fp32_linear']['reason']})",
+        f"fp32 fast path: {env['fp32_kernels']['kernel']} ({env['fp32_kernels']['reason']})",
     ]
     return "\n".join(lines)

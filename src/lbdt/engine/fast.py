@@ -5,11 +5,14 @@ that directly follows a convolution into that convolution, converts it to channe
 its per-frame path with `torch.compile`. Run it under `lbdt.runtime.autocast(device, precision)`;
 `to_input(x, ...)` gives frames the memory format the model expects.
 
-On a CPU in fp32 the linear layers and attention projections run through oneDNN's matrix product
-(`torch.ops.mkldnn._linear_pointwise`, the kernel inductor uses on CPU) instead of ATen's BLAS call:
-`onednn_linear_status()` decides at run time whether that kernel exists here and agrees with `F.linear`,
-and `use_onednn_linear` swaps the modules. Measured on a 2-core AMD EPYC with AVX-512, MKL's sgemm
-ran a 400x512x512 product at 212 GFLOP/s and oneDNN at 466 (docs/performance.md).
+On a CPU in fp32 the network runs on oneDNN's own kernels (`use_onednn_kernels`): linear layers and
+attention projections through its matrix product (`torch.ops.mkldnn._linear_pointwise`) instead of ATen's BLAS
+call, and convolutions with their weights packed once into oneDNN's layout, each ReLU fused into the
+convolution before it and each bottleneck's residual addition + ReLU fused into its last convolution
+(`torch.ops.mkldnn._convolution_pointwise`) -- the kernels `torch.compile` uses on CPU, without compiling.
+`onednn_status()` decides at run time whether those kernels exist here and agree with ATen. Measured on a
+2-core AMD EPYC with AVX-512, MKL's sgemm ran a 400x512x512 product at 212 GFLOP/s and oneDNN at 466
+(docs/performance.md).
 
 fp32 stays fp32 everywhere (channels-last and folding only change float rounding); bf16 / fp16 run the
 convolutions and matrix products in reduced precision through `torch.autocast`; the text encoder (LSTM)
@@ -105,29 +108,39 @@ def cast_matmul_weights(model: nn.Module, dtype: torch.dtype) -> int:
 
 
 @functools.cache
-def onednn_linear_status() -> tuple[bool, str]:
-    """(usable, why): whether oneDNN's fp32 linear kernel exists in this torch build and gives F.linear's result.
+def onednn_status() -> tuple[bool, str]:
+    """(usable, why): whether oneDNN's fp32 linear and convolution kernels exist in this torch build and give
+    ATen's results (F.linear, F.conv2d + ReLU, F.conv2d + residual + ReLU, with a packed weight).
 
-    Decided by running it once (cached): a build without oneDNN, a torch whose private op is gone or has
-    another signature, or a kernel that disagrees all give False, and the fast path keeps F.linear.
+    Decided by running each once on small inputs (cached): a build without oneDNN, a torch whose private ops
+    are gone or have another signature, or a kernel that disagrees all give False, and the fast path keeps
+    ATen's modules.
     """
     if not torch.backends.mkldnn.is_available():
         return False, "this torch build has no oneDNN"
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(shape, generator=gen) for shape in ((2, 5, 24), (40, 24), (40,)))
+    image = torch.randn(1, 8, 6, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+    kernel = torch.randn(8, 8, 3, 3, generator=gen).contiguous(memory_format=torch.channels_last)
     try:
-        op = torch.ops.mkldnn._linear_pointwise
-        gen = torch.Generator().manual_seed(0)
-        x, w, b = (torch.randn(shape, generator=gen) for shape in ((2, 5, 24), (40, 24), (40,)))
-        out = op(x, w, b, "none", [], "")
-    except (AttributeError, RuntimeError, TypeError) as exc:
-        return False, f"oneDNN's linear kernel is not callable here ({type(exc).__name__})"
-    if out.shape != (2, 5, 40) or not torch.allclose(out, F.linear(x, w, b), rtol=1e-4, atol=1e-4):
-        return False, "oneDNN's linear kernel disagrees with F.linear here"
-    return True, "oneDNN linear kernel (fp32, CPU)"
+        checks = [("linear", torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], ""), F.linear(x, w, b))]
+        conv = OneDNNConv(nn.Conv2d(8, 8, 3, padding=1).requires_grad_(False), relu=True)
+        with torch.no_grad():
+            conv.weight.copy_(kernel)
+            reference = F.conv2d(image, kernel, conv.bias, padding=1)
+            checks.append(("convolution", conv(image), F.relu(reference)))
+            checks.append(("convolution + residual", conv(image, residual=image), F.relu(reference + image)))
+    except (AttributeError, RuntimeError, TypeError, NotImplementedError) as exc:
+        return False, f"oneDNN's kernels are not callable here ({type(exc).__name__}: {str(exc)[:80]})"
+    for name, got, expected in checks:
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
+            return False, f"oneDNN's {name} kernel disagrees with ATen here"
+    return True, "oneDNN kernels (fp32, CPU): linear, packed convolutions with fused ReLU / residual"
 
 
 class OneDNNLinear(nn.Module):
     """`nn.Linear` for inference through oneDNN's fp32 matrix product (same weight and bias, same result up to
-    float rounding). Use only where `onednn_linear_status()` is usable."""
+    float rounding). Use only where `onednn_status()` is usable."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         super().__init__()
@@ -192,12 +205,93 @@ class InferenceAttention(nn.Module):
         return self.out(out.permute(2, 0, 1, 3).reshape(length, batch, d)), None
 
 
-def use_onednn_linear(model: nn.Module) -> int:
-    """Replace (in place) every `nn.MultiheadAttention` by `InferenceAttention` and every other `nn.Linear` by
-    `OneDNNLinear`; returns how many modules. Inference only: the replacements hold no gradients and drop
-    attention dropout."""
+class OneDNNConv(nn.Module):
+    """A (BatchNorm-folded) `nn.Conv2d` for inference through oneDNN, its weight packed once into oneDNN's layout
+    (on the first call, for that input's shape; any later shape works). `relu` fuses a following ReLU;
+    `forward(x, residual)` computes ReLU(conv(x) + residual) in one kernel (a bottleneck's end).
+    Under autocast it runs F.conv2d, so it casts like `nn.Conv2d`. Use only where `onednn_status()` is usable."""
+
+    def __init__(self, conv: nn.Conv2d, *, relu: bool = False) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise LBDTError("OneDNNConv covers convolutions with numeric zero padding")
+        self.weight = nn.Parameter(conv.weight.detach(), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach(), requires_grad=False)
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.relu = relu
+        self._packed: Tensor | None = None  # oneDNN's layout of `weight`; not state (rebuilt after a copy)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_packed"] = None  # an opaque oneDNN tensor cannot be copied or pickled
+        return state
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if _autocast_enabled(x.device.type):
+            out = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            out = out if residual is None else out + residual
+            return F.relu(out) if self.relu or residual is not None else out
+        if self._packed is None:
+            self._packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                self.weight.contiguous().to_mkldnn(), self.padding, self.stride, self.dilation, self.groups,
+                list(x.shape))
+        args = (self._packed, self.bias, self.padding, self.stride, self.dilation, self.groups)
+        if residual is not None:
+            return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None, "relu", [], "")
+        return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if self.relu else "none", [], "")
+
+
+class InferenceBottleneck(nn.Module):
+    """A BatchNorm-folded ResNet `Bottleneck` as three `OneDNNConv`: 1x1 + ReLU, 3x3 + ReLU, and 1x1 + residual +
+    ReLU in one kernel (the downsampling 1x1, where there is one, feeds the residual)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.conv1 = OneDNNConv(block.conv1, relu=True)
+        self.conv2 = OneDNNConv(block.conv2, relu=True)
+        self.conv3 = OneDNNConv(block.conv3)
+        self.downsample = None if block.downsample is None else OneDNNConv(block.downsample[0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.conv3(self.conv2(self.conv1(x)), residual=identity)
+
+
+def use_onednn_kernels(model: nn.Module) -> int:
+    """Replace (in place) ATen modules by their oneDNN versions; returns how many modules were replaced.
+
+    `nn.MultiheadAttention` -> `InferenceAttention`, `nn.Linear` -> `OneDNNLinear`; where BatchNorm has been
+    folded (`fold_batchnorm`): each `Bottleneck` -> `InferenceBottleneck`, the ResNet stem's conv + ReLU and every
+    conv + (folded BN) + ReLU sequence -> one `OneDNNConv(relu=True)`; every other `nn.Conv2d` -> `OneDNNConv`.
+    Inference only: the replacements hold no gradients and drop attention dropout.
+    """
+    from lbdt.models.backbone import Bottleneck, ResNet
+
+    def folded(*modules: nn.Module) -> bool:
+        return all(isinstance(m, nn.Identity) for m in modules)
+
     replaced = 0
-    for kind, make in ((nn.MultiheadAttention, InferenceAttention), (nn.Linear, _onednn_from_linear)):
+    for module in list(model.modules()):
+        if isinstance(module, ResNet) and folded(module.bn1) and type(module.conv1) is nn.Conv2d:
+            module.conv1, module.relu = OneDNNConv(module.conv1, relu=True), nn.Identity()  # relu: the stem's only
+            replaced += 1
+        for name, child in list(module.named_children()):
+            if isinstance(child, Bottleneck) and folded(child.bn1, child.bn2, child.bn3, *(child.downsample or [])[1:]):
+                setattr(module, name, InferenceBottleneck(child))
+                replaced += 1
+        if isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for a, b, c in zip(names, names[1:], names[2:]):
+                conv, bn, relu = module._modules[a], module._modules[b], module._modules[c]
+                if type(conv) is nn.Conv2d and folded(bn) and isinstance(relu, nn.ReLU):
+                    setattr(module, a, OneDNNConv(conv, relu=True))
+                    setattr(module, c, nn.Identity())
+                    replaced += 1
+    def linear(module: nn.Linear) -> OneDNNLinear:
+        return OneDNNLinear(module.weight, module.bias)
+
+    for kind, make in ((nn.MultiheadAttention, InferenceAttention), (nn.Linear, linear), (nn.Conv2d, OneDNNConv)):
         for module in list(model.modules()):
             for name, child in list(module.named_children()):
                 if isinstance(child, kind):
@@ -206,22 +300,18 @@ def use_onednn_linear(model: nn.Module) -> int:
     return replaced
 
 
-def _onednn_from_linear(linear: nn.Linear) -> OneDNNLinear:
-    return OneDNNLinear(linear.weight, linear.bias)
-
-
 def prepare_for_inference(model: nn.Module, *, device: torch.device | str, precision: str | Precision = "fp32",
                           channels_last: bool = True, fold_bn: bool = True, compile: bool = False,
-                          onednn_linear: bool | None = None) -> nn.Module:
+                          onednn: bool | None = None) -> nn.Module:
     """Make `model` (in place) ready for fast inference and return it.
 
     eval mode, no gradients, moved to `device`; `fold_bn` folds conv + BatchNorm pairs; `channels_last`
     converts 4-D weights (feed inputs through `to_input`); for bf16 / fp16 the convolution, linear and
     attention weights are stored in that dtype (`cast_matmul_weights`); `compile` compiles `model.segment`
     (the per-frame path; `forward` goes through it) and `model.segment_many` (compiled on its first call)
-    with `torch.compile`, which needs a C++ compiler on CPU. `onednn_linear` (None = where it applies: CPU, fp32,
-    not compiled, and `onednn_linear_status()` usable) swaps linear layers and attention for their oneDNN
-    versions (`use_onednn_linear`); the choice is kept in `model.linear_kernel` ("onednn" or "aten").
+    with `torch.compile`, which needs a C++ compiler on CPU. `onednn` (None = where it applies: CPU, fp32, not
+    compiled, and `onednn_status()` usable) swaps linear, attention and convolution modules for their oneDNN
+    versions (`use_onednn_kernels`); the choice is kept in `model.kernels` ("onednn" or "aten").
     Run it under `torch.inference_mode()` and `autocast(device, precision)` (required for bf16 / fp16).
     """
     device = torch.device(device)
@@ -233,14 +323,14 @@ def prepare_for_inference(model: nn.Module, *, device: torch.device | str, preci
         model.to(memory_format=torch.channels_last)
     if dtype != torch.float32:
         cast_matmul_weights(model, dtype)
-    if onednn_linear is None:
-        onednn_linear = device.type == "cpu" and dtype == torch.float32 and not compile and onednn_linear_status()[0]
-    elif onednn_linear and not (device.type == "cpu" and dtype == torch.float32 and onednn_linear_status()[0]):
-        raise LBDTError("the oneDNN linear kernel runs fp32 on a CPU where it is usable: "
-                        f"{onednn_linear_status()[1]}, device {device}, precision dtype {dtype}")
-    if onednn_linear:
-        use_onednn_linear(model)
-    model.linear_kernel = "onednn" if onednn_linear else "aten"
+    if onednn is None:
+        onednn = device.type == "cpu" and dtype == torch.float32 and not compile and onednn_status()[0]
+    elif onednn and not (device.type == "cpu" and dtype == torch.float32 and onednn_status()[0]):
+        raise LBDTError("the oneDNN kernels run fp32 on a CPU where they are usable: "
+                        f"{onednn_status()[1]}, device {device}, precision dtype {dtype}")
+    if onednn:
+        use_onednn_kernels(model)
+    model.kernels = "onednn" if onednn else "aten"
     if compile:
         # instance attribute, so `forward` uses it too; freezing lets inductor fold weights and fuse conv + ReLU
         model.segment = torch.compile(model.segment, dynamic=False, options={"freezing": True})
