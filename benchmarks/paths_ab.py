@@ -13,7 +13,11 @@ are reported. The paths, all with the same threads (`--threads`, default 2):
 
     python benchmarks/paths_ab.py --model lbdt4 --size 320 320 [--onnxruntime]
 
-Writes `benchmarks/results/paths_ab-<model>-<H>[-onnxruntime].json`.
+Writes `benchmarks/results/paths_ab-<model>-<H>[-onnxruntime | -<tag>].json`. To imitate a CPU without AVX-512 on
+one with it, cap the libraries' instruction sets (recorded in the JSON as `isa_limits`):
+
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 \
+        python benchmarks/paths_ab.py --tag avx2
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from lbdt.benchmark import machine_info, synthetic_inputs
 from lbdt.engine import fast
 from lbdt.models.build import build_model
 
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -45,13 +51,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, nargs=2, default=(12, 4), metavar=("BATCH1", "BATCH8"),
                         help="rounds at batch 1 and at batch 8")
     parser.add_argument("--onnxruntime", action="store_true", help="also export and time ONNX Runtime")
+    parser.add_argument("--tag", default="", help="file name suffix for the JSON (default: onnxruntime with it)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     size = tuple(args.size)
     base = build_model(args.model).eval()
     result: dict[str, Any] = {"machine": machine_info(torch.device("cpu")), "model": args.model, "size": list(size),
-                              "threads": args.threads, "kernels": None, "batches": {}}
+                              "threads": args.threads, "kernels": None, "batches": {},
+                              "isa_limits": {k: os.environ[k] for k in ISA_LIMITS if k in os.environ}}
     models: dict[str, Any] = {
         "plain": base,
         "fast_aten": fast.prepare_for_inference(copy.deepcopy(base), device="cpu", onednn=False),
@@ -97,7 +105,7 @@ def main() -> None:
               + " frames/s; " + ", ".join(f"{k} {v:.2f}x" for k, v in row["median_per_round_speedup"].items()),
               flush=True)
     result["machine"]["load_average_end"] = list(os.getloadavg())
-    suffix = "-onnxruntime" if args.onnxruntime else ""
+    suffix = f"-{args.tag}" if args.tag else "-onnxruntime" if args.onnxruntime else ""
     out = Path(__file__).parent / "results" / f"paths_ab-{args.model}-{size[0]}{suffix}.json"
     write_text(out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
