@@ -790,7 +790,41 @@ def _api_cases():
         return list(s.segment(frames, sentence))
 
     m2 = np.zeros((4, 4), bool)
-    return [
+
+    def a_file(d):  # an output location that is a file, not a folder
+        path = d / "taken"
+        path.write_text("x")
+        return path
+
+    def outputs_given_to_library_functions():
+        from lbdt.benchmark import BenchmarkSettings, benchmark
+        from lbdt.config import load_config
+        from lbdt.data.prepare import prepare_dataset
+        from lbdt.data.synth import write_benchmark
+        from lbdt.demo import run_demo
+        from lbdt.engine.evaluate import evaluate
+        from lbdt.engine.train import train
+        from lbdt.pretrained import convert_official_checkpoint
+
+        def train_into(d):
+            cfg = load_config("synthetic_tiny")
+            cfg.train.output_dir = str(a_file(d))
+            return train(cfg)
+
+        return [  # each must refuse before any work: no dataset read, no weights loaded, no minutes of measuring
+            ("evaluate-output-is-a-file", lambda s, d: evaluate("synthetic-tiny", dataset="a2d", root=str(d / "none"),
+                                                                split="test", output_dir=a_file(d)), ["taken"]),
+            ("synth-output-is-a-file", lambda s, d: write_benchmark(a_file(d)), ["taken", "not a folder"]),
+            ("demo-output-is-a-file", lambda s, d: run_demo(out_dir=a_file(d)), ["taken", "not a folder"]),
+            ("prepare-output-is-a-file", lambda s, d: prepare_dataset("a2d", d, a_file(d)), ["taken"]),
+            ("benchmark-output-is-a-folder", lambda s, d: benchmark(BenchmarkSettings(model="tiny"), out=d,
+                                                                    echo=lambda line: None), ["folder"]),
+            ("convert-destination-is-a-folder", lambda s, d: convert_official_checkpoint(d / "none.pth", d),
+             ["folder"]),
+            ("train-output-is-a-file", lambda s, d: train_into(d), ["train.output_dir", "taken"]),
+        ]
+
+    return outputs_given_to_library_functions() + [
         ("segmenter-size-int", lambda s, d: VideoSegmenter(s.model, size=320), ["size", "320"]),
         ("segmenter-size-odd", lambda s, d: VideoSegmenter(s.model, size=(100, 100)), ["size"]),
         ("segmenter-size-one-value", lambda s, d: VideoSegmenter(s.model, size=(32,)), ["size"]),
@@ -852,7 +886,7 @@ def test_api_bad_input(case, segmenter, tmp_path):
     assert "\n" not in message, message
     for needle in needles:
         assert needle in message, (needle, message)
-    assert _listing(tmp_path) - before <= {"glove.txt"}  # only the input the case wrote; no cache next to a bad file
+    assert _listing(tmp_path) - before <= {"glove.txt", "taken"}  # only the inputs the case wrote
 
 
 def test_api_graceful_frames(segmenter):

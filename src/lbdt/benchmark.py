@@ -45,6 +45,7 @@ from torch import Tensor
 from lbdt.atomic import write_text
 from lbdt.engine import fast
 from lbdt.errors import LBDTError
+from lbdt.paths import check_output_file
 from lbdt.runtime import PRECISIONS, autocast, cpu_features, resolve_device, resolve_precision
 
 N_WORDS = 25  # tokens per sentence
@@ -614,6 +615,8 @@ def format_table(result: dict[str, Any]) -> str:
 def benchmark(settings: BenchmarkSettings, *, out: str | os.PathLike | None = None, quick: bool = False,
               echo: Callable[[str], None] = print) -> dict[str, Any]:
     """`lbdt benchmark`: run (`quick_settings` when `quick`), write JSON to `out` if given, print the table."""
+    if out is not None:
+        check_output_file(out, "benchmark output")  # before minutes of measuring
     if quick:
         settings = quick_settings(settings)
     result = run_benchmark(settings, progress=lambda s: echo(f"... {s}"))

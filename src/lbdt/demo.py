@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lbdt.errors import LBDTError
+from lbdt.paths import check_output_dir
 
 DEMO_FRAMES = 20
 DEMO_SEED = 3  # median clip of seeds 0-23 for synthetic-tiny (IoU 0.452; 8 of 24 clips ~0.85, 16 ~0.45)
@@ -71,6 +72,7 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
         seed = -1
     if seed < 0:  # checked before the weights are loaded
         raise LBDTError(f"--seed must be a non-negative integer or 'random', got {given!r}")
+    check_output_dir(out_dir, "demo output folder")
     segmenter = VideoSegmenter(weights, device=device, precision=precision)
     size = segmenter.size
     speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)  # as in the training clips

@@ -28,6 +28,7 @@ from lbdt.checkpoint import (
 )
 from lbdt.data.text import WordVectors
 from lbdt.errors import LBDTError
+from lbdt.paths import check_output_file
 from lbdt.runtime import resolve_device
 
 # name -> file inside the package's `weights/` folder
@@ -113,6 +114,7 @@ def convert_official_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, 
                                 card: Mapping[str, Any] | None = None) -> Runnable:
     """Convert an official checkpoint file into an lbdt checkpoint (strict; written atomically); returns it as a
     `Runnable`. The converted file records its source, its word table (GloVe 840B, by name) and `card`."""
+    check_output_file(dst, "destination")
     state = load_file(src)
     if not _looks_official(state):
         raise LBDTError(f"{src}: not an official LBDT state dict (no conv1_1 / conv1_2 stems)")

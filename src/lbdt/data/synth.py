@@ -43,6 +43,7 @@ from lbdt.data.sources.davis import GROUPS
 from lbdt.data.text import WordVectors, tokenize
 from lbdt.data.transforms import side_words
 from lbdt.errors import LBDTError
+from lbdt.paths import check_output_dir
 
 FORMATS = ("a2d", "jhmdb", "ytvos", "davis", "mevis")
 SPLITS = ("train", "val", "test")
@@ -463,7 +464,7 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
         raise LBDTError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if len(videos) != len(SPLITS) or any(n < 0 for n in videos) or sum(videos) == 0:
         raise LBDTError(f"--videos: need three counts (train, val, test), not all zero, got {list(videos)}")
-    out = Path(out)
+    out = check_output_dir(out, "output folder")
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise LBDTError(f"{out}: already exists; choose another folder or pass overwrite")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from lbdt.engine.distributed import broadcast_object, init_distributed
 from lbdt.engine.inference import PROTOCOLS, run_on_dataset
 from lbdt.errors import LBDTError
+from lbdt.paths import check_output_dir
 
 PROTOCOL_DESCRIPTIONS = {
     "lbdt": "prediction > threshold at model size, nearest-resized to the original size; "
@@ -64,6 +65,8 @@ def evaluate(
     from lbdt.pretrained import load_pretrained
     from lbdt.runtime import resolve_precision
 
+    if output_dir:
+        check_output_dir(output_dir, "output_dir")  # before any work (lbdt.paths)
     source = build_source(dataset, root)
     protocol = protocol or DEFAULT_PROTOCOL.get(dataset, "lbdt")
     if protocol not in PROTOCOLS:

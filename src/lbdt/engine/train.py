@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lbdt.atomic import atomic_write, crash_point, write_text
+from lbdt.checkpoint import make_state, read_checkpoint, save_checkpoint
 from lbdt.config import RunConfig, from_dict, save_yaml, to_dict
 from lbdt.data.collate import collate
-from lbdt.checkpoint import make_state, read_checkpoint, save_checkpoint
 from lbdt.engine.distributed import (
     DistInfo,
     EpochSampler,
@@ -41,6 +41,7 @@ from lbdt.engine.distributed import (
 from lbdt.engine.rng_state import rng_state, set_rng_state
 from lbdt.errors import LBDTError
 from lbdt.losses import segmentation_loss
+from lbdt.paths import check_output_dir
 from lbdt.runtime import Precision, autocast, resolve_precision
 
 LOG_FIELDS = ("step", "epoch", "split", "name", "value")
@@ -50,6 +51,7 @@ MAX_LOGGED_GROUPS = 8  # validation logs per-group mean IoU only for a handful o
 def train(cfg: RunConfig, resume: bool | str = False) -> dict:
     """Train `cfg` into `cfg.train.output_dir`; `resume=True` continues from `<output_dir>/last.pt`,
     a path continues from that checkpoint. Returns a summary dict (best metric, last step, paths)."""
+    check_output_dir(cfg.train.output_dir, "train.output_dir")  # before any work (lbdt.paths)
     info = init_distributed(cfg.train.device)
     try:
         return _train(cfg, resume, info)
