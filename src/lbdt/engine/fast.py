@@ -130,8 +130,8 @@ def onednn_status() -> tuple[bool, str]:
             reference = F.conv2d(image, kernel, conv.bias, padding=1)
             checks.append(("convolution", conv(image), F.relu(reference)))
             checks.append(("convolution + residual", conv(image, residual=image), F.relu(reference + image)))
-    except (AttributeError, RuntimeError, TypeError, NotImplementedError) as exc:
-        return False, f"oneDNN's kernels are not callable here ({type(exc).__name__}: {str(exc)[:80]})"
+    except Exception as exc:  # noqa: BLE001 -- a probe: whatever a build without these kernels raises means "no"
+        return False, f"oneDNN's kernels are not callable here ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})"
     for name, got, expected in checks:
         if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
             return False, f"oneDNN's {name} kernel disagrees with ATen here"
