@@ -188,7 +188,7 @@ needs_onednn = pytest.mark.skipif(not fast.onednn_status()[0], reason="no usable
 
 
 @needs_onednn
-def test_onednn_linear_equals_linear():
+def test_onednn_linear_equals_linear_layer():
     torch.manual_seed(2)
     linear = nn.Linear(24, 40)
     swapped = fast.OneDNNLinear(linear.weight, linear.bias)

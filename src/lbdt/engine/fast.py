@@ -288,6 +288,7 @@ def use_onednn_kernels(model: nn.Module) -> int:
                     setattr(module, a, OneDNNConv(conv, relu=True))
                     setattr(module, c, nn.Identity())
                     replaced += 1
+
     def linear(module: nn.Linear) -> OneDNNLinear:
         return OneDNNLinear(module.weight, module.bias)
 
