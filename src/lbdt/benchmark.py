@@ -616,7 +616,7 @@ def benchmark(settings: BenchmarkSettings, *, out: str | os.PathLike | None = No
               echo: Callable[[str], None] = print) -> dict[str, Any]:
     """`lbdt benchmark`: run (`quick_settings` when `quick`), write JSON to `out` if given, print the table."""
     if out is not None:
-        check_output_file(out, "benchmark output")  # before minutes of measuring
+        check_output_file(out)  # before minutes of measuring
     if quick:
         settings = quick_settings(settings)
     result = run_benchmark(settings, progress=lambda s: echo(f"... {s}"))

@@ -105,14 +105,6 @@ _POSITIVE = _int_at_least(1)
 _NON_NEGATIVE = _int_at_least(0)
 
 
-def _checked_out(path: str | None, *, file: bool = False, what: str = "--out") -> None:
-    """An output location, checked before any work starts (see lbdt.paths)."""
-    from lbdt.paths import check_output_dir, check_output_file
-
-    if path is not None:
-        (check_output_file if file else check_output_dir)(path, what)
-
-
 # ---------------------------------------------------------------- shared options
 def _runtime_args(p: argparse.ArgumentParser) -> None:
     """--device and --precision, with one meaning everywhere (lbdt.runtime)."""
@@ -159,7 +151,6 @@ def _train(args: argparse.Namespace) -> int:
     from lbdt.engine.train import train
 
     cfg = load_config(args.preset, args.overrides)
-    _checked_out(cfg.train.output_dir, what="train.output_dir")
     result = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best"]
@@ -204,7 +195,6 @@ def _convert_official_args(p: argparse.ArgumentParser) -> None:
 def _convert_official(args: argparse.Namespace) -> int:
     from lbdt.pretrained import convert_official_checkpoint
 
-    _checked_out(args.dst, file=True, what="OUT.pt")
     runnable = convert_official_checkpoint(args.src, args.dst)
     print(f"{args.src}: {runnable.variant} -> {args.dst}")
     return 0
@@ -269,7 +259,6 @@ def _prepare_data_args(p: argparse.ArgumentParser) -> None:
 def _prepare_data(args: argparse.Namespace) -> int:
     from lbdt.data.prepare import prepare_dataset
 
-    _checked_out(args.out or f"datasets/{args.dataset}")
     options = {k: getattr(args, k) for k in ("jpeg_quality", "seed", "frames_per_video", "val_fraction",
                                              "drop_absent") if hasattr(args, k)}
     summary = prepare_dataset(args.dataset, args.raw, args.out or f"datasets/{args.dataset}", copy=args.copy,
@@ -313,7 +302,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from lbdt.engine.evaluate import evaluate, format_report
 
-    _checked_out(args.out)
     report = evaluate(
         args.checkpoint, dataset=args.dataset, root=args.root, split=args.split, protocol=args.protocol,
         threshold=args.threshold, batch_size=args.batch_size, device=args.device, precision=args.precision,
@@ -374,7 +362,6 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from lbdt.data.synth import write_benchmark
 
-    _checked_out(args.out)
     s = write_benchmark(args.out, fmt=args.fmt, seed=args.seed, videos=args.videos, frames=args.frames,
                         size=tuple(args.size), annotated=args.annotated, overwrite=args.overwrite,
                         progress=not args.no_progress)
@@ -414,7 +401,6 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
 def _benchmark(args: argparse.Namespace) -> int:
     from lbdt.benchmark import BenchmarkSettings, benchmark
 
-    _checked_out(args.out, file=True)
     settings = BenchmarkSettings(
         model=args.model, size=tuple(args.size), device=args.device, batches=args.batch,
         precisions=args.precision, frames=args.frames,
@@ -504,7 +490,6 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from lbdt.demo import DEMO_SEED, run_demo
 
-    _checked_out(args.out)
     r = run_demo(out_dir=args.out, seed=DEMO_SEED if args.seed is None else args.seed, weights=args.weights,
                  device=args.device, precision=args.precision)
     print(f'demo: "{r.sentence}" (motion-dependent), seed {r.seed}: mean IoU {r.mean_iou:.3f} over {r.frames} '

@@ -62,6 +62,7 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     from lbdt.predictor import VideoSegmenter
     from lbdt.visualize import COLORS, VideoWriter, overlay, save_image, side_by_side
 
+    check_output_dir(out_dir)  # before any work (lbdt.paths)
     started = time.perf_counter()
     if seed == "random":
         seed = secrets.randbelow(2**31 - 1)
@@ -72,7 +73,6 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
         seed = -1
     if seed < 0:  # checked before the weights are loaded
         raise LBDTError(f"--seed must be a non-negative integer or 'random', got {given!r}")
-    check_output_dir(out_dir, "demo output folder")
     segmenter = VideoSegmenter(weights, device=device, precision=precision)
     size = segmenter.size
     speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)  # as in the training clips

@@ -114,7 +114,7 @@ def convert_official_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, 
                                 card: Mapping[str, Any] | None = None) -> Runnable:
     """Convert an official checkpoint file into an lbdt checkpoint (strict; written atomically); returns it as a
     `Runnable`. The converted file records its source, its word table (GloVe 840B, by name) and `card`."""
-    check_output_file(dst, "destination")
+    check_output_file(dst, "OUT.pt")  # the CLI's name for it, as predict's --out
     state = load_file(src)
     if not _looks_official(state):
         raise LBDTError(f"{src}: not an official LBDT state dict (no conv1_1 / conv1_2 stems)")

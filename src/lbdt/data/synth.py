@@ -460,11 +460,12 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
     distinct clips per epoch than few videos annotated several times. Returns the summary also written to `out/benchmark.json`
     (without the per-video entries).
     """
+    check_output_dir(out)  # before any work (lbdt.paths)
     if fmt not in FORMATS:
         raise LBDTError(f"unknown synthetic format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if len(videos) != len(SPLITS) or any(n < 0 for n in videos) or sum(videos) == 0:
         raise LBDTError(f"--videos: need three counts (train, val, test), not all zero, got {list(videos)}")
-    out = check_output_dir(out, "output folder")
+    out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise LBDTError(f"{out}: already exists; choose another folder or pass overwrite")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

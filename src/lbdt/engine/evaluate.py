@@ -65,8 +65,8 @@ def evaluate(
     from lbdt.pretrained import load_pretrained
     from lbdt.runtime import resolve_precision
 
-    if output_dir:
-        check_output_dir(output_dir, "output_dir")  # before any work (lbdt.paths)
+    if output_dir is not None:
+        check_output_dir(output_dir)  # before any work (lbdt.paths)
     source = build_source(dataset, root)
     protocol = protocol or DEFAULT_PROTOCOL.get(dataset, "lbdt")
     if protocol not in PROTOCOLS:

@@ -24,11 +24,11 @@ PREPARERS = {"a2d": prepare_a2d, "jhmdb": prepare_jhmdb, "ytvos": prepare_ytvos,
 
 def prepare_dataset(name: str, raw: str | Path, out: str | Path, **options: Any) -> PrepareSummary:
     """Run the builder for dataset `name` (a key of `PREPARERS`); `options` are its keyword arguments."""
+    check_output_dir(out)  # before any work (lbdt.paths)
     if name not in PREPARERS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(PREPARERS)}")
     if not Path(raw).is_dir():
         raise LBDTError(f"raw release folder not found: {raw}")
-    check_output_dir(out, "output folder")
     return PREPARERS[name](raw, out, **options)
 
 
