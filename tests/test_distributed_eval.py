@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 from lbdt.engine.distributed import DistInfo, describe_share, gather, pack, shard
 from lbdt.errors import LBDTError
 from lbdt.types import Prediction, SampleMeta
+from tiny_bench import write_tiny_bench
 
 ALONE = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 VIDEOS = ["a", "a", "b", "c", "c", "c", "d", "e", "e", "a"]  # "a" appears again at the end
@@ -128,21 +129,8 @@ def _worker(rank: int, world: int, port: int, bench: str, out: str) -> None:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    """Tiny synthetic a2d and ytvos benchmarks and a randomly initialised tiny checkpoint."""
-    from lbdt.data.synth import write_benchmark
-    from lbdt.models.build import build_model
-
-    root = tmp_path_factory.mktemp("bench")
-    for fmt in ("a2d", "ytvos"):
-        write_benchmark(root / fmt, fmt=fmt, seed=1, videos=(1, 1, 3), frames=8, size=(48, 64), progress=False)
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    with torch.no_grad():  # logits of order 1 with both signs, so the masks are neither empty nor full
-        model.head.tower[-1].weight.mul_(300.0)
-        model.head.tower[-1].bias.fill_(0.5)
-    torch.save({"format": "lbdt", "version": 1, "variant": "tiny", "model_config": dict(model.config),
-                "model": model.state_dict(), "config": {"data": {"size": [64, 64]}}}, root / "tiny.pt")
-    return root
+    """Tiny synthetic a2d and ytvos benchmarks and a tiny checkpoint whose masks are neither empty nor full."""
+    return write_tiny_bench(tmp_path_factory.mktemp("bench"), seed=1, test_videos=3, decisive_head=True)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from lbdt.errors import LBDTError
 from lbdt.evaluation.evaluators import ReferSegEvaluator
 from lbdt.evaluation.submission import validate_submission
 from lbdt.types import Batch, SampleMeta
+from tiny_bench import write_tiny_bench
 
 
 class ChannelLogits(nn.Module):
@@ -128,17 +129,7 @@ def test_predict_without_ground_truth_and_bad_model():
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """Tiny synthetic benchmarks (a2d and ytvos formats) and a randomly initialised tiny checkpoint."""
-    from lbdt.data.synth import write_benchmark
-    from lbdt.models.build import build_model
-
-    root = tmp_path_factory.mktemp("bench")
-    for fmt in ("a2d", "ytvos"):
-        write_benchmark(root / fmt, fmt=fmt, seed=0, videos=(1, 1, 2), frames=8, size=(48, 64), progress=False)
-    torch.manual_seed(0)
-    model = build_model("tiny")
-    torch.save({"format": "lbdt", "version": 1, "variant": "tiny", "model_config": dict(model.config),
-                "model": model.state_dict(), "config": {"data": {"size": [64, 64]}}}, root / "tiny.pt")
-    return root
+    return write_tiny_bench(tmp_path_factory.mktemp("bench"), seed=0, test_videos=2)
 
 
 def _records(root, fmt, split):
