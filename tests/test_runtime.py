@@ -90,6 +90,15 @@ def test_device_resolution(monkeypatch):
         resolve_device("cuda:3")
 
 
+def test_cpu_family_model_is_the_first_processors(monkeypatch):
+    x86 = [("processor", "0"), ("cpu family", "26"), ("model", "2"), ("model name", "AMD EPYC"),
+           ("processor", "1"), ("cpu family", "25"), ("model", "17")]
+    monkeypatch.setattr(runtime, "_cpuinfo", lambda: iter(x86))
+    assert runtime.cpu_family_model() == "26/2"
+    monkeypatch.setattr(runtime, "_cpuinfo", lambda: iter([("processor", "0"), ("features", "fp asimd")]))
+    assert runtime.cpu_family_model() is None  # arm64: no family / model lines
+
+
 def test_cpu_features_fall_back_to_the_kernel_flags(monkeypatch):
     direct = runtime.cpu_features()
     assert direct.architecture in (platform.machine(), "x86_64", "aarch64", "arm64")

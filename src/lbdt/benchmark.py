@@ -46,7 +46,14 @@ from lbdt.atomic import write_text
 from lbdt.engine import fast
 from lbdt.errors import LBDTError
 from lbdt.paths import check_output_file
-from lbdt.runtime import PRECISIONS, autocast, cpu_features, resolve_device, resolve_precision
+from lbdt.runtime import (
+    PRECISIONS,
+    autocast,
+    cpu_family_model,
+    cpu_features,
+    resolve_device,
+    resolve_precision,
+)
 
 N_WORDS = 25  # tokens per sentence
 N_REAL_WORDS = 8  # real (unpadded) tokens in the synthetic sentence
@@ -94,7 +101,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     cpu = cpu_features()
     info: dict[str, Any] = {
         "cpu_model": cpu.name,
-        "cpu_family_model": _cpu_family_model(),  # e.g. "26/2" (AMD family 26 = Zen 5); the name alone is vague
+        "cpu_family_model": cpu_family_model(),
         "cpu_count": os.cpu_count(),
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_bf16_instructions": sorted(cpu.flags & {"avx512_bf16", "amx_bf16", "amx_tile", "bf16"}),
@@ -113,23 +120,6 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
         info["cuda"] = torch.version.cuda
     return info
-
-
-def _cpu_family_model() -> str | None:
-    """"family/model" of the first processor in /proc/cpuinfo (x86 Linux), else None."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("cpu family", "model") and key not in fields:
-                    fields[key] = value.strip()
-                if not line.strip() and fields:
-                    break
-    except OSError:
-        return None
-    return f"{fields['cpu family']}/{fields['model']}" if len(fields) == 2 else None
 
 
 def _sync(device: torch.device) -> None:

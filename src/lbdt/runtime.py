@@ -24,7 +24,7 @@ import contextlib
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,20 +79,37 @@ _PROC_NAMES = {"avx512f": "avx512_f", "avx512bw": "avx512_bw", "avx512vl": "avx5
                "avx512_fp16": "avx512_fp16"}
 
 
-def _features_from_proc() -> CPUFeatures:
-    name, flags = platform.processor() or "unknown", set()
+def _cpuinfo() -> Iterator[tuple[str, str]]:
+    """(key in lower case, value) for every line of /proc/cpuinfo, every processor in turn; nothing without it."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key == "model name" and name in ("", "unknown", platform.machine()):
-                    name = value.strip()
-                elif key in ("flags", "features"):
-                    flags.update(_PROC_NAMES[w] for w in value.split() if w in _PROC_NAMES)
+                yield key.strip().lower(), value.strip()
     except OSError:
-        pass
+        return
+
+
+def _features_from_proc() -> CPUFeatures:
+    name, flags = platform.processor() or "unknown", set()
+    for key, value in _cpuinfo():
+        if key == "model name" and name in ("", "unknown", platform.machine()):
+            name = value
+        elif key in ("flags", "features"):
+            flags.update(_PROC_NAMES[w] for w in value.split() if w in _PROC_NAMES)
     return CPUFeatures(name=name, architecture=platform.machine(), flags=frozenset(flags))
+
+
+def cpu_family_model() -> str | None:
+    """"family/model" of the first processor in /proc/cpuinfo (x86 Linux; e.g. "26/2", AMD family 26 = Zen 5),
+    else None: the model name alone ("AMD EPYC") does not say which CPU a measurement ran on."""
+    fields: dict[str, str] = {}
+    for key, value in _cpuinfo():
+        if key in ("cpu family", "model"):
+            fields.setdefault(key, value)
+        if len(fields) == 2:
+            return f"{fields['cpu family']}/{fields['model']}"
+    return None
 
 
 @dataclass(frozen=True)

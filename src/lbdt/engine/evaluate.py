@@ -77,7 +77,7 @@ def evaluate(
     dev = ranks.device
     prec = resolve_precision(precision, dev)
     runnable = load_pretrained(checkpoint, device=dev)
-    prepare_for_inference(runnable.model, device=dev, precision=prec)  # folded BN, channels-last, oneDNN linear
+    prepare_for_inference(runnable.model, device=dev, precision=prec)  # folded BN, channels-last, oneDNN kernels
     size = tuple(size) if size else tuple(runnable.size)
     table = resolve_word_vectors(word_vectors, embedded=runnable.word_vectors, table=runnable.word_table, root=root)
     list_split = "train" if split.startswith(HOLDOUT) else split
