@@ -8,8 +8,10 @@ runs the same pre- and post-processing as the PyTorch path. `load_exported` read
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lbdt.checkpoint import Runnable
-from lbdt.data.listfile import read_json
 from lbdt.data.text import WordVectors
 from lbdt.errors import LBDTError
 from lbdt.export import FORMAT, FORMAT_VERSION, MANIFEST, require
 from lbdt.models.lbdt import check_frames, check_text_inputs
+from lbdt.checkpoint import Runnable
 
 
 @dataclass
@@ -51,7 +52,10 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise LBDTError(f"{folder}: not an exported lbdt ONNX folder (no {MANIFEST}); make one with "
                         "`lbdt export WEIGHTS --format onnx --out DIR`")
-    manifest = read_json(path, MANIFEST)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LBDTError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise LBDTError(f"{path}: not an lbdt ONNX manifest (format is not {FORMAT!r})")
     missing = [k for k in ("size", "frame_gap", "max_words", "sides", "graphs", "word_vectors") if k not in manifest]

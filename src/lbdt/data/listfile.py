@@ -114,4 +114,4 @@ def read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LBDTError(f"{path}: not valid JSON ({e})") from None
+        raise LBDTError(f"{path}: malformed JSON ({e})") from None
