@@ -205,3 +205,30 @@ def test_evaluate_cli(bench, tmp_path, capsys):
     assert json.loads((tmp_path / "metrics.json").read_text())["N"] == 5
     assert main(["evaluate", str(bench / "tiny.pt"), "--dataset", "a2d", "--root", str(tmp_path / "missing"),
                  "--split", "test"]) == 2
+
+
+def test_evaluate_runs_in_fp32_unless_asked_even_on_a_bf16_cpu(bench, tmp_path, capsys, monkeypatch):
+    """Issue 22 item 4: on a CPU that computes bf16 natively `auto` would pick bf16, but `lbdt evaluate` reports
+    numbers in fp32 unless a precision is asked for, and says so (stderr and metrics.json)."""
+    from lbdt import runtime
+    from lbdt.cli import build_parser
+
+    bf16_cpu = runtime.CPUFeatures("AMD EPYC (Zen 4)", "x86_64", frozenset({"avx2", "avx512_f", "avx512_bf16"}))
+    monkeypatch.setattr(runtime, "cpu_features", lambda: bf16_cpu)
+    assert runtime.resolve_precision("auto", "cpu").name == "bf16"  # what auto picks on that CPU
+    common = ["evaluate", str(bench / "tiny.pt"), "--dataset", "a2d", "--root", str(bench / "a2d"), "--split",
+              "test", "--device", "cpu", "--limit", "4", "--no-coco", "--no-progress"]
+    reports = {}
+    for name, extra in (("default", []), ("auto", ["--precision", "auto"])):
+        assert main([*common, "--out", str(tmp_path / name), *extra]) == 0
+        err = capsys.readouterr().err
+        reports[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert f"running on cpu in {reports[name]['precision']} ({reports[name]['precision_reason']})" in err
+    assert reports["default"]["precision"] == "fp32"
+    assert reports["default"]["precision_reason"] == runtime.EVALUATION_DEFAULT
+    assert reports["auto"]["precision"] == "bf16" and reports["auto"]["precision_reason"].startswith("auto:")
+    # the library function has the same default; predict and serve keep auto
+    assert evaluate.__kwdefaults__["precision"] is None
+    parser = build_parser()
+    assert parser.parse_args(["predict", "x.mp4", "--text", "a"]).precision == "auto"
+    assert parser.parse_args(["evaluate", "x", "--dataset", "a2d", "--root", "r", "--split", "s"]).precision is None

@@ -30,6 +30,17 @@ def test_auto_on_cpu_picks_bf16_only_where_it_is_native(cpu, expected):
     assert resolve_precision("auto", "cpu", cpu=cpu, training=True).name == expected  # training: the same rule
 
 
+@pytest.mark.parametrize("cpu", [AVX2, AVX512_BF16, AMX, ARM_BF16])
+def test_evaluation_default_is_fp32_whatever_the_cpu(cpu):
+    got = resolve_precision(None, "cpu", evaluation=True, cpu=cpu)
+    assert (got.name, got.reason, got.emulated) == ("fp32", runtime.EVALUATION_DEFAULT, False)
+    # asked-for precisions are honoured as elsewhere; without `evaluation` no spec still means auto
+    assert resolve_precision("auto", "cpu", evaluation=True, cpu=cpu) == resolve_precision("auto", "cpu", cpu=cpu)
+    assert resolve_precision(None, "cpu", cpu=cpu).name == ("bf16" if cpu.native_bf16 else "fp32")
+    assert resolve_precision("bf16", "cpu", evaluation=True, cpu=cpu).name == "bf16"
+    assert resolve_precision(None, "cuda", evaluation=True, cuda_bf16=True).name == "fp32"
+
+
 def test_explicit_bf16_without_native_bf16_runs_emulated_and_says_so():
     p = resolve_precision("bf16", "cpu", cpu=AVX2)
     assert (p.name, p.emulated) == ("bf16", True)

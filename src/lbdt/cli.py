@@ -106,13 +106,16 @@ _NON_NEGATIVE = _int_at_least(0)
 
 
 # ---------------------------------------------------------------- shared options
-def _runtime_args(p: argparse.ArgumentParser) -> None:
-    """--device and --precision, with one meaning everywhere (lbdt.runtime)."""
+def _runtime_args(p: argparse.ArgumentParser, *, evaluation: bool = False) -> None:
+    """--device and --precision, with one meaning everywhere (lbdt.runtime); `evaluation`: no --precision
+    means fp32 (lbdt.runtime.EVALUATION_DEFAULT) instead of auto."""
     p.add_argument("--device", type=_device, default="auto",
                    help="auto (default: cuda if usable, else cpu), cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="auto (default): bf16 on GPUs that have it (else fp16) and on CPUs with native bf16, "
-                        "else fp32; an explicit bf16 on a CPU without native bf16 runs emulated (much slower)")
+    auto = ("auto: bf16 on GPUs that have it (else fp16) and on CPUs with native bf16, else fp32; an explicit "
+            "bf16 on a CPU without native bf16 runs emulated (much slower)")
+    p.add_argument("--precision", default=None if evaluation else "auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help=f"default fp32, so reported numbers do not depend on the machine; {auto}" if evaluation
+                   else f"{auto} (default)")
 
 
 def _word_vectors_arg(p: argparse.ArgumentParser) -> None:
@@ -280,7 +283,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="resize rule (docs/evaluation.md); default lbdt for a2d/jhmdb, native for ytvos")
     p.add_argument("--threshold", type=_float_in(0.0, 1.0), default=0.5, help="probability threshold (default 0.5)")
     p.add_argument("--batch-size", type=_POSITIVE, default=8, help="samples per forward pass (none is ever dropped)")
-    _runtime_args(p)
+    _runtime_args(p, evaluation=True)
     p.add_argument("--workers", type=_NON_NEGATIVE, default=0, help="DataLoader worker processes")
     _word_vectors_arg(p)
     p.add_argument("--out", help="folder for metrics.json, masks/ and (Ref-YTVOS / MeViS valid) submission.zip")

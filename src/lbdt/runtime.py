@@ -9,6 +9,9 @@
     `bf16`), else fp32. An explicit `bf16` on a CPU without native bf16 still runs (oneDNN emulates it),
     with `emulated=True` and a warning: LBDT-4 took 58 s per frame that way on an AVX2-only EPYC, against
     1.06 s in fp32 (55×), so it is never chosen implicitly.
+* `resolve_precision(None, device, evaluation=True)` → fp32 (`EVALUATION_DEFAULT`): reported numbers must not
+  depend on the machine (bf16 moves Ref-DAVIS J&F in the fourth digit on a bf16 CPU), so `lbdt evaluate` runs
+  in fp32 unless a precision (`auto` included) is asked for; predict, serve and training keep `auto`.
 
 * `autocast(device, precision)`: the mixed-precision context the predictor, the evaluation loop and
   training run under (fp32 = no autocast). The text encoder (an LSTM) always runs in fp32 with autocast
@@ -35,6 +38,8 @@ from lbdt.errors import LBDTError
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHOICES = ("auto", *PRECISIONS)
+EVALUATION_DEFAULT = ("default for evaluation: fp32, so the reported numbers do not depend on the machine "
+                      "(--precision auto or bf16 to trade that for speed)")
 EMULATED_BF16_SLOWDOWN = "55× slower than fp32 for LBDT-4 at 320×320, measured on an AVX2-only AMD EPYC"
 # ISA flags worth showing in `lbdt env`, as torch.cpu.get_capabilities() names them
 SHOWN_FLAGS = ("avx2", "fma3", "avx512_f", "avx512_bw", "avx512_vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
@@ -165,12 +170,15 @@ def resolve_device(spec: str | torch.device | None = "auto", *, local_rank: int 
 
 
 def resolve_precision(spec: str | Precision | None = "auto", device: torch.device | str = "cpu", *,
-                      training: bool = False, cpu: CPUFeatures | None = None,
+                      training: bool = False, evaluation: bool = False, cpu: CPUFeatures | None = None,
                       cuda_bf16: bool | None = None) -> Precision:
     """The precision to run in on `device` (see the module docstring). `cpu` / `cuda_bf16` override what
-    the machine says (tests inject them)."""
+    the machine says (tests inject them). With `evaluation`, no `spec` (None) means fp32 (`EVALUATION_DEFAULT`),
+    not auto."""
     if isinstance(spec, Precision):
         return spec
+    if spec is None and evaluation:
+        return Precision("fp32", EVALUATION_DEFAULT)
     name = "auto" if spec is None else str(spec).strip().lower()
     if name not in CHOICES:
         raise LBDTError(f"unknown precision {spec!r}; choose one of {', '.join(CHOICES)}")

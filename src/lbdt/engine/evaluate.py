@@ -30,7 +30,7 @@ DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native", "davis": 
 
 def evaluate(
     checkpoint: str, *, dataset: str, root: str, split: str, protocol: str | None = None, threshold: float = 0.5,
-    batch_size: int = 8, device: str = "auto", precision: str = "auto", num_workers: int = 0,
+    batch_size: int = 8, device: str = "auto", precision: str | None = None, num_workers: int = 0,
     word_vectors: str | None = None, output_dir: str | None = None, save_masks: bool = False,
     coco: bool = True, strict_precision: bool = False, jf: bool | None = None, size: tuple[int, int] | None = None,
     frame_gap: int | None = None, limit: int | None = None, progress: bool = True,
@@ -44,6 +44,9 @@ def evaluate(
     a split without it (Ref-YTVOS `valid`) only produces masks and, in `output_dir`, `submission.zip`.
     `jf` adds DAVIS J&F (default: on for ytvos). `size` / `frame_gap` default to the checkpoint's input size
     and the dataset's k. `limit` evaluates only the first `limit` samples (smoke tests).
+    precision: None (default) runs in fp32 whatever the machine, so the numbers do not depend on it
+    (`lbdt.runtime.EVALUATION_DEFAULT`); "auto" / "bf16" / "fp16" as asked. The choice and its reason go to
+    stderr and to the report (`precision`, `precision_reason`).
     Writes `metrics.json` (and `masks/`, `submission.zip`) into `output_dir` when given. Returns the report.
     The model runs on the fast inference path (`engine.fast.prepare_for_inference`), as `lbdt predict` does.
     Under torchrun it joins the process group (`init_distributed`; destroying it is the caller's), every rank
@@ -63,7 +66,7 @@ def evaluate(
         save_metrics_json,
     )
     from lbdt.pretrained import load_pretrained
-    from lbdt.runtime import resolve_precision
+    from lbdt.runtime import announce, resolve_precision
 
     if output_dir is not None:
         check_output_dir(output_dir)  # before any work (lbdt.paths)
@@ -75,7 +78,9 @@ def evaluate(
         raise LBDTError(f"batch size must be at least 1, got {batch_size}")
     ranks = init_distributed(device)  # one process unless started by torchrun (the group is left to the caller)
     dev = ranks.device
-    prec = resolve_precision(precision, dev)
+    prec = resolve_precision(precision, dev, evaluation=True)
+    if ranks.is_main:
+        announce(prec, dev)  # one stderr line: what runs and why
     runnable = load_pretrained(checkpoint, device=dev)
     prepare_for_inference(runnable.model, device=dev, precision=prec)  # folded BN, channels-last, oneDNN kernels
     size = tuple(size) if size else tuple(runnable.size)
