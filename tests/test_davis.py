@@ -13,7 +13,7 @@ from PIL import Image
 from lbdt.cli import main
 from lbdt.data.prepare import prepare_dataset
 from lbdt.data.sources import DAVISSource
-from lbdt.data.sources.davis import GROUPS
+from lbdt.data.sources.davis import GROUPS, VOID
 from lbdt.errors import LBDTError
 from lbdt.evaluation import metrics
 from lbdt.evaluation.davis import RefDAVISEvaluator, match_objects, merge_objects, score_video
@@ -255,14 +255,96 @@ def test_synth_davis_reads_back(synth_roots):
     assert len(records) == TINY["videos"][1] * len(v.clip.objects) * 4 * TINY["frames"]
 
 
-def test_cli_evaluate_davis_prints_four_groups(synth_roots, capsys, tmp_path):
-    code = main(["evaluate", "synthetic-tiny", "--dataset", "davis", "--root", str(synth_roots["davis"]), "--split",
-                 "val", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "ev")])
-    assert code == 0
+# ---------------------------------------------------------------- issue 22: the organisers' exact rules
+def test_a_probability_equal_to_the_threshold_keeps_its_object():
+    """ReferFormer zeroes probabilities *below* 0.5, then argmax against a constant 0.1 background (first)."""
+    a = np.array([[0.5, np.nextafter(np.float32(0.5), np.float32(0)), 0.7, 0.1]], np.float32)
+    b = np.array([[0.2, 0.2, 0.7, 0.0]], np.float32)
+    np.testing.assert_array_equal(merge_objects({3: a, 5: b}), [[3, 0, 3, 0]])  # 0.5 stays; a tie: the first object
+    # with a threshold under the background, a probability equal to 0.1 still loses to it (background comes first)
+    np.testing.assert_array_equal(merge_objects({3: a, 5: b}, threshold=0.05), [[3, 3, 3, 0]])
+
+
+def test_evaluator_keeps_objects_at_exactly_the_threshold(tmp_path):
+    source = DAVISSource(_davis_root(tmp_path))
+    ev = RefDAVISEvaluator(source, "val")
+    _feed(ev, source, lambda group, obj, t: _prob(SQ1 if obj == 1 else SQ2, 0.5))  # sigma(0) = 0.5 exactly
+    out = ev.compute()
+    assert out["J"] == 1.0 and out["F"] == 1.0
+    ev = RefDAVISEvaluator(source, "val", threshold=0.5001)
+    _feed(ev, source, lambda group, obj, t: _prob(SQ1 if obj == 1 else SQ2, 0.5))
+    assert ev.compute()["J&F"] == 0.0
+
+
+def test_ground_truth_objects_are_counted_in_the_first_frame():
+    """davis2017-evaluation: objects = ids 1 .. max id of the first frame (void read as 0)."""
+    late = np.stack([SQ1 * 1, SQ1 * 1 + SQ2 * 2]).astype(np.uint8)  # object 2 appears in frame 1 only
+    j, f = score_video(late.copy(), late)
+    assert j.tolist() == [1.0] and f.tolist() == [1.0]  # object 2 is not scored
+    # id 1 missing from frame 0 while id 2 is there: both are objects; object 1 (empty gt and prediction in frame 0)
+    # scores 1 there
+    gap = np.stack([SQ2 * 2, SQ1 * 1 + SQ2 * 2]).astype(np.uint8)
+    j, f = score_video(gap.copy(), gap)
+    assert j.tolist() == [1.0, 1.0]
+    pred = gap.copy()
+    pred[1][SQ1] = 0  # object 1 missed in frame 1: J = (1 + 0) / 2
+    j, _ = score_video(pred, gap)
+    np.testing.assert_allclose(np.sort(j), [0.5, 1.0])
+    voided = late.copy()
+    voided[0, 0, 0] = VOID  # void is not an object id
+    assert len(score_video(voided.copy(), voided)[0]) == 1
+
+
+def test_object_appearing_after_the_first_frame_is_not_scored(tmp_path):
+    root = _davis_root(tmp_path)
+    _png(root / "val" / "Annotations" / "v" / "00000.png", SQ1 * 1)  # object 2 enters in frame 1
+    meta = json.loads((root / "val" / "meta_expressions.json").read_text())
+    meta["videos"]["v"]["frames"] = list(reversed(FRAMES))  # the first frame is the first in sorted order
+    (root / "val" / "meta_expressions.json").write_text(json.dumps(meta))
+    source = DAVISSource(root)
+    ev = RefDAVISEvaluator(source, "val")
+    _feed(ev, source, lambda group, obj, t: _prob(SQ1 if obj == 1 else np.zeros((H, W), bool), 0.9))
+    out = ev.compute()
+    assert all(g["num_objects"] == 1 for g in out["groups"].values())
+    assert out["J&F"] == 1.0  # object 1 right; object 2, missed, is not a ground-truth object
+
+
+def test_cli_evaluate_davis_saves_index_masks_the_toolkit_rescores(synth_roots, tmp_path, capsys):
+    """The CLI prints the four groups; `--save-masks` writes anno_<i>/<video>/<frame>.png, paletted like the
+    annotations; re-read and scored as the toolkit does (per folder), they give the reported J&F."""
+    out = tmp_path / "ev"
+    root = synth_roots["davis"]
+    assert main(["evaluate", "synthetic-tiny", "--dataset", "davis", "--root", str(root), "--split", "val",
+                 "--device", "cpu", "--no-progress", "--out", str(out), "--save-masks"]) == 0
     text = capsys.readouterr().out
     for group in GROUPS:
         assert f"groups/{group}/J&F" in text
-    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    jf = report["jf"]
-    assert jf["J&F"] == pytest.approx(np.mean([jf["groups"][g]["J&F"] for g in GROUPS]))
-    assert 0.0 <= jf["J&F"] <= 1.0 and "ReferFormer protocol" in text
+    assert "ReferFormer protocol" in text
+    report = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= report["jf"]["J&F"] <= 1.0
+    source = DAVISSource(root)
+    videos = list(source.videos("val"))
+    jf = []
+    for i, group in enumerate(GROUPS):
+        folder = out / f"anno_{i}"
+        assert report["outputs"][f"index_masks/{group}"] == str(folder)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(videos)
+        j_all, f_all = [], []
+        for vid in videos:
+            frames = sorted(source.listed_frames(vid))
+            assert sorted(p.stem for p in (folder / vid).iterdir()) == frames
+            preds = []
+            for fr in frames:
+                with Image.open(folder / vid / f"{fr}.png") as im, Image.open(source.mask_path(vid, fr)) as ann:
+                    assert im.mode == "P" and im.getpalette() == ann.getpalette()
+                    preds.append(np.asarray(im))
+            gt = np.stack([source.read_index(vid, fr) for fr in frames])
+            j, f = score_video(np.stack(preds), gt)
+            j_all += j.tolist()
+            f_all += f.tolist()
+        g = report["jf"]["groups"][group]
+        assert len(j_all) == g["num_objects"]
+        assert (np.mean(j_all) + np.mean(f_all)) / 2 == pytest.approx(g["J&F"], abs=1e-12)
+        jf.append((np.mean(j_all) + np.mean(f_all)) / 2)
+    assert np.mean(jf) == pytest.approx(report["jf"]["J&F"], abs=1e-12)
+    assert len(list((out / "masks").rglob("*.png"))) == report["N"]  # the per-expression 0/255 masks as before

@@ -66,19 +66,32 @@ def test_resize_bilinear_hand_values():
 
 def test_protocol_rules_on_a_tiny_example():
     prob = torch.tensor([[0.9, 0.2], [0.6, 0.5]])  # > 0.5 -> [[1,0],[1,0]] (0.5 itself is off)
+    logits = torch.logit(prob)
     target = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
     original = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=bool)
-    pred, gt, _ = to_original(prob, target, original, (3, 3), protocol="lbdt")
+    pred, gt, _ = to_original(logits, target, original, (3, 3), protocol="lbdt")
     assert np.array_equal(pred, [[1, 1, 0], [1, 1, 0], [1, 1, 0]])  # nearest rows/cols 0,0,1
     assert np.array_equal(gt, [[0, 0, 1], [0, 0, 1], [0, 0, 1]])  # model-size GT, nearest
-    pred, gt, prob_full = to_original(prob, target, original, (3, 3), protocol="native")
+    pred, gt, prob_full = to_original(logits, target, original, (3, 3), protocol="native")
     assert gt is original or np.array_equal(gt, original)  # native: GT at original resolution, untouched
-    expected = resize_bilinear(prob.numpy(), (3, 3)) > 0.5
-    assert np.array_equal(pred, expected) and np.allclose(prob_full, resize_bilinear(prob.numpy(), (3, 3)))
-    # column 0 stays on, column 2 (average of 0.2 and 0.5 rows) stays off
+    expected = torch.sigmoid(torch.from_numpy(resize_bilinear(logits.numpy(), (3, 3)))).numpy()
+    assert np.array_equal(pred, expected > 0.5) and np.allclose(prob_full, expected)
+    # column 0 stays on, column 2 (between the 0.2 and 0.5 rows) stays off
     assert pred[:, 0].all() and not pred[:, 2].any()
     with pytest.raises(LBDTError, match="protocol"):
-        to_original(prob, target, original, (3, 3), protocol="coco")
+        to_original(logits, target, original, (3, 3), protocol="coco")
+
+
+def test_native_resizes_the_logits_before_the_sigmoid():
+    """ReferFormer (inference_ytvos.py / inference_davis.py): bilinear on the logits, then sigmoid. 1x2 -> 1x4 with
+    align_corners=False samples source x = 0 (clamped), 0.25, 0.75, 1 (clamped)."""
+    logits = torch.tensor([[-4.0, 1.0]])
+    pred, _, prob = to_original(logits, None, None, (1, 4), protocol="native")
+    hand = [-4.0, 0.75 * -4 + 0.25 * 1, 0.25 * -4 + 0.75 * 1, 1.0]  # -4, -2.75, -0.25, 1
+    np.testing.assert_allclose(prob[0], 1 / (1 + np.exp(-np.array(hand))), rtol=1e-6)
+    assert pred[0].tolist() == [False, False, False, True]
+    # resizing the probabilities instead would switch x = 2 on: 0.25 sigma(-4) + 0.75 sigma(1) = 0.553
+    assert resize_bilinear(torch.sigmoid(logits).numpy(), (1, 4))[0, 2] == pytest.approx(0.553, abs=1e-3)
 
 
 def test_predict_stream_values_and_counts():

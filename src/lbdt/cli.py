@@ -287,7 +287,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_NON_NEGATIVE, default=0, help="DataLoader worker processes")
     _word_vectors_arg(p)
     p.add_argument("--out", help="folder for metrics.json, masks/ and (Ref-YTVOS / MeViS valid) submission.zip")
-    p.add_argument("--save-masks", action="store_true", help="also write every mask as a 0/255 PNG under OUT/masks/")
+    p.add_argument("--save-masks", action="store_true", help="also write every mask as a 0/255 PNG under OUT/masks/ (davis: and each group's merged "
+                        "index masks under OUT/anno_<i>/, the DAVIS toolkit's results layout)")
     p.add_argument("--no-coco", action="store_true", help="skip COCO mask mAP")
     p.add_argument("--strict-precision", action="store_true", help="P@K counts IoU > K (MTTR) instead of >= K (LBDT)")
     p.add_argument("--jf", action=argparse.BooleanOptionalAction, default=None,

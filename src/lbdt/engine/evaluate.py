@@ -22,7 +22,7 @@ from lbdt.paths import check_output_dir
 PROTOCOL_DESCRIPTIONS = {
     "lbdt": "prediction > threshold at model size, nearest-resized to the original size; "
             "ground truth = the model-size training target nearest-resized to the original size (docs/evaluation.md)",
-    "native": "prediction bilinearly upsampled to the original size, then > threshold; "
+    "native": "logits bilinearly upsampled to the original size, then sigmoid > threshold (ReferFormer); "
               "ground truth = the original-resolution mask",
 }
 DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native", "davis": "native", "mevis": "native"}
@@ -113,6 +113,12 @@ def evaluate(
     sinks = []
     if out is not None and save_masks:
         sinks.append(PngMaskWriter(root=out / "masks"))
+    index_writer = None  # davis: each group's merged index masks, in the DAVIS toolkit's results layout
+    if out is not None and save_masks and dataset == "davis":
+        from lbdt.evaluation.davis import DAVISIndexWriter
+
+        index_writer = DAVISIndexWriter(root=out, source=source, split=split, threshold=threshold)
+        sinks.append(index_writer)
     submission = None
     if out is not None and dataset in ("ytvos", "mevis") and not has_gt:
         writer = MeViSSubmissionWriter if dataset == "mevis" else YTVOSSubmissionWriter
@@ -121,7 +127,7 @@ def evaluate(
 
     results = run_on_dataset(runnable.model, data, evaluators=evaluators, sinks=sinks, protocol=protocol,
                              threshold=threshold, device=dev, precision=prec, batch_size=batch_size,
-                             num_workers=num_workers, keep_prob=dataset == "davis" and has_gt, progress=progress,
+                             num_workers=num_workers, keep_prob=dataset == "davis" and (has_gt or index_writer is not None), progress=progress,
                              desc=f"evaluate {dataset}/{split}", ranks=ranks)
     if not ranks.is_main:
         return broadcast_object(None, ranks)  # rank 0's report
@@ -141,6 +147,9 @@ def evaluate(
     if out is not None:
         if save_masks:
             outputs["masks"] = str(out / "masks")
+        if index_writer is not None:
+            outputs.update({f"index_masks/{group}": str(folder) for group, folder in index_writer.folders.items()
+                            if folder.is_dir()})
         if submission is not None:
             outputs["submission"] = str(submission.zip_path)
         outputs["metrics_json"] = str(out / "metrics.json")

@@ -10,8 +10,11 @@ The resize rules of both evaluation protocols live here and nowhere else:
   numbers): prediction = σ(logits) > threshold at model size, then **nearest** resize to the original
   size; ground truth = the model-size training target (`Batch.masks`) **nearest** resized to the
   original size.
-* ``native``: prediction = σ(logits) **bilinearly** upsampled (align_corners=False) to the original
-  size, then > threshold; ground truth = `Batch.original_masks` untouched.
+* ``native`` (ReferFormer's inference for Ref-YouTube-VOS and Ref-DAVIS17, which MeViS baselines share):
+  the **logits** bilinearly upsampled (align_corners=False) to the original size, *then* σ, then > threshold;
+  ground truth = `Batch.original_masks` untouched. (Resizing before the sigmoid is not the same as resizing
+  the probabilities: three quarters of the way from a logit of -4 to one of 1, resizing the logits gives
+  σ(-0.25) = 0.44, off, where resizing the probabilities gives 0.55, on.)
 
 "Nearest" is PyTorch's `F.interpolate(mode="nearest")` (source index ⌊dst × in / out⌋), which the
 original code uses.
@@ -52,21 +55,23 @@ def resize_bilinear(prob: Tensor | np.ndarray, size: tuple[int, int]) -> np.ndar
 
 
 def to_original(
-    prob: Tensor, target: Tensor | None, original_mask: np.ndarray | None, size: tuple[int, int], *,
+    logits: Tensor, target: Tensor | None, original_mask: np.ndarray | None, size: tuple[int, int], *,
     protocol: str, threshold: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Apply a protocol to one sample.
 
-    prob: float `[H,W]` probabilities at model size; target: `{0,1} [H,W]` model-size GT or None;
+    logits: float `[H,W]` at model size; target: `{0,1} [H,W]` model-size GT or None;
     original_mask: bool `[H0,W0]` or None; size: (H0, W0).
     Returns (pred bool `[H0,W0]`, gt bool `[H0,W0]` or None, prob float32 `[H0,W0]`).
     """
+    logits = torch.as_tensor(logits).detach().float().cpu()
     if protocol == "lbdt":
+        prob = torch.sigmoid(logits)
         pred = resize_nearest(prob > threshold, size)
         gt = None if target is None else resize_nearest(target > 0.5, size)
         prob_full = resize_bilinear(prob, size)
     elif protocol == "native":
-        prob_full = resize_bilinear(prob, size)
+        prob_full = torch.sigmoid(torch.from_numpy(resize_bilinear(logits, size))).numpy()
         pred = prob_full > threshold
         gt = None if original_mask is None else np.asarray(original_mask).astype(bool)
     else:
@@ -101,12 +106,12 @@ def predict(
             logits = _forward(model, on_device)
         if logits.dim() != 3 or logits.shape[0] != len(batch):
             raise LBDTError(f"model returned logits of shape {tuple(logits.shape)}; expected [B,H,W] with B={len(batch)}")
-        probs = torch.sigmoid(logits.float()).cpu()
+        logits = logits.float().cpu()
         masks = None if batch.masks is None else batch.masks.cpu()
         for i, meta in enumerate(batch.metas):
             original = None if batch.original_masks is None else batch.original_masks[i]
             pred, gt, prob_full = to_original(
-                probs[i], None if masks is None else masks[i], original, meta.original_size,
+                logits[i], None if masks is None else masks[i], original, meta.original_size,
                 protocol=protocol, threshold=threshold,
             )
             score = float(prob_full[pred].mean()) if pred.any() else 0.0
