@@ -4,7 +4,17 @@ import pytest
 import yaml
 
 from lbdt.cli import main
-from lbdt.config import RunConfig, available_presets, dump_yaml, from_dict, load_config, save_yaml, to_dict
+from lbdt.config import (
+    RunConfig,
+    TrainConfig,
+    available_presets,
+    dump_yaml,
+    from_dict,
+    load_config,
+    process_batch,
+    save_yaml,
+    to_dict,
+)
 from lbdt.errors import LBDTError
 
 
@@ -18,7 +28,11 @@ def test_presets_ship_and_differ_only_where_needed():
     assert load_config("a2d_lbdt1").model.variant == "lbdt1"
     tiny = load_config("synthetic_tiny")
     assert tiny.model.variant == "tiny" and tiny.data.root == "datasets/synthetic"
-    assert load_config("a2d_lbdt4").train.precision == "auto"
+    # the presets that reproduce the paper state its global batch (2 GPUs x 8) and fp32 (no AMP in the original)
+    for name in ("a2d_lbdt4", "a2d_lbdt1"):
+        train = load_config(name).train
+        assert (train.global_batch, train.batch_size, train.grad_accum, train.precision) == (16, 8, 1, "fp32")
+    assert load_config("ytvos_lbdt4").train.precision == "auto" and RunConfig().train.global_batch is None
     assert all(s % 32 == 0 for s in tiny.data.size)
 
 
@@ -86,3 +100,30 @@ def test_every_preset_loads_and_dataset_choices_match_the_sources():
     assert set(_CHOICES[("data", "dataset")]) == set(SOURCES)
     for name in available_presets():
         assert load_config(name).data.dataset in SOURCES, name
+
+
+@pytest.mark.parametrize("world_size, expected", [(1, (8, 2)), (2, (8, 1)), (4, (4, 1)), (8, (2, 1)), (16, (1, 1))])
+def test_global_batch_is_kept_under_any_world_size(world_size, expected):
+    """a2d presets: 16 samples per optimizer step whatever --nproc_per_node (batch per process x accumulation)."""
+    train = load_config("a2d_lbdt4").train
+    batch, accum = process_batch(train, world_size)
+    assert (batch, accum) == expected and batch * accum * world_size == 16
+    assert batch <= train.batch_size
+
+
+def test_global_batch_derivation_rules():
+    # the fewest equal micro-batches that fit batch_size: 12 over 1 process with at most 5 -> 3 x 4 (not 5 + 5 + 2)
+    assert process_batch(TrainConfig(global_batch=12, batch_size=5), 1) == (4, 3)
+    assert process_batch(TrainConfig(global_batch=12, batch_size=5), 2) == (3, 2)
+    assert process_batch(TrainConfig(global_batch=7, batch_size=2), 1) == (1, 7)  # a prime: one sample at a time
+    assert process_batch(TrainConfig(batch_size=4, grad_accum=3), 5) == (4, 3)  # no global batch: as given
+    with pytest.raises(LBDTError) as e:  # 16 over 3 processes cannot keep the recipe: one clear line
+        process_batch(load_config("a2d_lbdt4").train, 3)
+    text = str(e.value)
+    assert "\n" not in text and "train.global_batch=16" in text and "3 processes" in text
+    assert "1, 2, 4, 8, 16" in text
+    with pytest.raises(LBDTError, match="derived from the global batch"):
+        load_config("a2d_lbdt4", ["train.grad_accum=2"])
+    assert process_batch(load_config("a2d_lbdt4", ["train.global_batch=none", "train.grad_accum=2"]).train, 3) == (8, 2)
+    with pytest.raises(LBDTError, match="train.global_batch must be >= 1"):
+        load_config("a2d_lbdt4", ["train.global_batch=0"])

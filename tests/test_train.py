@@ -155,31 +155,52 @@ def test_sigkill_and_resume_gives_identical_weights(synth_root, tmp_path):
 
 
 DDP_SCRIPT = """
-import os, sys, torch
+import json, os, sys, torch
 import lbdt.engine.train as T
 from lbdt.config import load_config
-built = []
-real_build = T.build_model
+built, sizes = [], []
+real_build, real_loss = T.build_model, T.segmentation_loss
 T.build_model = lambda cfg: built.append(real_build(cfg)) or built[-1]
+T.segmentation_loss = lambda logits, *a, **k: sizes.append(int(logits.shape[0])) or real_loss(logits, *a, **k)
 cfg = load_config("synthetic_tiny", sys.argv[1:])
 T.train(cfg)
 torch.save(dict(built[0].named_parameters()), os.path.join(cfg.train.output_dir, f"rank{os.environ['RANK']}.pt"))
+with open(os.path.join(cfg.train.output_dir, f"sizes{os.environ['RANK']}.json"), "w") as f:
+    json.dump(sizes, f)
 """
+GLOBAL_BATCH = ("train.global_batch=8", "train.batch_size=2", "data.val_split=")  # 24 samples: 3 steps of 8
+
+
+def _check_global_batch(out: Path, sizes: list[list[int]], world: int) -> None:
+    """8 samples per optimizer step over all processes, in forwards of 2: 4 // world micro-batches per step."""
+    import json
+
+    runtime = json.loads((out / "runtime.json").read_text())
+    assert (runtime["world_size"], runtime["global_batch"], runtime["per_process_batch"],
+            runtime["grad_accum"]) == (world, 8, 2, 4 // world)
+    assert all(s == [2] * (12 // world) for s in sizes)  # every forward is 2 samples; 24 in all
+    saved = load_checkpoint(out / "last.pt")
+    assert all(s["step"].item() == saved["step"] == 3 for s in saved["optimizer"]["state"].values())
+    assert sum(map(sum, sizes)) / saved["step"] == 8  # the effective batch
 
 
 def test_ddp_two_processes_gloo_keep_weights_identical(synth_root, tmp_path):
-    """torchrun, 2 CPU processes (gloo): after the steps, both ranks hold the same weights and rank 0 saved them."""
+    """torchrun, 2 CPU processes (gloo): after the steps, both ranks hold the same weights and rank 0 saved them;
+    train.global_batch=8 with at most 2 per forward: each rank accumulates 2 micro-batches of 2 per step."""
+    import json
+
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "ddp"
     r = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-              *_overrides(synth_root, out, "train.batch_size=4", "train.max_steps=3", "data.val_split=")])
+              *_overrides(synth_root, out, *GLOBAL_BATCH, "train.max_steps=3")])
     assert r.returncode == 0, r.stderr[-3000:]
     p0 = torch.load(out / "rank0.pt", weights_only=True)
     p1 = torch.load(out / "rank1.pt", weights_only=True)
     saved = load_checkpoint(out / "last.pt")
-    # 24 samples / 2 ranks / batch 4 = 3 steps: one whole epoch
+    # 24 samples / global batch 8 = 3 steps: one whole epoch
     assert (saved["step"], saved["epoch"], saved["epoch_batches"]) == (3, 1, 0)
+    _check_global_batch(out, [json.loads((out / f"sizes{rank}.json").read_text()) for rank in (0, 1)], world=2)
     init = T_init_params()
     moved = 0
     for k in p0:
@@ -187,6 +208,22 @@ def test_ddp_two_processes_gloo_keep_weights_identical(synth_root, tmp_path):
         assert torch.equal(p0[k], saved["model"][k]), k
         moved += not torch.equal(p0[k], init[k])
     assert moved > len(p0) // 2  # it trained
+
+
+
+def test_global_batch_in_one_process_accumulates(synth_root, tmp_path, monkeypatch):
+    """The same train.global_batch=8 in one process: 4 micro-batches of 2 per step, the same 3 steps of 8."""
+    import lbdt.engine.train as T
+    from lbdt.config import load_config
+
+    sizes: list[int] = []
+    real_loss = T.segmentation_loss
+    monkeypatch.setattr(T, "segmentation_loss", lambda logits, *a, **k: sizes.append(int(logits.shape[0]))
+                        or real_loss(logits, *a, **k))
+    out = tmp_path / "one"
+    result = T.train(load_config("synthetic_tiny", _overrides(synth_root, out, *GLOBAL_BATCH, "train.epochs=1")))
+    assert (result["step"], result["global_batch"], result["grad_accum"]) == (3, 8, 4)
+    _check_global_batch(out, [sizes], world=1)
 
 
 def T_init_params() -> dict:
@@ -248,3 +285,4 @@ def test_grad_accumulation_and_clipping_count_optimizer_steps(synth_root, tmp_pa
     state = load_checkpoint(out / "last.pt")
     assert all(s["step"].item() == 6 for s in state["optimizer"]["state"].values())
     assert state["scheduler"]["last_epoch"] == 2 and not (out / "best.pt").exists()  # no validation split
+

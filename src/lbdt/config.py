@@ -47,7 +47,9 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 15  # passes over the training list
-    batch_size: int = 8  # samples per process per step (the paper: 8 x 2 GPUs = 16)
+    batch_size: int = 8  # samples per process per forward (with global_batch: the most per process; the paper: 8 x 2 GPUs)
+    global_batch: int | None = None  # samples per optimizer step over all processes, kept under any world size
+    # (`process_batch` derives the per-process batch and grad_accum); None = batch_size x grad_accum x processes
     lr: float = 1e-4  # AdamW learning rate
     weight_decay: float = 5e-4  # AdamW weight decay (all parameters, as the original)
     milestones: tuple[int, ...] = (10, 12, 14)  # epochs after which lr is multiplied by `gamma`
@@ -105,6 +107,7 @@ _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("data", "num_workers"): _at_least(0),
     ("train", "epochs"): _at_least(1),
     ("train", "batch_size"): _at_least(1),
+    ("train", "global_batch"): _at_least(1),
     ("train", "lr"): _POSITIVE,
     ("train", "weight_decay"): _at_least(0),
     ("train", "milestones"): _at_least(1),
@@ -248,6 +251,33 @@ def _apply(cfg: RunConfig, d: dict, source: str) -> None:
         raise LBDTError(f"{source}: train.bce_weight and train.dice_weight are both 0 (the loss would be zero)")
     if list(cfg.train.milestones) != sorted(set(cfg.train.milestones)):
         raise LBDTError(f"{source}: train.milestones must be increasing epochs, got {list(cfg.train.milestones)}")
+    if cfg.train.global_batch is not None and cfg.train.grad_accum != 1:
+        raise LBDTError(f"{source}: train.grad_accum={cfg.train.grad_accum} with train.global_batch="
+                        f"{cfg.train.global_batch}: accumulation is derived from the global batch "
+                        "(set train.global_batch=none to choose grad_accum yourself)")
+
+
+def process_batch(train: TrainConfig, world_size: int) -> tuple[int, int]:
+    """(samples per process per forward, micro-batches accumulated per optimizer step) for `world_size` processes.
+
+    Without `train.global_batch`: (`batch_size`, `grad_accum`) as given. With it, the global batch G is kept: each
+    process takes G / world_size samples per step, in the fewest equal micro-batches of at most `batch_size`
+    (G = 16, batch_size 8: 1 process -> 8 x 2 accumulated, 2 -> 8, 4 -> 4, 8 -> 2). A world size that does not
+    divide G is an `LBDTError`: the paper's recipe cannot be kept there.
+    """
+    if world_size < 1:
+        raise ValueError(f"world size must be at least 1, got {world_size}")
+    if train.global_batch is None:
+        return train.batch_size, train.grad_accum
+    total = train.global_batch
+    if total % world_size:
+        divisors = ", ".join(str(n) for n in range(1, total + 1) if total % n == 0)
+        raise LBDTError(f"train.global_batch={total} cannot be split evenly over {world_size} processes: start "
+                        f"{divisors} processes, or set train.global_batch=none to train with "
+                        f"{train.batch_size} x {world_size} per step")
+    share = total // world_size
+    accum = next(a for a in range(1, share + 1) if share % a == 0 and share // a <= train.batch_size)
+    return share // accum, accum
 
 
 def _convert(value: Any, tp: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import random
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from lbdt.atomic import atomic_write, crash_point, write_text
 from lbdt.checkpoint import make_state, read_checkpoint, save_checkpoint
-from lbdt.config import RunConfig, from_dict, save_yaml, to_dict
+from lbdt.config import RunConfig, TrainConfig, from_dict, process_batch, save_yaml, to_dict
 from lbdt.data.collate import collate
 from lbdt.engine.distributed import (
     DistInfo,
@@ -60,7 +61,8 @@ def train(cfg: RunConfig, resume: bool | str = False) -> dict:
 
 
 def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
-    tc = cfg.train
+    batch, accum = process_batch(cfg.train, info.world_size)  # train.global_batch kept under any world size
+    tc = dataclasses.replace(cfg.train, batch_size=batch, grad_accum=accum)
     out = Path(tc.output_dir)
     precision = resolve_precision(tc.precision, info.device, training=True)
     ckpt = None
@@ -75,6 +77,7 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out / "config.yaml")
         write_text(out / "runtime.json", json.dumps({"device": str(info.device), "world_size": info.world_size,
+                                                     **_batch_record(tc, info.world_size),
                                                      **precision.as_dict()}, indent=2) + "\n")
 
     model = build_model(cfg).to(info.device)
@@ -193,7 +196,7 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
     if info.is_main:
         plot_curves(out / "metrics.csv", out / "curves.png", tc.best_metric)
     return {"output_dir": str(out), "step": step, "epoch": epoch, "best": best, "history": history,
-            "device": str(info.device), **precision.as_dict(),
+            "device": str(info.device), **_batch_record(tc, info.world_size), **precision.as_dict(),
             "last_checkpoint": str(out / "last.pt"), "finished": epoch >= tc.epochs}
 
 
@@ -273,10 +276,16 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
+def _batch_record(tc: TrainConfig, world_size: int) -> dict[str, int]:
+    """What runtime.json and the summary record of the batch actually used (`config.process_batch`)."""
+    return {"global_batch": tc.batch_size * tc.grad_accum * world_size, "per_process_batch": tc.batch_size,
+            "grad_accum": tc.grad_accum}
+
+
 def _check_resumable(cfg: RunConfig, saved: RunConfig, path: Path) -> None:
     """Refuse to resume with settings that change the model or the data order."""
     for section, name in (("model", "variant"), ("data", "size"), ("train", "batch_size"), ("train", "seed"),
-                          ("train", "grad_accum"), ("data", "root"), ("data", "train_split")):
+                          ("train", "grad_accum"), ("train", "global_batch"), ("data", "root"), ("data", "train_split")):
         a, b = getattr(getattr(cfg, section), name), getattr(getattr(saved, section), name)
         if a != b:
             raise LBDTError(f"{path}: cannot resume with {section}.{name}={a!r}; the checkpoint used {b!r}")
