@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
-from lbdt.atomic import write_bytes
+from lbdt.io import write_bytes
 from lbdt.data.sources.davis import GROUPS, VOID, DAVISSource
 from lbdt.errors import LBDTError
 from lbdt.evaluation import metrics
