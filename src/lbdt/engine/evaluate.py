@@ -65,6 +65,7 @@ def evaluate(
         YTVOSSubmissionWriter,
 
     )
+    from lbdt.io import write_json
     from lbdt.pretrained import load_pretrained
     from lbdt.runtime import announce, resolve_precision
 
