@@ -335,7 +335,7 @@ def test_cli_evaluate_davis_saves_index_masks_the_toolkit_rescores(synth_roots, 
             assert sorted(p.stem for p in (folder / vid).iterdir()) == frames
             preds = []
             for fr in frames:
-                with Image.open(folder / vid / f"{fr}.png") as im, Image.open(source.mask_path(vid, fr)) as ann:
+                with Image.open(folder / vid / f"{fr}.png") as im, Image.open(source.index_path(vid, fr)) as ann:
                     assert im.mode == "P" and im.getpalette() == ann.getpalette()
                     preds.append(np.asarray(im))
             gt = np.stack([source.read_index(vid, fr) for fr in frames])

@@ -284,7 +284,7 @@ class DAVISIndexWriter:
             self._write_video(*finished)
 
     def _palette(self, vid: str, frame: str) -> list[int]:
-        path = self.source.mask_path(vid, frame)
+        path = self.source.index_path(vid, frame)
         try:
             with Image.open(path) as im:
                 palette = im.getpalette() if im.mode == "P" else None
