@@ -38,10 +38,10 @@ import numpy as np
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
-from lbdt.io import write_bytes
 from lbdt.data.sources.davis import GROUPS, VOID, DAVISSource
 from lbdt.errors import LBDTError
 from lbdt.evaluation import metrics
+from lbdt.io import write_bytes
 from lbdt.paths import check_name
 from lbdt.types import Prediction
 
