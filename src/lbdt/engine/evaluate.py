@@ -100,8 +100,6 @@ def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
     ranks = init_distributed(s.device)  # one process unless started by torchrun (the group is left to the caller)
     dev = ranks.device
     prec = resolve_precision(s.precision, dev, evaluation=True)  # fp32 unless asked: numbers machine-independent
-    if ranks.is_main:
-        announce(prec, dev)  # one stderr line: what runs and why
     runnable = load_pretrained(checkpoint, device=dev)
     prepare_for_inference(runnable.model, device=dev, precision=prec)  # folded BN, channels-last, oneDNN kernels
     size = tuple(s.size) if s.size else tuple(runnable.size)
@@ -132,6 +130,8 @@ def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
         submission = SubmissionWriter(zip_path=out / "submission.zip", top=source.submission_top)
         sinks.append(submission)
 
+    if ranks.is_main:
+        announce(prec, dev)  # one stderr line, once the input is checked: what runs and why
     loader = make_loader(data, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers)
     results = run_on_dataset(runnable.model, loader, evaluators=evaluators, sinks=sinks, protocol=protocol,
                              threshold=s.threshold, device=dev, precision=prec,
