@@ -128,8 +128,6 @@ def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
         submission = SubmissionWriter(zip_path=out / "submission.zip", top=source.submission_top)
         sinks.append(submission)
 
-    if ranks.is_main:
-        announce(prec, dev)  # one stderr line, once the input is checked: what runs and why
     loader = make_loader(data, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers)
     results = run_on_dataset(runnable.model, loader, evaluators=evaluators, sinks=sinks, protocol=protocol,
                              threshold=s.threshold, device=dev, precision=prec,
@@ -138,6 +136,7 @@ def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
                              desc=f"evaluate {s.dataset}/{s.split}", ranks=ranks)
     if not ranks.is_main:
         return broadcast_object(None, ranks)  # rank 0's report
+    announce(prec, dev)  # one stderr line once the run succeeded (a bad input stays one line): what ran and why
     report: dict = {
         "checkpoint": str(checkpoint), "model": runnable.describe(), "dataset": s.dataset, "root": str(s.root),
         "split": s.split, "N": results["N"], "protocol": protocol,
