@@ -109,7 +109,7 @@ def test_limits_and_bad_input(segmenter, clip, tmp_path):
         segment_clip(segmenter, path, [sentence], out_dir=tmp_path, stride=0)
     with pytest.raises(LBDTError, match="empty sentence"):
         segment_clip(segmenter, path, ["."], out_dir=tmp_path)
-    with pytest.raises(LBDTError, match="limits must be positive"):
+    with pytest.raises(LBDTError, match=r"^--max-upload-mb: must be a finite number > 0, got 0$"):
         Limits(max_upload_mb=0)
     assert not list(tmp_path.iterdir())  # nothing written for refused input
 
@@ -123,7 +123,7 @@ def test_cli_without_gradio_says_how_to_install(monkeypatch, capsys):
 # ---------------------------------------------------------------- the app, through Gradio's client
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    yield from running_app(tmp_path_factory, max_seconds=3)
+    yield from running_app(tmp_path_factory, max_upload_mb=0.2, max_seconds=3)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_client_gets_overlay_video_and_masks(app, client, clip, segmenter):
         np.testing.assert_array_equal(masks[f"00_{'-'.join(sentence.lower().split())}/{t:05d}.png"] == 255, mask)
     assert [row[1] for row in area["data"]] == pytest.approx([100 * m.mean() for m in expected])
     assert len(score["data"]) == 10
-    assert notes.startswith("10 frames at 64×48, 10 fps.")
+    assert notes.startswith("10 frames at 64×48, 10 fps, on cpu in fp32 (requested).")
 
 
 def test_client_errors_are_one_clear_message(app, client, clip, tmp_path):

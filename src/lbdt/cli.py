@@ -512,14 +512,22 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     _runtime_args(p)
     p.add_argument("--max-upload-mb", type=_float_in(0.001, 1e6), default=50.0, help="largest accepted upload in MB (default 50)")
     p.add_argument("--max-seconds", type=_float_in(0.001, 1e6), default=60.0, help="longest accepted video in seconds (default 60)")
+    p.add_argument("--max-frames", type=_int_at_least(1), default=1800, help="most frames decoded per video (default 1800)")
+    p.add_argument("--max-frame-pixels", type=_int_at_least(1), default=3840 * 2160,
+                   help="largest frame, width x height, checked before decoding (default 8294400: 4K UHD)")
+    p.add_argument("--max-sentences", type=_int_at_least(1), default=8, help="sentences per request (default 8)")
+    p.add_argument("--max-queue", type=_int_at_least(1), default=16,
+                   help="requests waiting behind the running one; more are refused (default 16)")
 
 
 @command("serve", "a local web page: upload a video, type sentences, get overlay video, masks and plots", _serve_args)
 def _serve(args: argparse.Namespace) -> int:
-    from lbdt.serve import serve
+    from lbdt.serve import Limits, serve
 
-    serve(args.weights, host=args.host, port=args.port, device=args.device, precision=args.precision,
-          max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds)
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds, max_frames=args.max_frames,
+                    max_frame_pixels=args.max_frame_pixels, max_sentences=args.max_sentences,
+                    max_queue=args.max_queue)
+    serve(args.weights, host=args.host, port=args.port, device=args.device, precision=args.precision, limits=limits)
     return 0
 class _Parser(argparse.ArgumentParser):
     """An argument error is one line, like every other error: `lbdt <command>: error: <problem>`, exit 2."""
