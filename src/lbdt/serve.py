@@ -373,25 +373,14 @@ def build_app(weights: str | os.PathLike = "synthetic-tiny", *, device: str = "a
         try:
             if not upload:
                 raise LBDTError("no video: upload one (mp4, webm, mov, gif) or pick the example below")
-            if not isinstance(upload, str):
-                raise LBDTError(f"video: expected one uploaded file, got {type(upload).__name__}")
             path = Path(upload)
-            if path.suffix.lower() not in UPLOAD_TYPES:
-                raise LBDTError(f"{path.name}: unsupported file type {path.suffix or '(none)'!r} "
-                                f"(expected {', '.join(t[1:] for t in UPLOAD_TYPES)})")
-            if not path.resolve().is_relative_to(root) or not path.is_file():  # Gradio's upload folder only
-                raise LBDTError(f"{path.name}: not an uploaded file")
-            threshold = _request_number(threshold, "threshold", 0.0, 1.0)
-            stride = _request_number(stride, "frame stride", *STRIDES)
-            if stride != int(stride):
-                raise LBDTError(f"frame stride: must be a whole number in {STRIDES[0]}..{STRIDES[1]}, got {stride:g}")
             sentences = parse_sentences(text, limits.max_sentences)
             shutil.rmtree(jobs, ignore_errors=True)  # the last job's files were copied to Gradio's cache
             jobs.mkdir(parents=True)
             progress(0, desc="reading the video")
             result = segment_clip(
                 segmenter, path, sentences, out_dir=tempfile.mkdtemp(dir=jobs),
-                threshold=threshold, stride=int(stride), max_seconds=limits.max_seconds,
+                threshold=float(threshold), stride=int(stride), max_seconds=limits.max_seconds,
                 max_frames=limits.max_frames, max_frame_pixels=limits.max_frame_pixels,
                 progress=lambda done, total: progress((done, total) if total else None, desc="segmenting",
                                                       unit="frames"))
@@ -441,6 +430,11 @@ def build_app(weights: str | os.PathLike = "synthetic-tiny", *, device: str = "a
                                    y_title="% of the frame", elem_id="area", visible=False)  # shown with a result
                 score = gr.LinePlot(x="frame", y="value", color="sentence", title="Mask score (mean probability)",
                                     y_title="score", y_lim=[0, 1], elem_id="score", visible=False)
+        upload.data_model = _OneLineModel(upload.data_model, "video")  # a client may send anything: one
+        _check_before(upload, _check_upload)  # message each, not Gradio's multi-line one and a traceback
+        _check_before(text, lambda v: isinstance(v, (str, type(None))) or parse_sentences(v))  # not text: refused
+        _check_before(threshold, lambda v: _request_number(v, "threshold", threshold.minimum, threshold.maximum))
+        _check_before(stride, lambda v: _request_number(v, "frame stride", *STRIDES, whole=True))
         button.click(run, [upload, text, threshold, stride], [video, masks, area, score, notes],
                      api_name="segment", concurrency_limit=1).success(
             lambda: (gr.LinePlot(visible=True), gr.LinePlot(visible=True)), None, [area, score], api_name=False,
@@ -460,10 +454,64 @@ def _plot_table(result: ClipResult, values: list[list[float]], scale: float):
     return pd.DataFrame(rows)
 
 
-def _request_number(value: Any, name: str, low: float, high: float) -> float:
-    """A number sent with a request (the page's sliders, or any client): finite and in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise LBDTError(f"{name}: must be a number in {low:g}..{high:g}, got {value!r}")
+def _check_before(component, check: Callable[[Any], Any]) -> None:
+    """Run `check(payload)` before Gradio's own preprocessing of what a request sends for `component`: Gradio
+    answers a value of the wrong type with a multi-line message and a server-side traceback; an `LBDTError`
+    from `check` becomes one message on the page (or for the client)."""
+    import gradio as gr
+
+    original = component.preprocess
+
+    def preprocess(payload):
+        try:
+            check(payload)
+        except LBDTError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        return original(payload)
+
+    component.preprocess = preprocess
+
+
+class _OneLineModel:
+    """A component's Gradio data model (e.g. `FileData`) whose validation of a request's value fails with one
+    message naming the input (Gradio's own is pydantic's multi-line report plus a server-side traceback)."""
+
+    def __init__(self, model: Any, name: str):
+        self._model, self._name = model, name
+
+    def __getattr__(self, attribute: str) -> Any:  # schema, from_json, ...: the model's own
+        return getattr(self._model, attribute)
+
+    def model_validate(self, value: Any, *args: Any, **kwargs: Any) -> Any:
+        import gradio as gr
+        import pydantic
+
+        try:
+            return self._model.model_validate(value, *args, **kwargs)
+        except pydantic.ValidationError:
+            raise gr.Error(f"{self._name}: expected an uploaded file, got {type(value).__name__} "
+                           f"{str(value)[:40]!r}", print_exception=False) from None
+
+
+def _check_upload(payload: Any) -> None:
+    """The video a request names: one file (Gradio's `FileData`) of a type the page accepts."""
+    if payload is None:
+        return  # `run` says "no video"
+    path = getattr(payload, "path", None)
+    if not isinstance(path, str):
+        raise LBDTError(f"video: expected one uploaded file, got {type(payload).__name__}")
+    name = Path(getattr(payload, "orig_name", None) or path).name
+    suffix = Path(name).suffix.lower()
+    if suffix not in UPLOAD_TYPES or Path(path).suffix.lower() not in UPLOAD_TYPES:
+        raise LBDTError(f"{name}: unsupported file type {suffix or '(none)'!r} "
+                        f"(expected {', '.join(t[1:] for t in UPLOAD_TYPES)})")
+
+
+def _request_number(value: Any, name: str, low: float, high: float, *, whole: bool = False) -> float:
+    """A number sent with a request (the page's sliders, or any client): in [low, high], whole if asked."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+            or (whole and value != int(value)):
+        raise LBDTError(f"{name}: must be a {'whole ' if whole else ''}number in {low:g}..{high:g}, got {value!r}")
     return float(value)
 
 
