@@ -15,9 +15,9 @@ def free_port() -> int:
 
 
 def running_app(tmp_path_factory, **limits) -> Iterator:
-    """Start synthetic-tiny's page (fp32; `lbdt.serve.Limits(**limits)`) on 127.0.0.1; stop it afterwards."""
+    """Start synthetic-tiny's page (fp32; `lbdt.tools.serve.Limits(**limits)`) on 127.0.0.1; stop it afterwards."""
     pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
-    from lbdt.serve import Limits, build_app
+    from lbdt.tools.serve import Limits, build_app
 
     served = build_app("synthetic-tiny", precision="fp32", limits=Limits(**limits),
                        workdir=tmp_path_factory.mktemp("serve"))

@@ -293,7 +293,7 @@ def test_host_not_on_this_machine(capsys, host, message):
 
 @pytest.mark.parametrize("port", [0, 65536, -1, 80.5, "7860", True])
 def test_port_out_of_range_in_the_python_api(port):
-    from lbdt.serve import serve
+    from lbdt.tools.serve import serve
 
     with pytest.raises(LBDTError, match=rf"^--port: must be a whole number in 1..65535, got {port!r}$"):
         serve(port=port)
@@ -311,7 +311,7 @@ def test_port_out_of_range_in_the_python_api(port):
     ("max_queue", -3, "--max-queue: must be a whole number >= 1, got -3"),
 ])
 def test_bad_limits(field, value, message):
-    from lbdt.serve import Limits
+    from lbdt.tools.serve import Limits
 
     with pytest.raises(LBDTError) as info:
         Limits(**{field: value})

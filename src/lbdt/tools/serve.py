@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 
 from lbdt.errors import LBDTError
+from lbdt.runtime import announce
+from lbdt.words import check_sentence, tokenize
 
 UPLOAD_TYPES = (".mp4", ".webm", ".mov", ".gif")
 INSTALL_HINT = "lbdt serve needs Gradio: pip install 'lbdt[serve]'"
@@ -128,8 +130,6 @@ class ClipResult:
 def parse_sentences(text: str, max_sentences: int | None = None) -> list[str]:
     """One sentence per non-blank line; an error when there is none, when one has no word, when there are
     more than `max_sentences`, or when the text is over `MAX_TEXT_CHARS` characters."""
-    from lbdt.data.text import check_sentence
-
     if text is None:
         text = ""
     if not isinstance(text, str):
@@ -153,8 +153,6 @@ def word_notices(segmenter, sentences: Sequence[str]) -> list[str]:
 
 
 def _sentence_notices(segmenter, j: int, sentence: str) -> list[str]:
-    from lbdt.data.text import tokenize
-
     notices = []
     tokens = tokenize(sentence, None)
     if len(tokens) > segmenter.max_words:
@@ -192,7 +190,7 @@ def segment_clip(segmenter, video: str | os.PathLike, sentences: Sequence[str], 
     size before decoding). A video that decodes to fewer frames than it declares adds a warning.
     `progress(done, total)` is called after every frame (total None when unknown).
     """
-    from lbdt.atomic import atomic_write
+    from lbdt.io import atomic_write
     from lbdt.data.video import VideoFrame, VideoReader, open_video
     from lbdt.evaluation.writers import mask_png_bytes
     from lbdt.predictor import sentence_folders
@@ -528,8 +526,6 @@ def serve(weights: str | os.PathLike = "synthetic-tiny", *, host: str = "127.0.0
     the limits are checked before the weights are loaded; the notices (demo model, device and precision)
     are printed before the page is served."""
     import signal
-
-    from lbdt.runtime import announce
 
     def stop(signum, frame):  # SIGTERM ends the server like Ctrl+C, so the temporary folder is removed
         raise KeyboardInterrupt
