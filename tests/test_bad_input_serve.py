@@ -120,6 +120,26 @@ def test_truncated_video_is_refused(client, files, tmp_path):
     served(client, files)
 
 
+def test_truncated_video_with_its_index_first_is_segmented_with_a_warning(client, files, tmp_path):
+    import av
+
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:  # the index before the frames
+        stream = container.add_stream("libx264", rate=10)
+        stream.pix_fmt, stream.options, stream.height, stream.width = "yuv444p", {"crf": "0"}, 48, 64
+        for i in range(10):
+            noise = np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(noise, format="rgb24")))
+        container.mux(stream.encode(None))
+    data = whole.read_bytes()
+    cut = write(tmp_path, "half.mp4", data[: len(data) * 6 // 10])
+    *_, notes = client.predict(handle_file(str(cut)), SENTENCE, 0.5, 1, api_name="/segment")
+    assert notes.startswith("5 frames at 64×48, 10 fps")
+    assert "**Warning:** half.mp4: decoded 5 of the 10 frames it declares (truncated or damaged file?); the " \
+           "missing frames are not segmented" in notes
+    served(client, files)
+
+
 def test_frames_over_the_size_limit(client, files, tmp_path):
     write_mp4(tmp_path / "large.mp4", clip_frames(2, (96, 128)), fps=10)
     refused(client, files, "large.mp4: declares frames of 128×96 (12,288 pixels), over the limit of 10,000 pixels "
