@@ -25,11 +25,11 @@ from serving import free_port, running_app
 
 pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
 
-from gradio_client import Client, handle_file  # noqa: E402 -- after the skip
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
-LIMITS = dict(max_upload_mb=0.2, max_seconds=3, max_frames=12, max_frame_pixels=100 * 100, max_sentences=3,
-              max_queue=2)
+LIMITS = {"max_upload_mb": 0.2, "max_seconds": 3, "max_frames": 12, "max_frame_pixels": 100 * 100,
+          "max_sentences": 3, "max_queue": 2}
 SENTENCE = "the red circle"
 TYPES = "expected mp4, webm, mov, gif"
 
@@ -204,8 +204,8 @@ def test_a_path_that_was_not_uploaded_is_not_read(app, client, files):
     outside = Path(__file__).resolve().parent / "media.py"  # exists, outside the app's folder
     for path in (outside, files / "good.mp4", Path("/etc/passwd"), app.workdir / "examples" / "../../../x.mp4"):
         event, message = raw_call(app, [{"path": str(path), "meta": {"_type": "gradio.FileData"}}, SENTENCE, 0.5, 1])
-        assert (event, message) == ("error", f"Cannot move {path.resolve()} to the gradio cache dir because it was "
-                                    "not uploaded by a user.")
+        expected = f"Cannot move {path.resolve()} to the gradio cache dir because it was not uploaded by a user."
+        assert (event, message) == ("error", expected)
     served(client, files)
 
 
@@ -300,8 +300,8 @@ def test_start_on_the_running_apps_port(app):
 
 
 @pytest.mark.parametrize("host, message", [
-    ("192.0.2.1", "--host 192.0.2.1: not an address of this machine (127.0.0.1: this machine only; 0.0.0.0: every "
-                  "interface)"),
+    ("192.0.2.1", ("--host 192.0.2.1: not an address of this machine (127.0.0.1: this machine only; 0.0.0.0: "
+                   "every interface)")),
     ("", "--host: must be an address of this machine (127.0.0.1, 0.0.0.0, ...), got ''"),
     ("300.1.2.3", "--host 300.1.2.3: unknown host name or address ("),
 ])

@@ -18,8 +18,8 @@ and every output live in the app's own temporary folder, the only place files ar
 concurrency 1, at most `max_queue` waiting). Every request is bounded (`Limits`): sentences per request,
 frame size (the size a video declares is checked before decoding, by `lbdt.data.video`), frame count and
 duration; a refused request is one message and the next one is served. `check_address` tries the host and
-port before anything is loaded, so a port in use or a host that is not on this machine is one line. Gradio's analytics are switched off and the page uses system fonts, so nothing is
-fetched from the network.
+port before anything is loaded, so a port in use or a host that is not on this machine is one line.
+Gradio's analytics are switched off and the page uses system fonts, so nothing is fetched from the network.
 """
 
 from __future__ import annotations
@@ -492,15 +492,13 @@ class _OneLineModel:
 
 
 def _check_upload(payload: Any) -> None:
-    """The video a request names: one file (Gradio's `FileData`) of a type the page accepts."""
+    """The video a request names (Gradio's `FileData`, validated by `_OneLineModel`): a type the page accepts,
+    by the name the client gave and by the stored file's name."""
     if payload is None:
         return  # `run` says "no video"
-    path = getattr(payload, "path", None)
-    if not isinstance(path, str):
-        raise LBDTError(f"video: expected one uploaded file, got {type(payload).__name__}")
-    name = Path(getattr(payload, "orig_name", None) or path).name
+    name = Path(payload.orig_name or payload.path).name
     suffix = Path(name).suffix.lower()
-    if suffix not in UPLOAD_TYPES or Path(path).suffix.lower() not in UPLOAD_TYPES:
+    if suffix not in UPLOAD_TYPES or Path(payload.path).suffix.lower() not in UPLOAD_TYPES:
         raise LBDTError(f"{name}: unsupported file type {suffix or '(none)'!r} "
                         f"(expected {', '.join(t[1:] for t in UPLOAD_TYPES)})")
 
