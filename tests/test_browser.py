@@ -144,3 +144,17 @@ def test_browser_shows_unreadable_file(browser, app, tmp_path):
     page.locator("#run").click()
     assert "broken.mp4: cannot read video (" in error_text(page)
     page.close()
+
+
+def test_browser_runs_the_example_after_a_refusal(browser, app):
+    page = open_page(browser, app)
+    page.locator("#sentences textarea").fill("the red circle")
+    page.locator("#run").click()  # no video yet
+    assert error_text(page).splitlines()[-1] == "no video: upload one (mp4, webm, mov, gif) or pick the example below"
+    page.get_by_text("synthetic-example.mp4").first.click()  # the bundled example fills the video and sentences
+    page.wait_for_function("() => document.querySelector('#sentences textarea').value.includes('\\n')")
+    page.locator("#run").click()
+    page.wait_for_function("() => { const v = document.querySelector('#overlay video');"
+                           " return v && v.readyState >= 2 && v.videoWidth > 0; }", timeout=60_000)
+    assert page.locator("#notes").inner_text().startswith("20 frames at 256×192, 8 fps, on cpu in fp32")
+    page.close()
