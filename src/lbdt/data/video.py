@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -222,7 +223,6 @@ def _check_frame_size(path: Path, width: int, height: int, max_pixels: int, what
 
 
 def _open_file(path: Path, max_pixels: int) -> VideoReader:
-    import av
 
     try:
         with av.open(str(path)) as container:
