@@ -466,11 +466,10 @@ class _OneLineModel:
 
     def model_validate(self, value: Any, *args: Any, **kwargs: Any) -> Any:
         import gradio as gr
-        import pydantic
 
         try:
             return self._model.model_validate(value, *args, **kwargs)
-        except pydantic.ValidationError:
+        except ValueError:  # pydantic's ValidationError
             raise gr.Error(f"{self._name}: expected an uploaded file, got {type(value).__name__} "
                            f"{str(value)[:40]!r}", print_exception=False) from None
 
