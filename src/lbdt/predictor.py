@@ -37,17 +37,18 @@ from torch import Tensor
 
 from lbdt.atomic import crash_point, write_text
 from lbdt.checkpoint import Runnable
-from lbdt.data.text import WordVectors, check_sentence, resolve_word_vectors
+from lbdt.cpu_load import load_warning, read_load
+from lbdt.data.text import Coverage, WordVectors, check_sentence, resolve_word_vectors
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
 from lbdt.engine.fast import OneDNNConv, prepare_for_inference, to_input
 from lbdt.engine.inference import resize_bilinear
-from lbdt.errors import LBDTError
+from lbdt.errors import LBDTError, LBDTNotice
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
 from lbdt.paths import check_output_dir
 from lbdt.pretrained import load_pretrained
-from lbdt.runtime import Precision, announce, autocast, resolve_device, resolve_precision
+from lbdt.runtime import Precision, autocast, resolve_device, resolve_precision
 from lbdt.types import Prediction, SampleMeta
 
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: an exported folder (`lbdt export --format onnx`)
@@ -86,8 +87,6 @@ class VideoSegmenter:
             runnable = load_exported(model_or_name, device=self.device)
         else:
             self.precision = resolve_precision(precision, self.device)
-            if self.precision.emulated:
-                warnings.warn(f"bf16 on this CPU is emulated: {self.precision.reason}", stacklevel=2)
             if isinstance(model_or_name, LBDT):  # the caller's model: used as it is
                 runnable = Runnable(model=model_or_name, variant="", source="in-memory model", kind="in-memory")
             elif isinstance(model_or_name, Runnable):
@@ -114,6 +113,12 @@ class VideoSegmenter:
         self.threshold = float(threshold)
         self.source = runnable.source
         self.max_buffered = 0  # most preprocessed frames held at once during the last run (≤ k + batch_size)
+        # what to know before any frame is segmented, warned as `LBDTNotice`s (`lbdt predict` prints them)
+        self.notices = [device_notice(self.device, self.precision)]
+        if runnable.card.get("notice"):
+            self.notices.append(" ".join(str(runnable.card["notice"]).split()))
+        for text in self.notices:
+            warnings.warn(text, LBDTNotice, stacklevel=2)
 
     # ---------------------------------------------------------------- public API
     def encode(self, sentence: str) -> TextFeatures:
@@ -124,6 +129,8 @@ class VideoSegmenter:
         if known.none_known:
             raise LBDTError(f"no word of {sentence!r} is in this model's vocabulary ({len(self.word_vectors)} words): "
                             f"{', '.join(repr(t) for t in known.unknown)}")
+        for text in sentence_notices(sentence, known, self.max_words):
+            warnings.warn(text, LBDTNotice, stacklevel=3)
         vectors, mask = self.word_vectors.encode(sentence, max_len=self.max_words)
         with torch.inference_mode(), autocast(self.device, self.precision):
             return self.model.encode_text(vectors[None].to(self.device), mask[None].to(self.device))
@@ -200,6 +207,25 @@ class VideoSegmenter:
         return normalize(resize_image(image, self.size)).to(self.device)
 
 
+def device_notice(device: torch.device, precision: Precision) -> str:
+    """"running on cpu in fp32 (why)": the device and precision line, with "warning: " when bf16 is emulated."""
+    head = "warning: " if precision.emulated else ""
+    return f"{head}running on {device} in {precision.name} ({precision.reason})"
+
+
+def sentence_notices(sentence: str, coverage: Coverage, max_words: int) -> list[str]:
+    """What the model will not see of `sentence`: its unknown words (zero vectors) and the words past its
+    `max_words` tokens (cut off)."""
+    out = []
+    if coverage.unknown:
+        out.append(f"{sentence!r}: not in the model's vocabulary (zero vectors): {', '.join(coverage.unknown)} "
+                   f"({coverage.unknown_fraction:.0%} of the sentence)")
+    if coverage.cut:
+        out.append(f"{sentence!r}: longer than the model's {max_words} tokens; cut off: "
+                   f"{' '.join(t.strip() or repr(t) for t in coverage.cut)}")
+    return out
+
+
 def _whole(value: Any, name: str, minimum: int) -> int:
     """An integer argument >= `minimum` (bools and floats are refused, not truncated)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -254,8 +280,11 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
       know (`unknown_words`, `unknown_fraction`), whether every mask came out empty, timings; `frames_declared`
       and `frames_missing` (> 0 when a video file decodes to fewer frames than it declares, see lbdt.data.video).
 
-    On stderr: what a demonstration model is (synthetic-tiny), each sentence's unknown words, and each sentence
-    whose masks are all empty.
+    On stderr, before the first frame is segmented: the device and precision and why, what a demonstration
+    model is (synthetic-tiny), each sentence's unknown words and the words cut off past the model's N tokens
+    (the segmenter's `LBDTNotice`s; `summary.json` keeps them as `notices`, and per sentence `unknown_words`,
+    `words_cut`), and a warning when the CPU is busy (`lbdt.cpu_load`); after the run, each sentence whose masks
+    are all empty.
 
     Every file is written atomically. The folder is complete or visibly incomplete: an `INCOMPLETE` file is
     written before anything else and removed after `summary.json`, which is written last. A re-run replaces the
@@ -274,10 +303,18 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     reader = open_video(video)  # input errors first, before loading weights
     out = check_output_dir(out_dir)
     started = time.perf_counter()
-    segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
-                               frame_gap=frame_gap, word_vectors=word_vectors, backend=backend)
-    loaded = time.perf_counter()
-    stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
+    with warnings.catch_warnings(record=True) as caught:  # the segmenter's notices, printed below as lines
+        warnings.simplefilter("always", LBDTNotice)
+        segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
+                                   frame_gap=frame_gap, word_vectors=word_vectors, backend=backend)
+        loaded = time.perf_counter()
+        stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written
+    notices = _print_notices(caught)
+    load = read_load()
+    busy = load_warning(load) if segmenter.device.type == "cpu" else None
+    if busy:
+        print(f"lbdt: warning: {busy}", file=sys.stderr)
+        notices.append(f"warning: {busy}")
     coverage = [segmenter.word_vectors.coverage(s, max_len=segmenter.max_words) for s in sentences]
     folders = sentence_folders(sentences)
     out.mkdir(parents=True, exist_ok=True)
@@ -309,19 +346,11 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         raise
     done = time.perf_counter()
     n = len(frame_ids)
-    # What the user should know, printed once the run has succeeded (an error is always the only line printed):
-    # the device and precision, what a demonstration model is, unknown words, all-empty masks.
-    announce(segmenter.precision, segmenter.device)
-    notice = segmenter.runnable.card.get("notice")
-    if notice:
-        print(f"lbdt: note: {' '.join(str(notice).split())}", file=sys.stderr)
-    for s, c in zip(sentences, coverage):
-        if c.unknown:
-            print(f"lbdt: {s!r}: not in the model's vocabulary (zero vectors): {', '.join(c.unknown)} "
-                  f"({c.unknown_fraction:.0%} of the sentence)", file=sys.stderr)
+    # the notices (device, demonstration model, words) went out before the first frame; the result's own:
     for r, c in zip(records, coverage):
         r["unknown_words"] = list(c.unknown)
         r["unknown_fraction"] = round(c.unknown_fraction, 6)
+        r["words_cut"] = list(c.cut)
         r["all_masks_empty"] = n > 0 and not any(r["foreground_fraction"])
         if r["all_masks_empty"]:
             print(f"lbdt: {r['sentence']!r}: every mask is empty ({n} frames): the model found nothing it relates to "
@@ -339,12 +368,28 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
                   **segmenter.precision.as_dict(), "batch_size": segmenter.batch_size, "backend": backend},
         "sentences": [{**r, "masks": f"{r['folder']}/masks", "overlay": f"{r['folder']}/overlay.mp4" if overlay else None,
                        "mean_foreground_fraction": float(np.mean(r["foreground_fraction"]))} for r in records],
+        "notices": notices,
+        "machine_load": load.as_dict(),
         "timings": {"load_s": round(loaded - started, 3), "segment_s": round(done - loaded, 3),
                     "frames_per_s": round(n / max(done - loaded, 1e-9), 3)},
     }
     save_metrics_json(out / "summary.json", summary)  # last: its presence means the folder is complete
     (out / INCOMPLETE).unlink()
     return summary
+
+
+def _print_notices(caught: list[warnings.WarningMessage]) -> list[str]:
+    """Print the recorded `LBDTNotice`s as `lbdt: ...` lines on stderr (before any frame is segmented) and
+    return their texts; any other recorded warning is warned again, unchanged."""
+    notices = []
+    for w in caught:
+        if issubclass(w.category, LBDTNotice):
+            text = str(w.message)
+            notices.append(text)
+            print(f"lbdt: {text}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return notices
 
 
 def _clear_previous_result(out: Path) -> None:
