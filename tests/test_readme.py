@@ -1,4 +1,5 @@
-"""Every ```python and ```bash block of README.md runs as written, in a scratch folder holding a small clip.
+"""Every ```python and ```bash block of README.md runs as written, in a scratch folder holding a small clip
+(clip.mp4) and what `lbdt demo` writes (out/demo/, whose clip.mp4 the Python blocks use).
 
 Downloads are replaced by small stand-ins installed beforehand into `$LBDT_HOME` through the real
 `lbdt download --from` code (a tiny lbdt checkpoint standing in for official-lbdt4, an 8-word GloVe zip for
@@ -21,6 +22,7 @@ import torch
 
 import media
 from lbdt import download
+from lbdt.demo import run_demo
 from test_download import glove_text, glove_zip
 from test_pretrained import tiny_state
 
@@ -44,6 +46,7 @@ def scratch(tmp_path_factory):
     for t, f in enumerate(frames):
         f[10:22, 8 + 6 * t:20 + 6 * t] = (220, 30, 30)  # a red square moving right
     media.write_mp4(work / "clip.mp4", frames)
+    run_demo(out_dir=work / "out" / "demo", precision="fp32")  # out/demo/clip.mp4, as `make demo` leaves it
     _, state = tiny_state(size=(64, 96), frame_gap=2)
     torch.save(state, base / "tiny.pt")
     known = dict(download.KNOWN)

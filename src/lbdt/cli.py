@@ -495,11 +495,13 @@ def _demo(args: argparse.Namespace) -> int:
     print(f'demo: "{r.sentence}" (motion-dependent), seed {r.seed}: mean IoU {r.mean_iou:.3f} over {r.frames} '
           f"frames, {r.mean_iou_full_cue:.3f} from frame {r.frame_gap} on (reference t-{r.frame_gap} exists) "
           f"({r.seconds:.1f} s, {r.precision} on {r.device})")
+    print(f'  beside it: "{r.appearance_sentence}" (appearance): mean IoU {r.appearance_mean_iou:.3f}')
     if r.benchmark_motion_iou is not None:
         print(f"  for comparison: {args.weights} scores {r.benchmark_motion_iou:.3f} mean IoU on the motion sentences "
               "of the synthetic benchmark's test split; it tells a moving twin from a still one (~0.84) but not "
               "yet reliably which way it moves (~0.43)")
-    print(f"wrote {r.out_dir}/overlay.mp4, {r.out_dir}/masks/, {r.out_dir}/strip.png, {r.out_dir}/summary.json")
+    print(f"wrote {r.out_dir}/clip.mp4 (the input), {r.out_dir}/overlay.mp4, {r.out_dir}/masks/, "
+          f"{r.out_dir}/strip.png, {r.out_dir}/summary.json")
     return 0
 
 

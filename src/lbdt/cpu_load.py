@@ -55,5 +55,7 @@ def load_warning(reading: CPULoad, *, option: str = "--threads") -> str | None:
             f"thread{'s' if reading.threads != 1 else ''}, so timings are slow and noisy")
     n = better_threads(reading)
     if n < reading.threads:
-        return f"{head}; {option} {n} fits the free cores better"
+        crowded = reading.cores - reading.load_average < 0.5
+        return f"{head}; {option} {n} fits the free cores better" + (
+            ", though even 1 thread shares a core at this load" if crowded else "")
     return f"{head}; even 1 thread shares its core: wait for the load to drop before timing anything"

@@ -18,6 +18,7 @@ How a video is processed (docs/inference.md, 'What happens to a video'):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -303,13 +304,11 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     reader = open_video(video)  # input errors first, before loading weights
     out = check_output_dir(out_dir)
     started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:  # the segmenter's notices, printed below as lines
-        warnings.simplefilter("always", LBDTNotice)
+    with notices_to_stderr() as notices:  # the segmenter's notices, as lines, before any frame is segmented
         segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
                                    frame_gap=frame_gap, word_vectors=word_vectors, backend=backend)
         loaded = time.perf_counter()
         stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written
-    notices = _print_notices(caught)
     load = read_load()
     busy = load_warning(load) if segmenter.device.type == "cpu" else None
     if busy:
@@ -378,18 +377,21 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     return summary
 
 
-def _print_notices(caught: list[warnings.WarningMessage]) -> list[str]:
-    """Print the recorded `LBDTNotice`s as `lbdt: ...` lines on stderr (before any frame is segmented) and
-    return their texts; any other recorded warning is warned again, unchanged."""
-    notices = []
+@contextlib.contextmanager
+def notices_to_stderr() -> Iterator[list[str]]:
+    """For the commands: the `LBDTNotice`s warned inside the block are printed as `lbdt: ...` lines on stderr
+    when it ends, and their texts are appended to the yielded list (for the output JSON); any other warning
+    is warned again, unchanged."""
+    notices: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LBDTNotice)
+        yield notices
     for w in caught:
         if issubclass(w.category, LBDTNotice):
-            text = str(w.message)
-            notices.append(text)
-            print(f"lbdt: {text}", file=sys.stderr)
+            notices.append(str(w.message))
+            print(f"lbdt: {w.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return notices
 
 
 def _clear_previous_result(out: Path) -> None:
