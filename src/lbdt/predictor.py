@@ -118,6 +118,9 @@ class VideoSegmenter:
         self.notices = [device_notice(self.device, self.precision)]
         if runnable.card.get("notice"):
             self.notices.append(" ".join(str(runnable.card["notice"]).split()))
+        if self.frame_gap == 0:
+            self.notices.append("frame_gap 0: every frame is its own reference, so the temporal input is zero "
+                                "(the spatial-only ablation)")
         for text in self.notices:
             warnings.warn(text, LBDTNotice, stacklevel=2)
 
