@@ -105,3 +105,39 @@ def test_load_warning_values(load, cores, threads, expected):
         assert text.endswith("shares a core at this load") == (load > cores - 0.5)
         assert f"load average {load:.1f} over the last minute on {cores} cores" in text
         assert better_threads(reading) == expected
+
+
+def test_benchmark_warns_before_measuring_on_a_busy_cpu_and_quick_ratios_are_flagged(monkeypatch):
+    import lbdt.benchmark as B
+
+    order: list[str] = []
+    monkeypatch.setattr(B, "read_load", lambda: CPULoad(load_average=4.0, cores=2, threads=2))
+    monkeypatch.setattr(B, "run_benchmark", lambda settings, progress: order.append("measure") or {"notes": []})
+    monkeypatch.setattr(B, "format_table", lambda result: "table")
+    result = B.benchmark(B.BenchmarkSettings(model="tiny", device="cpu"), quick=True, echo=order.append)
+    assert order[0].startswith("warning: the machine is busy: load average 4.0 over the last minute on 2 cores")
+    assert order[0].endswith("so its ratios (precision against precision, batch against batch) are meaningless "
+                             "under this load") and order[1:] == ["measure", "table"]
+    assert result["notes"] == ["measured on a busy machine: " + load_warning(CPULoad(4.0, 2, 2))]
+    order.clear()
+    monkeypatch.setattr(B, "read_load", lambda: CPULoad(load_average=0.1, cores=2, threads=2))
+    assert B.benchmark(B.BenchmarkSettings(model="tiny", device="cpu"), echo=order.append)["notes"] == []
+    assert order == ["measure", "table"]  # idle: nothing to say
+
+
+def test_frame_gap_zero_needs_spatial_only_and_is_a_notice(tmp_path, capsys):
+    video = tmp_path / "v.mp4"
+    write_mp4(video, [np.full((48, 64, 3), 90, np.uint8) for _ in range(2)])
+    with pytest.raises(SystemExit):
+        main(["predict", str(video), "--text", "the red circle", "--frame-gap", "0", "--out", str(tmp_path / "o")])
+    assert "pass --spatial-only to run that on purpose" in capsys.readouterr().err
+    assert main(["predict", str(video), "--text", "the red circle", "--spatial-only", "--frame-gap", "2",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--spatial-only means --frame-gap 0; give one of them" in capsys.readouterr().err
+    assert main(["predict", str(video), "--text", "the red circle", "--spatial-only", "--no-overlay",
+                 "--out", str(tmp_path / "o")]) == 0
+    assert "lbdt: frame_gap 0: every frame is its own reference" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["model"]["frame_gap"] == 0 and any("spatial-only" in n for n in summary["notices"])
+    with pytest.warns(LBDTNotice, match="frame_gap 0"):
+        VideoSegmenter("synthetic-tiny", frame_gap=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -81,3 +82,17 @@ def test_readme_block_runs(index, scratch):
     command = [sys.executable, "-c", code] if lang == "python" else ["bash", "-e", "-o", "pipefail", "-c", code]
     done = subprocess.run(command, check=False, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"README block {index + 1} ({lang}) failed:\n{code}\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_installs_lbdt_alone_and_make_test_the_dev_extras(tmp_path):
+    """`make demo` into a fresh venv installs `.` without the developer extras; `make test` installs `.[dev]`."""
+    def plan(target: str) -> list[str]:
+        done = subprocess.run(["make", "-n", "-C", str(ROOT), target, f"VENV={tmp_path / 'venv'}"], check=True,
+                              capture_output=True, text=True)
+        return [line for line in done.stdout.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+
+    (demo,) = plan("demo")
+    assert demo.endswith(" -e .") and "[dev]" not in demo
+    (test,) = plan("test")
+    assert test.endswith(" -e '.[dev]'")

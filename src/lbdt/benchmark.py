@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from lbdt.atomic import write_text
+from lbdt.cpu_load import load_warning, read_load
 from lbdt.engine import fast
 from lbdt.errors import LBDTError
 from lbdt.paths import check_output_file
@@ -604,12 +605,22 @@ def format_table(result: dict[str, Any]) -> str:
 
 def benchmark(settings: BenchmarkSettings, *, out: str | os.PathLike | None = None, quick: bool = False,
               echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """`lbdt benchmark`: run (`quick_settings` when `quick`), write JSON to `out` if given, print the table."""
+    """`lbdt benchmark`: run (`quick_settings` when `quick`), write JSON to `out` if given, print the table.
+    On a CPU whose load leaves too few cores for torch's threads, it says so first (`lbdt.cpu_load`) and notes it
+    in the result."""
     if out is not None:
         check_output_file(out)  # before minutes of measuring
     if quick:
         settings = quick_settings(settings)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)  # before the load check, which weighs the threads against the load
+    busy = load_warning(read_load()) if resolve_device(settings.device).type == "cpu" else None
+    if busy:
+        echo(f"warning: {busy}" + ("; --quick takes one sample per row, so its ratios (precision against precision, "
+                                   "batch against batch) are meaningless under this load" if quick else ""))
     result = run_benchmark(settings, progress=lambda s: echo(f"... {s}"))
+    if busy:
+        result["notes"].append(f"measured on a busy machine: {busy}")
     if out is not None:
         write_json(result, out)
     echo(format_table(result))

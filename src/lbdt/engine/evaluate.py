@@ -85,8 +85,10 @@ def evaluate(
     cfg = DataConfig(dataset=dataset, root=str(root), size=size, frame_gap=frame_gap, max_words=runnable.max_words,
                      val_split=split if split.startswith(HOLDOUT) else "")
     data = build_dataset(cfg, split, train=False, word_vectors=table, with_original_mask=has_gt and protocol == "native")
+    full = len(data)
     if limit is not None:
         data = Subset(data, range(min(max(0, int(limit)), len(data))))
+    partial = len(data) < full  # --limit: a submission of this run is not one the server can score as a whole
     if len(data) == 0:
         raise LBDTError(f"{root}: split {split!r} has no samples")
 
@@ -111,7 +113,9 @@ def evaluate(
     submission = None
     if out is not None and dataset in ("ytvos", "mevis") and not has_gt:
         writer = MeViSSubmissionWriter if dataset == "mevis" else YTVOSSubmissionWriter
-        submission = writer(zip_path=out / "submission.zip")
+        # a partial zip says so in its name and its comment, so it is not uploaded by mistake
+        submission = writer(zip_path=out / ("submission.partial.zip" if partial else "submission.zip"),
+                            comment=f"partial: the first {len(data)} of {full} samples (--limit {limit})" if partial else "")
         sinks.append(submission)
 
     results = run_on_dataset(runnable.model, data, evaluators=evaluators, sinks=sinks, protocol=protocol,
@@ -126,6 +130,8 @@ def evaluate(
         "threshold": threshold, "input_size": list(size), "device": str(dev), **prec.as_dict(),
         "world_size": ranks.world_size,
     }
+    if partial:
+        report["partial"] = {"samples": len(data), "of": full, "limit": limit}
     report.update({name: results[name] for name in evaluators})
     if benchmark is not None:
         report["benchmark_protocol"] = benchmark.PROTOCOL
@@ -176,6 +182,10 @@ def format_report(report: dict) -> str:
         parts.append(format_metrics_table(report["jf"], labels=report["labels"]))
     if "metrics" not in report and "jf" not in report:
         parts.append("no ground truth in this split: predictions only")
+    if "partial" in report:
+        p = report["partial"]
+        parts.append(f"partial: only the first {p['samples']} of {p['of']} samples (--limit {p['limit']}); metrics and "
+                     "any submission zip (submission.partial.zip) cover those alone")
     for name, path in report.get("outputs", {}).items():
         parts.append(f"{name}: {path}")
     return "\n".join(parts)

@@ -98,17 +98,19 @@ class YTVOSSubmissionWriter:
     Entries are `Annotations/<video>/<exp_id>/<frame>.png` (0/255, original size), where exp_id is
     `meta.expression_id` (or `meta.object_id` when the former is empty, as in the original's
     `valid_new_pure.txt`). The zip is built under a temporary name and moved to `zip_path` by `close()`.
-    Writing the same (video, expression, frame) twice raises `LBDTError`.
+    Writing the same (video, expression, frame) twice raises `LBDTError`. `comment` becomes the zip's comment
+    (e.g. what a partial zip lacks).
     """
 
     TOP = "Annotations/"  # folder above the video folders inside the zip
 
-    def __init__(self, *, zip_path: PathLike):
+    def __init__(self, *, zip_path: PathLike, comment: str = ""):
         self.zip_path = Path(zip_path)
         self.zip_path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(prefix=f".{self.zip_path.name}.", suffix=".tmp", dir=self.zip_path.parent)
         os.close(fd)
         self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
+        self._zip.comment = comment.encode("utf-8")[:65535]
         self._names: set[str] = set()
 
     @classmethod
