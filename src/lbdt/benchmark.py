@@ -33,6 +33,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -45,7 +46,7 @@ from torch import Tensor
 from lbdt.atomic import write_text
 from lbdt.cpu_load import load_warning, read_load
 from lbdt.engine import fast
-from lbdt.errors import LBDTError
+from lbdt.errors import LBDTError, LBDTNotice
 from lbdt.paths import check_output_file
 from lbdt.runtime import (
     PRECISIONS,
@@ -338,10 +339,12 @@ def _streaming_row(model: torch.nn.Module, *, precision: str, batch: int, settin
 
     clip = make_clip(0, frames=settings.frames, size=settings.size)
     video, sentence = clip.frames, clip.objects[0].sentence  # uint8 [T,H,W,3] at the model size
-    segmenter = VideoSegmenter(model, device=device, precision=precision, size=settings.size, batch_size=batch,
-                               word_vectors=WordVectors.seeded(vocabulary(), dim=300))
-    for _ in segmenter.segment(video[:batch], sentence):  # warm-up on one batch
-        pass
+    with warnings.catch_warnings():  # its notices (device, precision) are the table's own columns
+        warnings.simplefilter("ignore", LBDTNotice)
+        segmenter = VideoSegmenter(model, device=device, precision=precision, size=settings.size, batch_size=batch,
+                                   word_vectors=WordVectors.seeded(vocabulary(), dim=300))
+        for _ in segmenter.segment(video[:batch], sentence):  # warm-up on one batch
+            pass
     with peak_memory(device) as mem:
         _sync(device)
         start = time.perf_counter()
