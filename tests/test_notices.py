@@ -108,7 +108,7 @@ def test_load_warning_values(load, cores, threads, expected):
 
 
 def test_benchmark_warns_before_measuring_on_a_busy_cpu_and_quick_ratios_are_flagged(monkeypatch):
-    import lbdt.benchmark as B
+    import lbdt.tools.benchmark as B
 
     order: list[str] = []
     monkeypatch.setattr(B, "read_load", lambda: CPULoad(load_average=4.0, cores=2, threads=2))

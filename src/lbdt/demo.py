@@ -69,7 +69,8 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     printed on stderr before the work (`lbdt.predictor.notices_to_stderr`)."""
     from lbdt.data.synth import SPEED, make_clip
     from lbdt.evaluation.metrics import iou, mean_iou
-    from lbdt.evaluation.writers import save_mask_png, save_metrics_json
+    from lbdt.evaluation.writers import save_mask_png
+    from lbdt.io import write_json
     from lbdt.predictor import VideoSegmenter, notices_to_stderr
     from lbdt.visualize import VideoWriter, highlight_colors, overlay, save_image, side_by_side
 
@@ -136,7 +137,7 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
                         benchmark_motion_iou=_benchmark_motion_iou(segmenter.runnable.card),
                         device=str(segmenter.device), precision=segmenter.precision.name,
                         appearance_sentence=sentences[1], appearance_mean_iou=mean_iou(ious[1]), notices=notices)
-    save_metrics_json(out / "summary.json", {
+    write_json(out / "summary.json", {
         "seed": seed, "sentence": sentences[0], "sentence_type": "motion", "weights": segmenter.source,
         "device": str(segmenter.device), **segmenter.precision.as_dict(),
         "frames": result.frames, "size": list(size), "frame_gap": segmenter.frame_gap,
