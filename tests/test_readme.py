@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import media
-from lbdt import download
+from lbdt import download, registry
 from lbdt.demo import run_demo
 from test_download import glove_text, glove_zip
 from test_pretrained import tiny_state
@@ -50,7 +50,7 @@ def scratch(tmp_path_factory):
     run_demo(out_dir=work / "out" / "demo", precision="fp32")  # out/demo/clip.mp4, as `make demo` leaves it
     _, state = tiny_state(size=(64, 96), frame_gap=2)
     torch.save(state, base / "tiny.pt")
-    known = dict(download.KNOWN)
+    known = dict(registry.KNOWN)
     known["official-lbdt4"] = replace(known["official-lbdt4"], kind="lbdt", variant="tiny",
                                       settings={"dataset": "a2d", "size": [64, 96], "frame_gap": 2, "max_words": 25})
     old = os.environ.get("LBDT_HOME")

@@ -26,8 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lbdt.data.synth import SPEED, make_clip
 from lbdt.errors import LBDTError
+from lbdt.evaluation.metrics import iou, mean_iou
+from lbdt.evaluation.writers import OverlayVideoWriter, SentenceMaskWriter, drain
+from lbdt.io import write_json
 from lbdt.paths import check_output_dir
+from lbdt.predictor import VideoSegmenter, notices_to_stderr
+from lbdt.visualize import VideoWriter, highlight_colors, overlay, save_image, side_by_side, upscale
 
 DEMO_FRAMES = 20
 DEMO_SEED = 3  # median clip of seeds 0-23 for synthetic-tiny (IoU 0.452; 8 of 24 clips ~0.85, 16 ~0.45)
@@ -55,10 +61,6 @@ class DemoResult:
     notices: list[str] = field(default_factory=list)  # printed before the work (device, demonstration model)
 
 
-def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
-    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
-
-
 def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_SEED, weights: str = "synthetic-tiny",
              device: str = "auto", precision: str = "auto", frames: int = DEMO_FRAMES) -> DemoResult:
     """Generate a clip, segment its motion-dependent sentence and one appearance sentence with `weights` (one
@@ -67,12 +69,6 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     few frames, in highlight colours that are not in the scene) and `summary.json`. Returns the per-frame and
     mean IoU. `seed`: a clip seed, or "random". The segmenter's notices (device, demonstration model) are
     printed on stderr before the work (`lbdt.predictor.notices_to_stderr`)."""
-    from lbdt.data.synth import SPEED, make_clip
-    from lbdt.evaluation.metrics import iou, mean_iou
-    from lbdt.evaluation.writers import save_mask_png
-    from lbdt.io import write_json
-    from lbdt.predictor import VideoSegmenter, notices_to_stderr
-    from lbdt.visualize import VideoWriter, highlight_colors, overlay, save_image, side_by_side
 
     check_output_dir(out_dir)  # before any work (lbdt.paths)
     started = time.perf_counter()
@@ -86,7 +82,7 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     if seed < 0:  # checked before the weights are loaded
         raise LBDTError(f"--seed must be a non-negative integer or 'random', got {given!r}")
     with notices_to_stderr() as notices:
-        segmenter = VideoSegmenter(weights, device=device, precision=precision)
+        segmenter = VideoSegmenter.from_pretrained(weights, device=device, precision=precision)
     size = segmenter.size
     speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)  # as in the training clips
     try:
@@ -109,21 +105,27 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     ious: list[list[float]] = [[], []]
     rows_at = set(np.linspace(min(segmenter.frame_gap, frames - 1), frames - 1, STRIP_ROWS).round().astype(int).tolist())
     rows = []
-    with VideoWriter(out / "overlay.mp4", fps=8) as video:
+    masks = SentenceMaskWriter(out, ["masks", "appearance_masks"])  # per sentence
+    video = OverlayVideoWriter(out / "overlay.mp4", fps=8, sentences=[0], scale=DISPLAY_SCALE,
+                               caption=lambda pred: f"{sentences[0]}  (frame {pred.frame_index})",
+                               colors=[prediction_color], alpha=HIGHLIGHT_ALPHA)
+
+    def tint(frame: np.ndarray, mask: np.ndarray, color) -> np.ndarray:
+        return overlay(frame, upscale(mask, DISPLAY_SCALE), color=color, alpha=HIGHLIGHT_ALPHA, outline=DISPLAY_SCALE)
+
+    def frames_and_strip(stream):  # IoU per frame and sentence, and the strip's rows, as the predictions go by
         for preds in stream:
-            t = preds[0].extras["index"]
-            save_mask_png(out / "masks" / f"{preds[0].meta.frame_id}.png", preds[0].mask)
+            t = preds[0].frame_index
             for j, pred in enumerate(preds):
                 ious[j].append(iou(pred.mask, clip.masks[(target, single)[j]][t]))
-            frame = _upscale(preds[0].extras["frame"], DISPLAY_SCALE)
-            masks = [_upscale(p.mask, DISPLAY_SCALE) for p in preds]
-            truths = [_upscale(clip.masks[i][t], DISPLAY_SCALE) for i in (target, single)]
-            video.write(overlay(frame, masks[0], sentence=f"{sentences[0]}  (frame {t})", color=prediction_color,
-                                alpha=HIGHLIGHT_ALPHA, outline=DISPLAY_SCALE))
             if t in rows_at:
-                rows.append([frame] + [overlay(frame, m, color=c, alpha=HIGHLIGHT_ALPHA, outline=DISPLAY_SCALE)
-                                       for m, c in ((masks[0], prediction_color), (truths[0], truth_color),
-                                                    (masks[1], prediction_color), (truths[1], truth_color))])
+                frame = upscale(preds[0].frame, DISPLAY_SCALE)
+                truths = [clip.masks[i][t] for i in (target, single)]
+                rows.append([frame, tint(frame, preds[0].mask, prediction_color), tint(frame, truths[0], truth_color),
+                             tint(frame, preds[1].mask, prediction_color), tint(frame, truths[1], truth_color)])
+            yield preds
+
+    drain(frames_and_strip(stream), [masks, video])
     titles = [f"frame ({', '.join(str(t) for t in sorted(rows_at))})", "motion: prediction", "motion: truth",
               "appearance: prediction", "appearance: truth"]
     heading = (f'seed {seed}   motion: "{sentences[0]}" (mean IoU {mean_iou(ious[0]):.2f})   '
