@@ -27,7 +27,7 @@ def _notices(record) -> list[str]:
 def test_video_segmenter_warns_device_demo_model_unknown_and_cut_words():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LBDTNotice)
-        seg = VideoSegmenter("synthetic-tiny", precision="fp32")
+        seg = VideoSegmenter.from_pretrained("synthetic-tiny", precision="fp32")
     got = _notices(caught)
     assert got[0] == "running on cpu in fp32 (requested)"
     assert got[1].startswith("synthetic-tiny is a demonstration model trained only on lbdt's synthetic clips")
@@ -140,4 +140,4 @@ def test_frame_gap_zero_needs_spatial_only_and_is_a_notice(tmp_path, capsys):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["model"]["frame_gap"] == 0 and any("spatial-only" in n for n in summary["notices"])
     with pytest.warns(LBDTNotice, match="frame_gap 0"):
-        VideoSegmenter("synthetic-tiny", frame_gap=0)
+        VideoSegmenter.from_pretrained("synthetic-tiny", frame_gap=0)
