@@ -1,6 +1,7 @@
 """`lbdt serve` in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright through
 `executable_path`; no browser download) uploads a clip, types a sentence, runs it and finds the overlay video
-playing; an upload over the limit and an unreadable file each show one message on the page. Every request
+playing; an upload over the limit and an unreadable file each show one message on the page. The app runs with
+the default limits (what `lbdt serve` shows), so the screenshot is the page a user gets. Every request
 the page makes must go to 127.0.0.1 (others are aborted and fail the test).
 
 With LBDT_SAVE_SCREENSHOT=1 the screenshot of the finished page is also written to docs/images/serve.png."""
@@ -32,7 +33,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    yield from running_app(tmp_path_factory, max_seconds=10)
+    yield from running_app(tmp_path_factory)  # the default limits
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +66,27 @@ def open_page(browser, app):
 
 
 def test_browser_segments_a_clip_and_plays_the_result(browser, app, tmp_path):
-    drawn = make_clip(4, frames=16, size=(96, 128), speed=1.2)
+    drawn = make_clip(8, frames=16, size=(96, 128), speed=1.2)  # its purple and green shapes show the red and blue tints
     clip = tmp_path / "shapes.mp4"
     with VideoWriter(clip, fps=8) as writer:  # H.264 at crf 23: a few tens of KB, under the 0.2 MB limit
         for frame in drawn.frames:
             writer.write(frame.repeat(2, 0).repeat(2, 1))
-    sentence = drawn.objects[0].sentence
+    sentence = f"{drawn.objects[0].sentence}\n{drawn.objects[3].sentence}"  # a motion and an appearance sentence
     page = open_page(browser, app)
     assert "demonstration model trained only" in page.locator("#model-warning").inner_text()
+    assert page.locator("#runtime").inner_text() == "Runs on cpu in fp32 (requested)."
+    assert page.locator("#video-in").inner_text().startswith("Video (mp4, webm, mov, gif; at most 50 MB, 60 s, 1800")
+    assert page.locator("#sentences textarea").get_attribute("placeholder").startswith("Type what to segment, e.g. “")
+    assert page.locator("#area").count() == 0 and page.locator("#score").count() == 0  # no empty plots before a run
+    label_area = page.evaluate("() => Array.from(document.querySelectorAll('#overlay label')).map(l => {"
+                               " const r = l.getBoundingClientRect(); return r.width * r.height; })")
+    assert all(a <= 1 for a in label_area)  # the "Overlay" label (kept for screen readers) does not hide the caption
     page.locator("#video-in input[type=file]").set_input_files(str(clip))
     page.locator("#video-in").get_by_text("shapes").first.wait_for()
+    page.locator("#sentences textarea").fill("the bike riding left")  # the notice comes as it is typed
+    page.get_by_text("the model does not know 'bike', 'riding'").wait_for(timeout=10_000)
     page.locator("#sentences textarea").fill(sentence)
+    page.wait_for_function("() => !document.querySelector('#words').innerText.includes('bike')", timeout=10_000)
     page.locator("#run").click()
     page.wait_for_function("() => { const v = document.querySelector('#overlay video');"
                            " return v && v.readyState >= 2 && v.videoWidth > 0; }", timeout=60_000)
@@ -87,7 +98,9 @@ def test_browser_segments_a_clip_and_plays_the_result(browser, app, tmp_path):
                           " return {t: v.currentTime, paused: v.paused, w: v.videoWidth, h: v.videoHeight}; }")
     assert not video["paused"] and video["t"] != first  # playing: the clock moves
     assert (video["w"], video["h"]) == (256, 192)
-    assert "16 frames at 256×192, 8 fps." in page.locator("#notes").inner_text()
+    assert "16 frames at 256×192, 8 fps, on cpu in fp32 (requested)." in page.locator("#notes").inner_text()
+    page.locator("#area").wait_for()  # the plots appear with the result
+    page.locator("#score").wait_for()
     assert "masks.zip" in page.locator("#masks").inner_text().replace("\n", "")  # the name is split in two spans
     shot = tmp_path / "serve.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -112,7 +125,8 @@ def error_text(page) -> str:
 
 def test_browser_shows_upload_over_the_limit(browser, app, tmp_path):
     big = tmp_path / "big.mp4"
-    big.write_bytes(b"\0" * (300 * 1024))  # over 0.2 MB
+    with big.open("wb") as f:  # over the default 50 MB
+        f.truncate(51 * 1024 * 1024)
     page = open_page(browser, app)
     page.locator("#video-in input[type=file]").set_input_files(str(big))
     text = error_text(page)
@@ -129,4 +143,18 @@ def test_browser_shows_unreadable_file(browser, app, tmp_path):
     page.locator("#sentences textarea").fill("the red circle")
     page.locator("#run").click()
     assert "broken.mp4: cannot read video (" in error_text(page)
+    page.close()
+
+
+def test_browser_runs_the_example_after_a_refusal(browser, app):
+    page = open_page(browser, app)
+    page.locator("#sentences textarea").fill("the red circle")
+    page.locator("#run").click()  # no video yet
+    assert error_text(page).splitlines()[-1] == "no video: upload one (mp4, webm, mov, gif) or pick the example below"
+    page.get_by_text("synthetic-example.mp4").first.click()  # the bundled example fills the video and sentences
+    page.wait_for_function("() => document.querySelector('#sentences textarea').value.includes('\\n')")
+    page.locator("#run").click()
+    page.wait_for_function("() => { const v = document.querySelector('#overlay video');"
+                           " return v && v.readyState >= 2 && v.videoWidth > 0; }", timeout=60_000)
+    assert page.locator("#notes").inner_text().startswith("20 frames at 256×192, 8 fps, on cpu in fp32")
     page.close()

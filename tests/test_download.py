@@ -297,7 +297,11 @@ def test_demo_default_is_the_fixed_representative_clip_next_to_the_benchmark(tmp
     from lbdt.demo import DEMO_SEED
 
     assert main(["demo", "--out", str(tmp_path / "a")]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # the notices come as lines (not Python warnings), before the work: in summary.json too
+    assert "lbdt: synthetic-tiny is a demonstration model" in captured.err and "LBDTNotice" not in captured.err
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["notices"][0].startswith("running on ")
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["seed"] == DEMO_SEED and f"seed {DEMO_SEED}:" in printed
     assert summary["benchmark_motion_mean_iou"] == 0.616  # synthetic-tiny's card, from synthetic_learning.json

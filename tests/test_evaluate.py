@@ -209,6 +209,26 @@ def test_evaluate_ytvos_valid_writes_a_valid_submission(bench, tmp_path):
     assert main(["validate-submission", str(out / "submission.zip"), "--meta", str(tmp_path / "meta.json")]) == 1
 
 
+def test_a_limited_ytvos_valid_run_writes_a_zip_marked_partial(bench, tmp_path):
+    _, records = _records(bench / "ytvos", "ytvos", "valid")
+    out = tmp_path / "sub"
+    report = evaluate(str(bench / "tiny.pt"), EvaluateSettings(
+        dataset="ytvos", root=str(bench / "ytvos"), split="valid", batch_size=6, device="cpu", output_dir=str(out),
+        progress=False, limit=3))
+    assert report["partial"] == {"samples": 3, "of": len(records), "limit": 3} and len(records) > 3
+    assert not (out / "submission.zip").exists()  # never under the name the server expects
+    with zipfile.ZipFile(out / "submission.partial.zip") as z:
+        assert len(z.namelist()) == 3
+        assert z.comment.decode() == f"partial: the first 3 of {len(records)} samples (--limit 3)"
+    assert report["outputs"]["submission"] == str(out / "submission.partial.zip")
+    assert json.loads((out / "metrics.json").read_text())["partial"]["samples"] == 3
+    assert f"partial: only the first 3 of {len(records)} samples (--limit 3)" in format_report(report)
+    full = evaluate(str(bench / "tiny.pt"), EvaluateSettings(
+        dataset="ytvos", root=str(bench / "ytvos"), split="valid", batch_size=6, device="cpu",
+        output_dir=str(tmp_path / "all"), progress=False, limit=len(records)))
+    assert "partial" not in full and (tmp_path / "all" / "submission.zip").is_file()  # a limit above N: whole
+
+
 def test_evaluate_cli(bench, tmp_path, capsys):
     rc = main(["evaluate", str(bench / "tiny.pt"), "--dataset", "a2d", "--root", str(bench / "a2d"), "--split", "test",
                "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path), "--limit", "5", "--no-progress"])

@@ -174,7 +174,7 @@ def test_video_segmenter_masks_identical_over_a_synthetic_clip(shipped_export):
 
 
 @needs_onnx
-def test_predict_cli_onnxruntime_writes_the_same_masks(tmp_path, shipped_export):
+def test_predict_cli_onnxruntime_writes_the_same_masks(tmp_path, shipped_export, capsys):
     _, folder = shipped_export
     clip = make_clip(9, frames=10, size=(96, 128))
     write_mp4(tmp_path / "clip.mp4", list(clip.frames))
@@ -184,6 +184,8 @@ def test_predict_cli_onnxruntime_writes_the_same_masks(tmp_path, shipped_export)
         outs[backend] = tmp_path / backend
         assert main(["predict", str(tmp_path / "clip.mp4"), "--text", sentence, "--weights", weights,
                      "--backend", backend, "--precision", "fp32", "--out", str(outs[backend]), "--no-overlay"]) == 0
+        # the export carries the weights' card: the demonstration-model notice is there with either backend
+        assert "synthetic-tiny is a demonstration model" in capsys.readouterr().err, backend
     summary = json.loads((outs["onnxruntime"] / "summary.json").read_text())
     assert summary["model"]["backend"] == "onnxruntime" and summary["frames"] == 10
     pngs = sorted(p.relative_to(outs["torch"]) for p in outs["torch"].rglob("*.png"))

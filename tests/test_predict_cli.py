@@ -145,5 +145,15 @@ def test_demo_writes_its_outputs_and_reports_the_true_iou(tmp_path, weights, cap
     assert summary["mean_iou_from_frame_k"] == pytest.approx(np.mean(ious[3:]))  # k = 3 in this checkpoint
     assert f"mean IoU {np.mean(ious):.3f}" in printed and "seed 11" in printed
     assert summary["benchmark_motion_mean_iou"] is None  # a checkpoint without a card: nothing to compare with
-    with Image.open(out / "strip.png") as strip:
-        assert strip.width == 3 * 96 * 2 + 2 * 4  # frame | prediction | ground truth at 2x
+    with Image.open(out / "strip.png") as strip:  # frame | prediction | truth of both sentences, at 2x
+        assert strip.width == 5 * 96 * 2 + 4 * 4
+    single = next(i for i, o in enumerate(clip.objects) if o.sentence_type == "appearance")
+    appearance = summary["appearance"]
+    assert appearance["sentence"] == clip.objects[single].sentence and len(appearance["iou_per_frame"]) == 20
+    assert appearance["mean_iou"] == pytest.approx(np.mean(appearance["iou_per_frame"]))
+    assert f'"{appearance["sentence"]}" (appearance): mean IoU {appearance["mean_iou"]:.3f}' in printed
+    raw = list(open_video(out / "clip.mp4"))  # the input itself, at its own size (lossy H.264: close, not equal)
+    assert len(raw) == 20 and raw[0].image.shape == (64, 96, 3)
+    assert np.abs(raw[5].image.astype(int) - clip.frames[5]).mean() < 6
+    colours = [tuple(c) for c in summary["colors"].values()]
+    assert len(set(colours)) == 2 and not set(colours) & set(clip.palette)  # highlights are not scene colours

@@ -1,4 +1,5 @@
-"""Every ```python and ```bash block of README.md runs as written, in a scratch folder holding a small clip.
+"""Every ```python and ```bash block of README.md runs as written, in a scratch folder holding a small clip
+(clip.mp4) and what `lbdt demo` writes (out/demo/, whose clip.mp4 the Python blocks use).
 
 Downloads are replaced by small stand-ins installed beforehand into `$LBDT_HOME` through the real
 `lbdt download --from` code (a tiny lbdt checkpoint standing in for official-lbdt4, an 8-word GloVe zip for
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -21,6 +23,7 @@ import torch
 
 import media
 from lbdt import download, registry
+from lbdt.demo import run_demo
 from test_download import glove_text, glove_zip
 from test_pretrained import tiny_state
 
@@ -44,6 +47,7 @@ def scratch(tmp_path_factory):
     for t, f in enumerate(frames):
         f[10:22, 8 + 6 * t:20 + 6 * t] = (220, 30, 30)  # a red square moving right
     media.write_mp4(work / "clip.mp4", frames)
+    run_demo(out_dir=work / "out" / "demo", precision="fp32")  # out/demo/clip.mp4, as `make demo` leaves it
     _, state = tiny_state(size=(64, 96), frame_gap=2)
     torch.save(state, base / "tiny.pt")
     known = dict(registry.KNOWN)
@@ -78,3 +82,17 @@ def test_readme_block_runs(index, scratch):
     command = [sys.executable, "-c", code] if lang == "python" else ["bash", "-e", "-o", "pipefail", "-c", code]
     done = subprocess.run(command, check=False, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"README block {index + 1} ({lang}) failed:\n{code}\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_installs_lbdt_alone_and_make_test_the_dev_extras(tmp_path):
+    """`make demo` into a fresh venv installs `.` without the developer extras; `make test` installs `.[dev]`."""
+    def plan(target: str) -> list[str]:
+        done = subprocess.run(["make", "-n", "-C", str(ROOT), target, f"VENV={tmp_path / 'venv'}"], check=True,
+                              capture_output=True, text=True)
+        return [line for line in done.stdout.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+
+    (demo,) = plan("demo")
+    assert demo.endswith(" -e .") and "[dev]" not in demo
+    (test,) = plan("test")
+    assert test.endswith(" -e '.[dev]'")

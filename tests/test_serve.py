@@ -18,9 +18,9 @@ from lbdt.cli import main
 from lbdt.data.synth import make_clip
 from lbdt.errors import LBDTError
 from lbdt.predictor import VideoSegmenter
-from lbdt.tools.serve import Limits, parse_sentences, segment_clip
+from lbdt.tools.serve import Limits, parse_sentences, segment_clip, word_notices
 from media import write_mp4
-from serving import running_app
+from serving import free_port, running_app
 
 SIZE = (48, 64)  # source frames (H, W): small, and not the model's 96x128
 
@@ -109,9 +109,51 @@ def test_limits_and_bad_input(segmenter, clip, tmp_path):
         segment_clip(segmenter, path, [sentence], out_dir=tmp_path, stride=0)
     with pytest.raises(LBDTError, match="empty sentence"):
         segment_clip(segmenter, path, ["."], out_dir=tmp_path)
-    with pytest.raises(LBDTError, match="limits must be positive"):
+    with pytest.raises(LBDTError, match=r"^--max-upload-mb: must be a finite number > 0, got 0$"):
         Limits(max_upload_mb=0)
     assert not list(tmp_path.iterdir())  # nothing written for refused input
+
+
+def test_a_sentence_over_the_word_limit_says_what_was_cut(segmenter, clip, tmp_path):
+    path, _, _ = clip
+    n = segmenter.max_words
+    words = ["red"] * n + ["circle", "moving", "left"]
+    result = segment_clip(segmenter, path, [" ".join(words)], out_dir=tmp_path)
+    assert result.warnings[0] == f"sentence 1: only its first {n} of {n + 3} tokens reach the model; cut: " \
+                                 "'circle moving left'"
+    assert word_notices(segmenter, [" ".join(words), "the bike"]) == [
+        result.warnings[0], "sentence 2: the model does not know 'bike' (read as zero vectors)"]
+
+
+def test_cli_starts_with_readable_notices_and_stops_on_sigterm(tmp_path):
+    """`lbdt serve` as a user runs it: device/precision and the demo notice on stderr before the URL, the page
+    answers, SIGTERM stops it cleanly and removes its temporary folder."""
+    pytest.importorskip("gradio", reason="the serve extra (gradio) is not installed")
+    import os
+    import signal
+    import subprocess
+
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "lbdt.cli", "serve", "--port", str(port), "--precision", "fp32"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()  # blocks until the server is up (or the process ended)
+        assert line == f"lbdt serve: synthetic-tiny on cpu in fp32 (requested) at http://127.0.0.1:{port}/ " \
+                       "(Ctrl+C to stop)\n"
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
+        assert len(list(tmp_path.glob("lbdt-serve-*"))) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0  # a clean stop (Gradio ends its thread on the interrupt)
+    lines = err.splitlines()
+    assert lines[0] == "lbdt: running on cpu in fp32 (requested)"
+    assert lines[1].startswith("lbdt: note: synthetic-tiny is a demonstration model")
+    assert "Precision(" not in err and "Traceback" not in err
+    assert not list(tmp_path.glob("lbdt-serve-*"))
 
 
 def test_cli_without_gradio_says_how_to_install(monkeypatch, capsys):
@@ -123,7 +165,7 @@ def test_cli_without_gradio_says_how_to_install(monkeypatch, capsys):
 # ---------------------------------------------------------------- the app, through Gradio's client
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    yield from running_app(tmp_path_factory, max_seconds=3)
+    yield from running_app(tmp_path_factory, max_upload_mb=0.2, max_seconds=3)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +191,7 @@ def test_client_gets_overlay_video_and_masks(app, client, clip, segmenter):
         np.testing.assert_array_equal(masks[f"00_{'-'.join(sentence.lower().split())}/{t:05d}.png"] == 255, mask)
     assert [row[1] for row in area["data"]] == pytest.approx([100 * m.mean() for m in expected])
     assert len(score["data"]) == 10
-    assert notes.startswith("10 frames at 64×48, 10 fps.")
+    assert notes.startswith("10 frames at 64×48, 10 fps, on cpu in fp32 (requested).")
 
 
 def test_client_errors_are_one_clear_message(app, client, clip, tmp_path):

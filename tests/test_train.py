@@ -286,3 +286,84 @@ def test_grad_accumulation_and_clipping_count_optimizer_steps(synth_root, tmp_pa
     assert all(s["step"].item() == 6 for s in state["optimizer"]["state"].values())
     assert state["scheduler"]["last_epoch"] == 2 and not (out / "best.pt").exists()  # no validation split
 
+
+SIGINT_AT = """
+import os, signal, sys
+import lbdt.engine.train as T
+from lbdt.cli import main
+calls = 0
+real_loss = T.segmentation_loss
+def loss_then_ctrl_c(*a, **k):
+    global calls
+    calls += 1
+    if calls == int(os.environ["SIGINT_AT_CALL"]):
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends, here inside the step's forward pass
+    return real_loss(*a, **k)
+T.segmentation_loss = loss_then_ctrl_c
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_in_the_first_epoch_saves_last_pt_and_resume_says_from_where(synth_root, tmp_path):
+    """SIGINT during step 3 of the first epoch (no checkpoint yet): the step finishes, `last.pt` is written
+    (atomically, through save_checkpoint) and named; `--resume` names what it continues from and ends with the
+    same weights as an uninterrupted run."""
+    common = ["train", "synthetic_tiny", "train.batch_size=4", "train.epochs=2", "train.precision=fp32"]
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    r = _run(["-m", "lbdt.cli", *common, *_overrides(synth_root, full)])
+    assert r.returncode == 0, r.stderr
+    # the start-up header: folder, device and precision with the reason, samples, schedule
+    assert f"lbdt train: writing {full}/ | 1 process(es) on cpu, fp32 (requested), 1 CPU threads" in r.stderr
+    assert ("24 training samples (a2d at " in r.stderr and "12 validation samples (val)" in r.stderr
+            and "batch 4 x 1 accumulated, 6 steps per epoch, 2 epochs" in r.stderr)
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(SIGINT_AT)
+    r = subprocess.run(check=False, args=[sys.executable, str(script), *common, *_overrides(synth_root, stopped)],
+                       env={**ENV, "SIGINT_AT_CALL": "3"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 130, r.stderr
+    assert (f"lbdt train: interrupted (Ctrl-C): saved {stopped / 'last.pt'} at step 3, epoch 1 after 3 batches; "
+            "continue with the same command and --resume") in r.stderr
+    assert r.stdout.startswith("stopped: step 3, epoch 0")
+    mid = load_checkpoint(stopped / "last.pt")
+    assert (mid["step"], mid["epoch"], mid["epoch_batches"]) == (3, 0, 3)
+    assert [p.name for p in stopped.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    r = _run(["-m", "lbdt.cli", *common, *_overrides(synth_root, stopped), "--resume"])
+    assert r.returncode == 0, r.stderr
+    assert f"lbdt train: resuming from {stopped / 'last.pt'}: step 3, epoch 1 after 3 batches" in r.stderr
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(stopped / "last.pt")
+    assert a["step"] == b["step"] == 12
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_train_names_the_synth_command_and_hints_config_syntax(tmp_path, capsys):
+    from lbdt.cli import main
+
+    missing = tmp_path / "no_bench"
+    assert main(["train", "synthetic_tiny", f"data.root={missing}", f"train.output_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"lbdt train: error: data.root {missing}: not found; this configuration trains on the synthetic "
+                   f"benchmark, write it first: lbdt synth --format a2d --out {missing}\n")
+    with pytest.raises(SystemExit) as e:
+        main(["train", "synthetic_tiny", "--lr", "1e-4", "--epoch=3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert ("unrecognized arguments: --lr 1e-4 --epoch=3 (configuration fields are set as SECTION.FIELD=VALUE: "
+            "--lr -> train.lr=1e-4; --epoch=3 -> train.epochs=3)") in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["train", "synthetic_tiny", "--resme"])
+    assert "(did you mean: --resme -> --resume?)" in capsys.readouterr().err
+
+
+def test_busy_cpu_warning_at_the_start_of_training(synth_root, tmp_path, capsys, monkeypatch):
+    from lbdt.cli import main
+    from lbdt.cpu_load import CPULoad
+
+    monkeypatch.setattr("lbdt.engine.train.read_load", lambda: CPULoad(load_average=2.0, cores=2, threads=2))
+    args = _overrides(synth_root, tmp_path / "run", "train.batch_size=12", "train.epochs=1", "train.max_steps=1",
+                      "data.val_split=")
+    assert main(["train", "synthetic_tiny", *args]) == 0
+    err = capsys.readouterr().err
+    assert ("lbdt train: warning: the machine is busy: load average 2.0 over the last minute on 2 cores, and torch "
+            "runs 2 threads, so timings are slow and noisy; --threads 1 fits the free cores better") in err
+    assert err.index("lbdt train: writing") < err.index("warning: the machine is busy")

@@ -9,7 +9,7 @@ from PIL import Image
 
 from lbdt.data.video import open_video, to_rgb
 from lbdt.errors import LBDTError
-from lbdt.visualize import VideoWriter, contour, overlay, side_by_side
+from lbdt.visualize import VideoWriter, contour, highlight_colors, overlay, side_by_side, text_size
 from media import write_mp4
 
 
@@ -173,3 +173,24 @@ def test_video_writer_is_atomic_and_pads_odd_sizes(tmp_path):
     aborted.write(smooth_frames(1)[0])
     aborted.abort()
     assert list(tmp_path.glob("*aborted*")) == []
+
+
+def test_highlight_colours_stand_away_from_every_synthetic_colour():
+    from lbdt.data.synth import COLOURS, make_clip
+
+    for seed in range(24):
+        clip = make_clip(seed, frames=4)
+        picked = highlight_colors(clip.palette, 2)
+        assert len(set(picked)) == 2
+        for c in picked:  # > 120 RGB units from each colour in the clip (red on a red cross was the complaint)
+            assert min(np.linalg.norm(np.subtract(c, p)) for p in clip.palette) > 120, (seed, c)
+    assert highlight_colors([(255, 0, 255)], 1) == [(128, 255, 0)]  # lime: 382 from magenta, cyan 361, azure 285
+    assert len(highlight_colors(list(COLOURS.values()), 3)) == 3
+
+
+def test_captions_are_sized_to_the_frame():
+    assert [text_size(h) for h in (96, 192, 480, 1080, 4000)] == [10, 12, 30, 48, 48]
+    small, large = (overlay(np.full((h, w, 3), 100, np.uint8), np.zeros((h, w), bool), sentence="a red circle")
+                    for h, w in ((120, 160), (720, 960)))
+    band = [int((img[:, :, 0] != 100).any(axis=1).nonzero()[0].max()) + 1 for img in (small, large)]
+    assert band[0] < 30 and band[1] > 2.5 * band[0]  # the dark band (and the text in it) grows with the frame

@@ -12,8 +12,10 @@ _LAZY = {
     # inference
     "VideoSegmenter": "lbdt.predictor",
     "load_pretrained": "lbdt.pretrained",
+    # notices (Python warnings) from VideoSegmenter
+    "LBDTNotice": "lbdt.errors",
 }
-__all__ = ["LBDT", "VideoSegmenter", "__version__", "build_model", "load_official", "load_pretrained"]  # = _LAZY
+__all__ = ["LBDT", "LBDTNotice", "VideoSegmenter", "__version__", "build_model", "load_official", "load_pretrained"]  # = _LAZY
 
 
 def __getattr__(name: str):

@@ -135,6 +135,40 @@ def _runtime_args(p: argparse.ArgumentParser, *, evaluation: bool = False) -> No
                    else f"{auto} (default)")
 
 
+def _threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_POSITIVE, metavar="N",
+                   help="torch intra-op threads (default: torch's choice); fewer on a busy machine, which lbdt warns about")
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _frame_gap_args(p: argparse.ArgumentParser, default: str) -> None:
+    """--frame-gap K (K >= 1) and --spatial-only (K = 0: every frame is its own reference, so the temporal input
+    is zero: the spatial-only ablation, only on purpose)."""
+    p.add_argument("--frame-gap", type=_frame_gap, help=f"k >= 1: reference frame t-k (default: {default})")
+    p.add_argument("--spatial-only", action="store_true",
+                   help="k = 0, the spatial-only ablation: every frame is its own reference (zero temporal input)")
+
+
+def _frame_gap(text: str) -> int:
+    value = _NON_NEGATIVE(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 pairs every frame with itself, so the temporal stream sees nothing (the "
+                                         "spatial-only ablation); pass --spatial-only to run that on purpose")
+    return value
+
+
+def _chosen_frame_gap(args: argparse.Namespace) -> int | None:
+    if args.spatial_only and args.frame_gap is not None:
+        raise LBDTError("--spatial-only means --frame-gap 0; give one of them")
+    return 0 if args.spatial_only else args.frame_gap
+
+
 def _word_vectors_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--word-vectors", "--glove", dest="word_vectors", metavar="PATH",
                    help="GloVe-format word-vector file (.txt or .zip), for checkpoints without their own table "
@@ -163,6 +197,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     _config_args(p)
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from CHECKPOINT, or from <train.output_dir>/last.pt when no path is given")
+    _threads_arg(p)
 
 
 @command("train", "train LBDT (one process, or DDP under torchrun)", _train_args)
@@ -171,13 +206,15 @@ def _train(args: argparse.Namespace) -> int:
     from lbdt.engine.train import train
 
     cfg = load_config(args.preset, args.overrides)
+    _set_threads(args)
     result = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best"]
-        print(f"done: step {result['step']}, epoch {result['epoch']}, {result['precision']} on {result['device']} "
+        print(f"{'stopped' if result['interrupted'] else 'done'}: step {result['step']}, epoch {result['epoch']}, "
+              f"{result['precision']} on {result['device']} "
               f"({result['precision_reason']}), output in {result['output_dir']}"
               + (f"; best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}" if best else ""))
-    return 0
+    return 130 if result["interrupted"] else 0
 
 
 # ---- info / convert-official (docs/model.md)
@@ -314,7 +351,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="DAVIS J&F per expression (default: on for ytvos)")
     p.add_argument("--size", nargs=2, type=_model_side, metavar=("H", "W"),
                    help="model input size, multiples of 32 (default: the checkpoint's)")
-    p.add_argument("--frame-gap", type=_NON_NEGATIVE, help="reference frame t-k (default: the dataset's k)")
+    _frame_gap_args(p, "the dataset's k")
     p.add_argument("--limit", type=_POSITIVE, help="only the first N samples (smoke test)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -331,7 +368,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             threshold=args.threshold, batch_size=args.batch_size, device=args.device, precision=args.precision,
             num_workers=args.workers, word_vectors=args.word_vectors, output_dir=args.out,
             save_masks=args.save_masks, coco=not args.no_coco, strict_precision=args.strict_precision, jf=args.jf,
-            size=tuple(args.size) if args.size else None, frame_gap=args.frame_gap, limit=args.limit,
+            size=tuple(args.size) if args.size else None, frame_gap=_chosen_frame_gap(args), limit=args.limit,
             progress=not args.no_progress))
     if torch.distributed.is_initialized():  # started by torchrun: every rank returned rank 0's report
         torch.distributed.destroy_process_group()
@@ -482,7 +519,8 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                         "in progress or killed, and summary.json is written last")
     _runtime_args(p)
     p.add_argument("--batch-size", type=_POSITIVE, default=8, help="frames per model call (default 8)")
-    p.add_argument("--frame-gap", type=_NON_NEGATIVE, help="k: reference frame t-k (default: the checkpoint's, else 6)")
+    _frame_gap_args(p, "the checkpoint's, else 6")
+    _threads_arg(p)
     _word_vectors_arg(p)
     p.add_argument("--no-overlay", action="store_true", help="write masks and summary only")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
@@ -492,8 +530,10 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 @command("predict", "segment the object a sentence refers to in every frame of a video", _predict_args)
 def _predict(args: argparse.Namespace) -> int:
     from lbdt.predictor import predict_to_folder  # checks --out itself, before any work
+    frame_gap = _chosen_frame_gap(args)
+    _set_threads(args)
     summary = predict_to_folder(args.video, args.text, out_dir=args.out, weights=args.weights, device=args.device,
-                                precision=args.precision, batch_size=args.batch_size, frame_gap=args.frame_gap,
+                                precision=args.precision, batch_size=args.batch_size, frame_gap=frame_gap,
                                 word_vectors=args.word_vectors, overlay=not args.no_overlay, backend=args.backend)
     t = summary["timings"]
     print(f"{summary['frames']} frames x {len(args.text)} sentence(s) in {t['segment_s']:.1f} s "
@@ -518,11 +558,13 @@ def _demo(args: argparse.Namespace) -> int:
     print(f'demo: "{r.sentence}" (motion-dependent), seed {r.seed}: mean IoU {r.mean_iou:.3f} over {r.frames} '
           f"frames, {r.mean_iou_full_cue:.3f} from frame {r.frame_gap} on (reference t-{r.frame_gap} exists) "
           f"({r.seconds:.1f} s, {r.precision} on {r.device})")
+    print(f'  beside it: "{r.appearance_sentence}" (appearance): mean IoU {r.appearance_mean_iou:.3f}')
     if r.benchmark_motion_iou is not None:
         print(f"  for comparison: {args.weights} scores {r.benchmark_motion_iou:.3f} mean IoU on the motion sentences "
               "of the synthetic benchmark's test split; it tells a moving twin from a still one (~0.84) but not "
               "yet reliably which way it moves (~0.43)")
-    print(f"wrote {r.out_dir}/overlay.mp4, {r.out_dir}/masks/, {r.out_dir}/strip.png, {r.out_dir}/summary.json")
+    print(f"wrote {r.out_dir}/clip.mp4 (the input), {r.out_dir}/overlay.mp4, {r.out_dir}/masks/, "
+          f"{r.out_dir}/strip.png, {r.out_dir}/summary.json")
     return 0
 
 
@@ -535,14 +577,22 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     _runtime_args(p)
     p.add_argument("--max-upload-mb", type=_float_in(0.001, 1e6), default=50.0, help="largest accepted upload in MB (default 50)")
     p.add_argument("--max-seconds", type=_float_in(0.001, 1e6), default=60.0, help="longest accepted video in seconds (default 60)")
+    p.add_argument("--max-frames", type=_int_at_least(1), default=1800, help="most frames decoded per video (default 1800)")
+    p.add_argument("--max-frame-pixels", type=_int_at_least(1), default=3840 * 2160,
+                   help="largest frame, width x height, checked before decoding (default 8294400: 4K UHD)")
+    p.add_argument("--max-sentences", type=_int_at_least(1), default=8, help="sentences per request (default 8)")
+    p.add_argument("--max-queue", type=_int_at_least(1), default=16,
+                   help="requests waiting behind the running one; more are refused (default 16)")
 
 
 @command("serve", "a local web page: upload a video, type sentences, get overlay video, masks and plots", _serve_args)
 def _serve(args: argparse.Namespace) -> int:
-    from lbdt.tools.serve import serve
+    from lbdt.tools.serve import Limits, serve
 
-    serve(args.weights, host=args.host, port=args.port, device=args.device, precision=args.precision,
-          max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds)
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds, max_frames=args.max_frames,
+                    max_frame_pixels=args.max_frame_pixels, max_sentences=args.max_sentences,
+                    max_queue=args.max_queue)
+    serve(args.weights, host=args.host, port=args.port, device=args.device, precision=args.precision, limits=limits)
     return 0
 class _Parser(argparse.ArgumentParser):
     """An argument error is one line, like every other error: `lbdt <command>: error: <problem>`, exit 2."""
@@ -562,9 +612,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _unknown_hint(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> str:
+    """What the unrecognised options probably meant: a configuration field (train / show-config take
+    SECTION.FIELD=VALUE, e.g. `--lr 1e-4` -> `train.lr=1e-4`) or a close option of the subcommand."""
+    import difflib
+    from dataclasses import fields
+
+    flags = [(i, t) for i, t in enumerate(unknown) if t.startswith("--")]
+    if not flags:
+        return ""
+    hints = []
+    if command in ("train", "show-config"):
+        from lbdt.config import RunConfig
+
+        defaults = RunConfig()
+        sections = {f.name: [g.name for g in fields(getattr(defaults, f.name))] for f in fields(RunConfig)}
+        dotted = {f"{sec}.{name}": name for sec, names in sections.items() for name in names}
+        for i, token in flags:
+            name, _, value = token[2:].partition("=")
+            if not value and i + 1 < len(unknown) and not unknown[i + 1].startswith("--"):
+                value = unknown[i + 1]
+            key = name.replace("-", "_")
+            exact = [d for d, n in dotted.items() if n == key or d == key]
+            close = exact or difflib.get_close_matches(key, list(dotted.values()), n=1, cutoff=0.75)
+            if close and not exact:
+                close = [d for d, n in dotted.items() if n == close[0]]
+            if close:
+                hints.append(f"{token} -> {close[0]}={value or 'VALUE'}")
+        if hints:
+            return f" (configuration fields are set as SECTION.FIELD=VALUE: {'; '.join(hints)})"
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    options = [o for a in sub.choices[command]._actions for o in a.option_strings if o.startswith("--")] \
+        if sub is not None and command in sub.choices else []
+    for _, token in flags:
+        match = difflib.get_close_matches(token.partition("=")[0], options, n=1, cutoff=0.6)
+        if match:
+            hints.append(f"{token.partition('=')[0]} -> {match[0]}")
+    return f" (did you mean: {'; '.join(hints)}?)" if hints else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{_unknown_hint(parser, args.command, unknown)}")
     if not hasattr(args, "_run"):
         parser.print_help()
         return 2

@@ -13,8 +13,16 @@ The rule, followed by every module:
   bugs to report, not input to fix.
 
 `LBDTError` subclasses `ValueError`, so callers that catch `ValueError` for bad values keep working.
+
+What a user should know before a run starts but that does not stop it (a demonstration model, unknown or cut
+words, the device and precision chosen and why) is an `LBDTNotice`, a `UserWarning`: the Python API warns with
+it, and the CLI prints the same text as `lbdt: ...` lines on stderr and records it in its JSON.
 """
 
 
 class LBDTError(ValueError):
     """Bad input (a file, a value, a configuration). The CLI prints it as one line, no traceback."""
+
+
+class LBDTNotice(UserWarning):
+    """Something to know before the work starts (filter with `warnings.filterwarnings("ignore", category=LBDTNotice)`)."""

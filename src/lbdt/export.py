@@ -180,6 +180,7 @@ def export_onnx(weights: LBDT | str | os.PathLike, out_dir: str | os.PathLike) -
         "opset": opset,
         "source": str(info.source),
         "variant": str(info.variant),
+        "card": dict(info.card),  # the weights' model card (its notice is shown when the export runs)
         "size": [int(s) for s in info.size],
         "frame_gap": int(info.frame_gap),
         "max_words": n_words,

@@ -151,4 +151,5 @@ def load_exported(folder: str | os.PathLike, *, device: str | torch.device = "cp
         vectors = WordVectors.load(folder / table["vocabulary"], folder / table["vectors"])
     return Runnable(model=model, variant=str(m.get("variant", "")), source=str(folder), kind="onnx",
                     size=tuple(int(s) for s in m["size"]), frame_gap=int(m["frame_gap"]), max_words=model.max_words,
-                    word_vectors=vectors, word_table="" if vectors is not None else str(table.get("supply") or ""))
+                    word_vectors=vectors, word_table="" if vectors is not None else str(table.get("supply") or ""),
+                    card=dict(m.get("card") or {}))

@@ -18,6 +18,7 @@ How a video is processed (docs/inference.md, 'What happens to a video'):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -37,11 +38,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from lbdt.checkpoint import Runnable
+from lbdt.cpu_load import load_warning, read_load
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
 from lbdt.engine.fast import prepare_for_inference, to_input
 from lbdt.engine.inference import resize_bilinear
-from lbdt.errors import LBDTError
+from lbdt.errors import LBDTError, LBDTNotice
 from lbdt.evaluation.writers import OverlayVideoWriter, SentenceMaskWriter, SentenceStats, drain
 from lbdt.io import crash_point, write_json, write_text
 from lbdt.models.lbdt import LBDT, STRIDE
@@ -49,9 +51,9 @@ from lbdt.models.text_encoder import TextFeatures
 from lbdt.onnx_backend import load_exported
 from lbdt.paths import check_output_dir
 from lbdt.pretrained import load_pretrained
-from lbdt.runtime import InferenceSetup, Precision, announce, autocast, resolve_device, resolve_precision
+from lbdt.runtime import InferenceSetup, Precision, autocast, resolve_device, resolve_precision
 from lbdt.types import Prediction, SampleMeta
-from lbdt.words import WordVectors, check_sentence, resolve_word_vectors
+from lbdt.words import Coverage, WordVectors, check_sentence, resolve_word_vectors
 
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: an exported folder (`lbdt export --format onnx`)
 
@@ -92,8 +94,6 @@ class VideoSegmenter:
                     raise LBDTError(f"{name} {asked!r}: this model was prepared for {name} "
                                     f"{getattr(have, 'name', have)} ({runnable.source})")
             self.device, self.precision, self._channels_last = setup.device, setup.precision, setup.channels_last
-        if self.precision.emulated:
-            warnings.warn(f"bf16 on this CPU is emulated: {self.precision.reason}", stacklevel=2)
         self.runnable = runnable
         self.model = runnable.model
         self.backend = "onnxruntime" if setup is not None and setup.kernels == "onnxruntime" else "torch"
@@ -108,6 +108,15 @@ class VideoSegmenter:
         self.threshold = float(threshold)
         self.source = runnable.source
         self.max_buffered = 0  # most preprocessed frames held at once during the last run (≤ k + batch_size)
+        # what to know before any frame is segmented, warned as `LBDTNotice`s (`lbdt predict` prints them)
+        self.notices = [device_notice(self.device, self.precision)]
+        if runnable.card.get("notice"):
+            self.notices.append(" ".join(str(runnable.card["notice"]).split()))
+        if self.frame_gap == 0:
+            self.notices.append("frame_gap 0: every frame is its own reference, so the temporal input is zero "
+                                "(the spatial-only ablation)")
+        for text in self.notices:
+            warnings.warn(text, LBDTNotice, stacklevel=2)
 
     @classmethod
     def from_pretrained(cls, name: str | os.PathLike, *, device: str | torch.device = "auto",
@@ -137,11 +146,15 @@ class VideoSegmenter:
     def encode(self, sentence: str) -> TextFeatures:
         """The sentence's `TextFeatures` (batch 1); a clear error for an empty one. Long sentences are
         truncated to the checkpoint's N tokens (`max_words`, 25 by default); unknown words get zero vectors."""
-        tokens = check_sentence(sentence, "VideoSegmenter text")[: self.max_words]  # tokenized once
+        every = check_sentence(sentence, "VideoSegmenter text")  # tokenized once
+        tokens = every[: self.max_words]
         known = self.word_vectors.coverage_of(tokens)
+        known = Coverage(known.tokens, known.unknown, tuple(every[self.max_words:]))
         if known.none_known:
             raise LBDTError(f"no word of {sentence!r} is in this model's vocabulary ({len(self.word_vectors)} words): "
                             f"{', '.join(repr(t) for t in known.unknown)}")
+        for text in sentence_notices(sentence, known, self.max_words):
+            warnings.warn(text, LBDTNotice, stacklevel=3)
         vectors, mask = self.word_vectors.encode_tokens(tokens, max_len=self.max_words)
         with torch.inference_mode(), autocast(self.device, self.precision):
             return self.model.encode_text(vectors[None].to(self.device), mask[None].to(self.device))
@@ -217,6 +230,25 @@ class VideoSegmenter:
         return normalize(resize_image(image, self.size)).to(self.device)
 
 
+def device_notice(device: torch.device, precision: Precision) -> str:
+    """"running on cpu in fp32 (why)": the device and precision line, with "warning: " when bf16 is emulated."""
+    head = "warning: " if precision.emulated else ""
+    return f"{head}running on {device} in {precision.name} ({precision.reason})"
+
+
+def sentence_notices(sentence: str, coverage: Coverage, max_words: int) -> list[str]:
+    """What the model will not see of `sentence`: its unknown words (zero vectors) and the words past its
+    `max_words` tokens (cut off)."""
+    out = []
+    if coverage.unknown:
+        out.append(f"{sentence!r}: not in the model's vocabulary (zero vectors): {', '.join(coverage.unknown)} "
+                   f"({coverage.unknown_fraction:.0%} of the sentence)")
+    if coverage.cut:
+        out.append(f"{sentence!r}: longer than the model's {max_words} tokens; cut off: "
+                   f"{' '.join(t.strip() or repr(t) for t in coverage.cut)}")
+    return out
+
+
 def _same_or_auto(name: str, asked: Any, have: Any) -> bool:
     """Whether a device / precision argument leaves a prepared model's choice as it is ("auto", or the same)."""
     if asked is None or (isinstance(asked, str) and asked == "auto"):
@@ -280,8 +312,11 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
       know (`unknown_words`, `unknown_fraction`), whether every mask came out empty, timings; `frames_declared`
       and `frames_missing` (> 0 when a video file decodes to fewer frames than it declares, see lbdt.data.video).
 
-    On stderr: what a demonstration model is (synthetic-tiny), each sentence's unknown words, and each sentence
-    whose masks are all empty.
+    On stderr, before the first frame is segmented: the device and precision and why, what a demonstration
+    model is (synthetic-tiny), each sentence's unknown words and the words cut off past the model's N tokens
+    (the segmenter's `LBDTNotice`s; `summary.json` keeps them as `notices`, and per sentence `unknown_words`,
+    `words_cut`), and a warning when the CPU is busy (`lbdt.cpu_load`); after the run, each sentence whose masks
+    are all empty.
 
     Every file is written atomically. The folder is complete or visibly incomplete: an `INCOMPLETE` file is
     written before anything else and removed after `summary.json`, which is written last. A re-run replaces the
@@ -296,10 +331,17 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     reader = open_video(video)  # input errors first, before loading weights
     out = check_output_dir(out_dir)
     started = time.perf_counter()
-    segmenter = VideoSegmenter.from_pretrained(weights, device=device, precision=precision, backend=backend,
-                                               batch_size=batch_size, frame_gap=frame_gap, word_vectors=word_vectors)
-    loaded = time.perf_counter()
-    stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
+    with notices_to_stderr() as notices:  # the segmenter's notices, as lines, before any frame is segmented
+        segmenter = VideoSegmenter.from_pretrained(weights, device=device, precision=precision, backend=backend,
+                                                   batch_size=batch_size, frame_gap=frame_gap,
+                                                   word_vectors=word_vectors)
+        loaded = time.perf_counter()
+        stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written
+    load = read_load()
+    busy = load_warning(load) if segmenter.device.type == "cpu" else None
+    if busy:
+        print(f"lbdt: warning: {busy}", file=sys.stderr)
+        notices.append(f"warning: {busy}")
     coverage = [segmenter.word_vectors.coverage(s, max_len=segmenter.max_words) for s in sentences]
     folders = sentence_folders(sentences)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,19 +366,11 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     frame_ids, sizes = stats.frame_ids, stats.sizes
     done = time.perf_counter()
     n = len(frame_ids)
-    # What the user should know, printed once the run has succeeded (an error is always the only line printed):
-    # the device and precision, what a demonstration model is, unknown words, all-empty masks.
-    announce(segmenter.precision, segmenter.device)
-    notice = segmenter.runnable.card.get("notice")
-    if notice:
-        print(f"lbdt: note: {' '.join(str(notice).split())}", file=sys.stderr)
-    for s, c in zip(sentences, coverage):
-        if c.unknown:
-            print(f"lbdt: {s!r}: not in the model's vocabulary (zero vectors): {', '.join(c.unknown)} "
-                  f"({c.unknown_fraction:.0%} of the sentence)", file=sys.stderr)
+    # the notices (device, demonstration model, words) went out before the first frame; the result's own:
     for r, c in zip(records, coverage):
         r["unknown_words"] = list(c.unknown)
         r["unknown_fraction"] = round(c.unknown_fraction, 6)
+        r["words_cut"] = list(c.cut)
         r["all_masks_empty"] = n > 0 and not any(r["foreground_fraction"])
         if r["all_masks_empty"]:
             print(f"lbdt: {r['sentence']!r}: every mask is empty ({n} frames): the model found nothing it relates to "
@@ -354,12 +388,31 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
                   **segmenter.precision.as_dict(), "batch_size": segmenter.batch_size, "backend": backend},
         "sentences": [{**r, "masks": f"{r['folder']}/masks", "overlay": f"{r['folder']}/overlay.mp4" if overlay else None,
                        "mean_foreground_fraction": float(np.mean(r["foreground_fraction"]))} for r in records],
+        "notices": notices,
+        "machine_load": load.as_dict(),
         "timings": {"load_s": round(loaded - started, 3), "segment_s": round(done - loaded, 3),
                     "frames_per_s": round(n / max(done - loaded, 1e-9), 3)},
     }
     write_json(out / "summary.json", summary)  # last: its presence means the folder is complete
     (out / INCOMPLETE).unlink()
     return summary
+
+
+@contextlib.contextmanager
+def notices_to_stderr() -> Iterator[list[str]]:
+    """For the commands: the `LBDTNotice`s warned inside the block are printed as `lbdt: ...` lines on stderr
+    when it ends, and their texts are appended to the yielded list (for the output JSON); any other warning
+    is warned again, unchanged."""
+    notices: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LBDTNotice)
+        yield notices
+    for w in caught:
+        if issubclass(w.category, LBDTNotice):
+            notices.append(str(w.message))
+            print(f"lbdt: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _clear_previous_result(out: Path) -> None:

@@ -19,6 +19,36 @@ from lbdt.errors import LBDTError
 from lbdt.io import atomic_write
 
 COLORS = ((255, 64, 64), (64, 160, 255), (64, 220, 96), (255, 200, 32), (200, 96, 255), (32, 220, 220))
+# highlight candidates for scenes whose own colours are known (`highlight_colors`): saturated hues (white
+# would wash a tinted shape out to a pastel of its own colour, black would only darken it)
+HIGHLIGHTS = ((255, 0, 255), (0, 255, 255), (128, 255, 0), (0, 128, 255), (255, 128, 192))
+
+
+def highlight_colors(avoid: Sequence[Sequence[int]], n: int = 2) -> list[tuple[int, int, int]]:
+    """`n` colours of `HIGHLIGHTS` that stand out against a scene whose colours are `avoid` (RGB): greedily,
+    the candidate farthest (RGB distance) from `avoid` and the colours already picked."""
+    taken = [np.asarray(c, dtype=np.float64) for c in avoid]
+    picked: list[tuple[int, int, int]] = []
+    for _ in range(min(n, len(HIGHLIGHTS))):
+        def clearance(c: tuple[int, int, int]) -> float:
+            return min((float(np.linalg.norm(np.asarray(c, dtype=np.float64) - t)) for t in taken), default=1e9)
+        best = max((c for c in HIGHLIGHTS if c not in picked), key=clearance)
+        picked.append(best)
+        taken.append(np.asarray(best, dtype=np.float64))
+    return picked
+
+
+def text_size(height: int) -> int:
+    """Caption font size in px for an image `height` px high: 1/16 of it, within [10, 48]."""
+    return max(10, min(48, round(height / 16)))
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """PIL's default font at `size` px (its fixed ~10 px bitmap font where PIL has no FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # PIL < 10.1, or built without FreeType
+        return ImageFont.load_default()
 
 
 def contour(mask: np.ndarray, width: int = 1) -> np.ndarray:
@@ -33,8 +63,8 @@ def contour(mask: np.ndarray, width: int = 1) -> np.ndarray:
 
 
 def _caption(image: Image.Image, text: str) -> None:
-    """Draw `text` (wrapped) on a dark band at the top of `image`, with PIL's default font."""
-    font = ImageFont.load_default()
+    """Draw `text` (wrapped) on a dark band at the top of `image`, in PIL's default font sized to the image."""
+    font = _font(text_size(image.height))
     draw = ImageDraw.Draw(image)
     char_w = max(1, int(draw.textlength("M", font=font)))
     lines = textwrap.wrap(text, width=max(8, (image.width - 8) // char_w))[:3] or [""]
@@ -46,8 +76,9 @@ def _caption(image: Image.Image, text: str) -> None:
 
 
 def overlay(frame: np.ndarray, mask: np.ndarray, *, sentence: str = "", color: Sequence[int] = COLORS[0],
-            alpha: float = 0.45) -> np.ndarray:
-    """uint8 [H,W,3]: `frame` with `mask` (bool [H,W]) tinted in `color`, its contour drawn, `sentence` on top."""
+            alpha: float = 0.45, outline: int | None = None) -> np.ndarray:
+    """uint8 [H,W,3]: `frame` with `mask` (bool [H,W]) tinted in `color`, its contour drawn (`outline` px;
+    default 1/160 of the shorter side), `sentence` on top."""
     frame = np.asarray(frame, dtype=np.uint8)
     mask = np.asarray(mask, dtype=bool)
     if frame.shape[:2] != mask.shape:
@@ -55,7 +86,7 @@ def overlay(frame: np.ndarray, mask: np.ndarray, *, sentence: str = "", color: S
     out = frame.astype(np.float32)
     tint = np.asarray(color, dtype=np.float32)
     out[mask] = (1.0 - alpha) * out[mask] + alpha * tint
-    out[contour(mask, width=max(1, min(frame.shape[:2]) // 160))] = tint
+    out[contour(mask, width=outline or max(1, min(frame.shape[:2]) // 160))] = tint
     image = Image.fromarray(out.round().astype(np.uint8))
     if sentence:
         _caption(image, sentence)
@@ -66,7 +97,7 @@ def side_by_side(rows: Sequence[Sequence[np.ndarray]], *, titles: Sequence[str] 
                  gap: int = 4) -> np.ndarray:
     """uint8 strip: one row per frame, its panels left to right (uint8 [H,W,3] images or bool [H,W] masks,
     shown white on black); all panels of a row are resized to the first panel's height; `heading` is one
-    line above everything, column `titles` are written above the first row."""
+    line above everything, column `titles` are written above the first row, both sized to the rows."""
     rendered = []
     for row in rows:
         height = np.asarray(row[0]).shape[0]
@@ -80,9 +111,10 @@ def side_by_side(rows: Sequence[Sequence[np.ndarray]], *, titles: Sequence[str] 
             panels.append(p)
         rendered.append(panels)
     widths = [sum(p.shape[1] for p in row) + gap * (len(row) - 1) for row in rendered]
-    font = ImageFont.load_default()
-    heading_h = 14 if heading else 0
-    title_h = heading_h + (14 if titles else 0)
+    size = text_size(rendered[0][0].shape[0] * 8 // 7) if rendered else 10  # ~1/14 of a row's height
+    font = _font(size)
+    heading_h = size + 4 if heading else 0
+    title_h = heading_h + (size + 4 if titles else 0)
     canvas = Image.new("RGB", (max(widths), title_h + sum(r[0].shape[0] for r in rendered) + gap * (len(rendered) - 1)),
                        (255, 255, 255))
     draw = ImageDraw.Draw(canvas)

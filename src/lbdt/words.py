@@ -52,6 +52,7 @@ class Coverage:
 
     tokens: tuple[str, ...]
     unknown: tuple[str, ...]  # in sentence order, repeats kept
+    cut: tuple[str, ...] = ()  # tokens past the model's N words, dropped before the model (in order)
 
     @property
     def unknown_fraction(self) -> float:
@@ -129,8 +130,11 @@ class WordVectors:
         return vectors, mask
 
     def coverage(self, sentence: str, max_len: int = MAX_WORDS, keep_separators: bool = True) -> Coverage:
-        """Which of the sentence's tokens (as `encode` cuts them) have no vector in this table."""
-        return self.coverage_of(tokenize(sentence, max_len, keep_separators))
+        """Which of the sentence's tokens (as `encode` cuts them) have no vector in this table, and which
+        tokens `encode` cuts off (those after the first `max_len`)."""
+        every = tokenize(sentence, None, keep_separators)
+        known = self.coverage_of(every[:max_len])
+        return Coverage(known.tokens, known.unknown, tuple(every[max_len:]))
 
     def coverage_of(self, tokens: Sequence[str]) -> Coverage:
         """Which of these tokens have no vector in this table."""

@@ -98,6 +98,16 @@ class SynthClip:
     objects: list[SynthObject]
     z_order: list[int]  # drawing order (object indices, back to front)
 
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        """The clip's own colours (RGB): its objects' and its background's mean, so pictures of it can
+        highlight in colours that are not already in the scene (`lbdt.visualize.highlight_colors`)."""
+        own = [COLOURS[o.colour] for o in self.objects]
+        background = self.frames[~self.masks.any(axis=0)]  # [P,3] pixels no object covers
+        if len(background):
+            own.append(tuple(int(v) for v in background.mean(axis=0).round()))
+        return own
+
 
 def vocabulary() -> list[str]:
     """Every token a benchmark sentence (or its left/right flip) can contain."""

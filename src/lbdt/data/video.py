@@ -8,6 +8,9 @@ Grayscale and RGBA frames are converted to RGB (alpha is dropped); 16-bit frames
 A video file that decodes to fewer frames than its container declares (e.g. an mp4 cut after its index) is
 not an error: the decoded frames are kept, a warning goes to stderr and `VideoReader.short_by` says how many
 are missing (`lbdt predict` records it in summary.json as `frames_declared` / `frames_missing`).
+A video file's frames are bounded like images are (PIL's pixel limit, `MAX_FRAME_PIXELS`, or the caller's
+`max_pixels`): the size the container declares is checked before anything is decoded (a 35-byte GIF may
+declare 14000×14000), and every decoded frame again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from lbdt.errors import LBDTError
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".gif")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+MAX_FRAME_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)  # the bound PIL puts on an image, for video frames too
 
 VideoInput = Union[str, "os.PathLike[str]", np.ndarray, Iterable[Any]]
 
@@ -137,8 +142,9 @@ class VideoReader:
         return self._frames()
 
 
-def open_video(video: VideoInput) -> VideoReader:
-    """Open a video file, a frame folder, an image file (one frame), or an array / sequence / iterator of frames."""
+def open_video(video: VideoInput, *, max_pixels: int | None = None) -> VideoReader:
+    """Open a video file, a frame folder, an image file (one frame), or an array / sequence / iterator of frames.
+    `max_pixels` bounds a video file's frame size (width × height; default `MAX_FRAME_PIXELS`)."""
     if isinstance(video, VideoReader):
         return video
     if isinstance(video, (str, os.PathLike)):
@@ -155,7 +161,7 @@ def open_video(video: VideoInput) -> VideoReader:
             kinds = ", ".join(e[1:] for e in VIDEO_EXTENSIONS)
             raise LBDTError(f"{path}: unsupported file type {suffix or '(none)'!r} (expected a video file: {kinds}; "
                             "a folder of frames; or an image)")
-        return _open_file(path)
+        return _open_file(path, _pixel_limit(max_pixels))
     if isinstance(video, np.ndarray) or hasattr(video, "detach"):
         array = video.detach().cpu().numpy() if hasattr(video, "detach") else video
         if array.ndim not in (3, 4):
@@ -202,7 +208,21 @@ def _open_folder(folder: Path) -> VideoReader:
     return VideoReader(name=folder.name, frames=frames, fps=None, num_frames=len(files), reiterable=True)
 
 
-def _open_file(path: Path) -> VideoReader:
+def _pixel_limit(max_pixels: int | None) -> int:
+    if max_pixels is None:
+        return MAX_FRAME_PIXELS
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise LBDTError(f"max_pixels: must be a whole number >= 1, got {max_pixels!r}")
+    return max_pixels
+
+
+def _check_frame_size(path: Path, width: int, height: int, max_pixels: int, what: str) -> None:
+    if width * height > max_pixels:
+        raise LBDTError(f"{path}: {what} {width}×{height} ({width * height:,} pixels), over the limit of "
+                        f"{max_pixels:,} pixels per frame")
+
+
+def _open_file(path: Path, max_pixels: int) -> VideoReader:
 
     try:
         with av.open(str(path)) as container:
@@ -212,7 +232,11 @@ def _open_file(path: Path) -> VideoReader:
             rate = stream.average_rate or stream.guessed_rate
             fps = float(rate) if rate else None
             num_frames = int(stream.frames) if stream.frames else None
+            _check_frame_size(path, int(stream.width or 0), int(stream.height or 0), max_pixels,
+                              "declares frames of")  # before decoding anything
             first = next(iter(container.decode(stream)), None)
+            if first is not None:
+                _check_frame_size(path, first.width, first.height, max_pixels, "frame 0 is")
     except LBDTError:
         raise
     except Exception as e:  # noqa: BLE001 -- av.error.* (InvalidDataError, ...), OSError
@@ -227,6 +251,7 @@ def _open_file(path: Path) -> VideoReader:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for i, frame in enumerate(container.decode(stream)):
+                    _check_frame_size(path, frame.width, frame.height, max_pixels, f"frame {i} is")
                     yield VideoFrame(i, f"{i:05d}", frame.to_ndarray(format="rgb24"))
                     count = i + 1
         except LBDTError:

@@ -109,8 +109,10 @@ def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
                      max_words=runnable.max_words, val_split=s.split if s.split.startswith(HOLDOUT) else "")
     data = build_dataset(cfg, s.split, train=False, word_vectors=table,
                          with_original_mask=has_gt and protocol == "native")
+    full = len(data)
     if s.limit is not None:
         data = Subset(data, range(min(max(0, int(s.limit)), len(data))))
+    partial = len(data) < full  # --limit: a submission of this run is not one the server can score as a whole
     if len(data) == 0:
         raise LBDTError(f"{s.root}: split {s.split!r} has no samples")
 
@@ -125,7 +127,11 @@ def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
         sinks.append(index_writer)
     submission = None
     if out is not None and source.submission_top is not None and not has_gt:
-        submission = SubmissionWriter(zip_path=out / "submission.zip", top=source.submission_top)
+        # a partial zip says so in its name and its comment, so it is not uploaded by mistake
+        submission = SubmissionWriter(zip_path=out / ("submission.partial.zip" if partial else "submission.zip"),
+                                      top=source.submission_top,
+                                      comment=f"partial: the first {len(data)} of {full} samples (--limit {s.limit})"
+                                      if partial else "")
         sinks.append(submission)
 
     loader = make_loader(data, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers)
@@ -143,6 +149,8 @@ def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
         "protocol_description": PROTOCOL_DESCRIPTIONS[protocol], "threshold": s.threshold,
         "input_size": list(size), "device": str(dev), **prec.as_dict(), "world_size": ranks.world_size,
     }
+    if partial:
+        report["partial"] = {"samples": len(data), "of": full, "limit": s.limit}
     report.update({name: results[name] for name in evaluators})
     if benchmark_protocol:
         report["benchmark_protocol"] = benchmark_protocol
@@ -210,6 +218,10 @@ def format_report(report: dict) -> str:
         parts.append(format_metrics_table(report["jf"], labels=report["labels"]))
     if "metrics" not in report and "jf" not in report:
         parts.append("no ground truth in this split: predictions only")
+    if "partial" in report:
+        p = report["partial"]
+        parts.append(f"partial: only the first {p['samples']} of {p['of']} samples (--limit {p['limit']}); metrics and "
+                     "any submission zip (submission.partial.zip) cover those alone")
     for name, path in report.get("outputs", {}).items():
         parts.append(f"{name}: {path}")
     return "\n".join(parts)

@@ -28,8 +28,10 @@ from tqdm import tqdm
 
 from lbdt.checkpoint import make_state, read_checkpoint, save_checkpoint
 from lbdt.config import RunConfig, TrainConfig, from_dict, process_batch, save_yaml, to_dict
+from lbdt.cpu_load import load_warning, read_load
 from lbdt.data.build import build_dataset, make_loader
 from lbdt.data.collate import collate
+from lbdt.data.synth import WORD_VECTORS
 from lbdt.engine.distributed import (
     DistInfo,
     EpochSampler,
@@ -39,6 +41,7 @@ from lbdt.engine.distributed import (
     shutdown,
 )
 from lbdt.engine.inference import run_on_dataset
+from lbdt.engine.interrupt import StopRequest, sigint_requests_stop, until_stopped
 from lbdt.engine.rng_state import rng_state, set_rng_state
 from lbdt.engine.trainlog import MetricsLog, plot_curves
 from lbdt.errors import LBDTError
@@ -58,12 +61,13 @@ def train(cfg: RunConfig, resume: bool | str = False) -> dict:
     check_output_dir(cfg.train.output_dir, "train.output_dir")  # before any work (lbdt.paths)
     info = init_distributed(cfg.train.device)
     try:
-        return _train(cfg, resume, info)
+        with sigint_requests_stop() as interrupt:  # Ctrl-C: stop at the next step boundary, save last.pt
+            return _train(cfg, resume, info, interrupt)
     finally:
         shutdown(info)
 
 
-def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
+def _train(cfg: RunConfig, resume: bool | str, info: DistInfo, interrupt: StopRequest) -> dict:
     batch, accum = process_batch(cfg.train, info.world_size)  # train.global_batch kept under any world size
     tc = dataclasses.replace(cfg.train, batch_size=batch, grad_accum=accum)
     out = Path(tc.output_dir)
@@ -77,6 +81,13 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
     train_set, val_set = build_datasets(cfg)
 
     if info.is_main:
+        if ckpt is not None:
+            print(f"lbdt train: resuming from {path}: {_position(ckpt['epoch'], ckpt['step'], ckpt['epoch_batches'])}",
+                  file=sys.stderr)
+        print(_header(dataclasses.replace(cfg, train=tc), info, precision, train_set, val_set), file=sys.stderr)
+        busy = load_warning(read_load(), option="--threads") if info.device.type == "cpu" else None
+        if busy:
+            print(f"lbdt train: warning: {busy}", file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out / "config.yaml")
         write_text(out / "runtime.json", json.dumps({"device": str(info.device), "world_size": info.world_size,
@@ -134,7 +145,9 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
         net.train()
         n_batches = epoch_batches + len(loader)
         window_samples, window_start = 0, time.perf_counter()
-        for i, batch in enumerate(loader, start=epoch_batches):
+        # one process: a Ctrl-C ends the epoch's loop at the next batch; under DDP rank 0's broadcast decides
+        batches = loader if info.distributed else until_stopped(loader, interrupt)
+        for i, batch in enumerate(batches, start=epoch_batches):
             batch = batch.to(info.device, non_blocking=True)
             group_end = (i + 1) % tc.grad_accum == 0 or i + 1 == n_batches
             sync = contextlib.nullcontext() if group_end or not info.distributed else net.no_sync()
@@ -165,14 +178,18 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
                 window_samples, window_start = 0, time.perf_counter()
             stop = (tc.max_steps is not None and step >= tc.max_steps) or (
                 tc.max_minutes is not None and (time.monotonic() - started) / 60 >= tc.max_minutes)
-            if tc.max_minutes is not None:  # wall clocks differ across ranks: rank 0 decides
-                stop = bool(broadcast_object(stop, info))
+            if tc.max_minutes is not None or info.distributed:  # clocks and Ctrl-C differ across ranks: rank 0 decides
+                stop = bool(broadcast_object(stop or interrupt.requested, info))
             if stop and epoch_batches < n_batches:
                 checkpoint("last.pt", epoch, epoch_batches)
                 break
             if tc.checkpoint_every and step % tc.checkpoint_every == 0 and epoch_batches < n_batches:
                 checkpoint("last.pt", epoch, epoch_batches)
-        if epoch_batches < n_batches:  # stopped mid-epoch: `last.pt` already written
+        if interrupt.requested and not stop and not info.distributed:  # Ctrl-C: stopped at a step boundary
+            stop = True
+            if epoch_batches < n_batches:
+                checkpoint("last.pt", epoch, epoch_batches)
+        if epoch_batches < n_batches:  # stopped mid-epoch: `last.pt` written
             break
         # ---- end of epoch: schedule, validate, keep last / best
         scheduler.step()
@@ -198,8 +215,13 @@ def _train(cfg: RunConfig, resume: bool | str, info: DistInfo) -> dict:
     log.close()
     if info.is_main:
         plot_curves(out / "metrics.csv", out / "curves.png", tc.best_metric)
+        if interrupt.requested:
+            print(f"lbdt train: interrupted (Ctrl-C): saved {out / 'last.pt'} at "
+                  f"{_position(epoch, step, epoch_batches)}; continue with the same command and --resume",
+                  file=sys.stderr)
     return {"output_dir": str(out), "step": step, "epoch": epoch, "best": best, "history": history,
             "device": str(info.device), **_batch_record(tc, info.world_size), **precision.as_dict(),
+            "interrupted": interrupt.requested,
             "last_checkpoint": str(out / "last.pt"), "finished": epoch >= tc.epochs}
 
 
@@ -219,6 +241,9 @@ def build_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     of the training videos, removed from training (`lbdt.data.build`)."""
 
     dc = cfg.data
+    if dc.word_vectors == WORD_VECTORS and not Path(dc.root).is_dir():  # the synthetic benchmark's own table
+        raise LBDTError(f"data.root {dc.root}: not found; this configuration trains on the synthetic benchmark, "
+                        f"write it first: lbdt synth --format {dc.dataset} --out {dc.root}")
     train_set = build_dataset(dc, dc.train_split, train=True, with_original_mask=False, seed=cfg.train.seed)
     val_set = None
     if dc.val_split:
@@ -279,6 +304,27 @@ def _batch_record(tc: TrainConfig, world_size: int) -> dict[str, int]:
     """What runtime.json and the summary record of the batch actually used (`config.process_batch`)."""
     return {"global_batch": tc.batch_size * tc.grad_accum * world_size, "per_process_batch": tc.batch_size,
             "grad_accum": tc.grad_accum}
+
+
+def _position(epoch: int, step: int, epoch_batches: int) -> str:
+    """Where a checkpoint stands, 1-based epochs as the log counts them."""
+    if epoch_batches == 0:
+        return f"step {step}, start of epoch {epoch + 1}"
+    return f"step {step}, epoch {epoch + 1} after {epoch_batches} batches"
+
+
+def _header(cfg: RunConfig, info: DistInfo, precision: Precision, train_set: Dataset, val_set: Dataset | None) -> str:
+    """The start-up lines: where the run writes, what it runs on and in which precision (and why), on how much data."""
+    tc = cfg.train
+    per_epoch = math.ceil(math.ceil(len(train_set) / info.world_size) / tc.batch_size / tc.grad_accum)
+    val = f", {len(val_set)} validation samples ({cfg.data.val_split})" if val_set is not None else ", no validation"
+    limit = f", stops at step {tc.max_steps}" if tc.max_steps is not None else ""
+    limit += f", stops after {tc.max_minutes:g} min" if tc.max_minutes is not None else ""
+    return (f"lbdt train: writing {tc.output_dir}/ | {info.world_size} process(es) on {info.device}, "
+            f"{precision.name} ({precision.reason}), {torch.get_num_threads()} CPU threads\n"
+            f"lbdt train: {len(train_set)} training samples ({cfg.data.dataset} at {cfg.data.root}, split "
+            f"{cfg.data.train_split}){val} | batch {tc.batch_size} x {tc.grad_accum} accumulated, {per_epoch} steps per "
+            f"epoch, {tc.epochs} epochs{limit}")
 
 
 def _check_resumable(cfg: RunConfig, saved: RunConfig, path: Path) -> None:

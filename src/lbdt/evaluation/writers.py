@@ -100,11 +100,12 @@ class SubmissionWriter:
     "" for MeViS). exp_id is
     `meta.expression_id` (or `meta.object_id` when the former is empty, as in the original's
     `valid_new_pure.txt`). The zip is built under a temporary name and moved to `zip_path` by `close()`.
-    Writing the same (video, expression, frame) twice raises `LBDTError`.
+    Writing the same (video, expression, frame) twice raises `LBDTError`. `comment` becomes the zip's comment
+    (e.g. what a partial zip lacks).
     """
 
-    def __init__(self, *, zip_path: PathLike, top: str = "Annotations/"):
-        self.zip_path, self.top = Path(zip_path), top
+    def __init__(self, *, zip_path: PathLike, top: str = "Annotations/", comment: str = ""):
+        self.zip_path, self.top, self.comment = Path(zip_path), top, comment
         self._zip: zipfile.ZipFile | None = None  # opened on the first write (or by close, for an empty zip)
         self._tmp = ""
         self._closed = False
@@ -117,6 +118,7 @@ class SubmissionWriter:
                                              dir=self.zip_path.parent)
             os.close(fd)
             self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
+            self._zip.comment = self.comment.encode("utf-8")[:65535]
         return self._zip
 
     def entry_name(self, meta: SampleMeta) -> str:
@@ -206,8 +208,11 @@ class OverlayVideoWriter:
     predictions' frames (`return_frames=True`). `scale` enlarges small frames (nearest) before drawing."""
 
     def __init__(self, path: PathLike, *, fps: float, sentences: Sequence[int],
-                 caption: str | Callable[[Prediction], str] = "", scale: int = 1):
+                 caption: str | Callable[[Prediction], str] = "", scale: int = 1,
+                 colors: Sequence[Sequence[int]] | None = None, alpha: float = 0.45):
         self.sentences, self.caption, self.scale = list(sentences), caption, int(scale)
+        # one tint per entry of `sentences` (e.g. `visualize.highlight_colors` of the scene), else pick_color
+        self.colors, self.alpha = list(colors) if colors is not None else None, alpha
         self.video = VideoWriter(path, fps=fps)
         self._frame: dict[int, Prediction] = {}
 
@@ -223,8 +228,9 @@ class OverlayVideoWriter:
         caption = self.caption(pred) if callable(self.caption) else self.caption
         for n, j in enumerate(self.sentences):
             last = n == len(self.sentences) - 1
-            image = overlay(image, upscale(self._frame[j].mask, self.scale), color=pick_color(j),
-                            sentence=caption if last else "")
+            color = self.colors[n] if self.colors is not None else pick_color(j)
+            image = overlay(image, upscale(self._frame[j].mask, self.scale), color=color, alpha=self.alpha,
+                            outline=self.scale if self.scale > 1 else None, sentence=caption if last else "")
         self.video.write(image)
         self._frame = {}
 

@@ -34,6 +34,7 @@ import platform
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -45,10 +46,11 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from lbdt.config import DataConfig
+from lbdt.cpu_load import load_warning, read_load
 from lbdt.data.build import build_dataset, make_loader
 from lbdt.data.synth import WORD_VECTORS, make_clip, vocabulary, write_benchmark
 from lbdt.engine import fast
-from lbdt.errors import LBDTError
+from lbdt.errors import LBDTError, LBDTNotice
 from lbdt.export import export_onnx, require
 from lbdt.io import write_text
 from lbdt.losses import segmentation_loss
@@ -344,10 +346,12 @@ def _streaming_row(model: torch.nn.Module, *, precision: str, batch: int, settin
 
     clip = make_clip(0, frames=settings.frames, size=settings.size)
     video, sentence = clip.frames, clip.objects[0].sentence  # uint8 [T,H,W,3] at the model size
-    segmenter = VideoSegmenter(model, device=device, precision=precision, size=settings.size, batch_size=batch,
-                               word_vectors=WordVectors.seeded(vocabulary(), dim=300))
-    for _ in segmenter.segment(video[:batch], sentence):  # warm-up on one batch
-        pass
+    with warnings.catch_warnings():  # its notices (device, precision) are the table's own columns
+        warnings.simplefilter("ignore", LBDTNotice)
+        segmenter = VideoSegmenter(model, device=device, precision=precision, size=settings.size, batch_size=batch,
+                                   word_vectors=WordVectors.seeded(vocabulary(), dim=300))
+        for _ in segmenter.segment(video[:batch], sentence):  # warm-up on one batch
+            pass
     with peak_memory(device) as mem:
         _sync(device)
         start = time.perf_counter()
@@ -603,12 +607,22 @@ def format_table(result: dict[str, Any]) -> str:
 
 def benchmark(settings: BenchmarkSettings, *, out: str | os.PathLike | None = None, quick: bool = False,
               echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """`lbdt benchmark`: run (`quick_settings` when `quick`), write JSON to `out` if given, print the table."""
+    """`lbdt benchmark`: run (`quick_settings` when `quick`), write JSON to `out` if given, print the table.
+    On a CPU whose load leaves too few cores for torch's threads, it says so first (`lbdt.cpu_load`) and notes it
+    in the result."""
     if out is not None:
         check_output_file(out)  # before minutes of measuring
     if quick:
         settings = quick_settings(settings)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)  # before the load check, which weighs the threads against the load
+    busy = load_warning(read_load()) if resolve_device(settings.device).type == "cpu" else None
+    if busy:
+        echo(f"warning: {busy}" + ("; --quick takes one sample per row, so its ratios (precision against precision, "
+                                   "batch against batch) are meaningless under this load" if quick else ""))
     result = run_benchmark(settings, progress=lambda s: echo(f"... {s}"))
+    if busy:
+        result["notes"].append(f"measured on a busy machine: {busy}")
     if out is not None:
         write_json(result, out)
     echo(format_table(result))
