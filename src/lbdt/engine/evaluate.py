@@ -25,7 +25,8 @@ PROTOCOL_DESCRIPTIONS = {
     "native": "prediction bilinearly upsampled to the original size, then > threshold; "
               "ground truth = the original-resolution mask",
 }
-DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native", "davis": "native", "mevis": "native"}
+DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native", "davis": "native", "mevis": "native",
+                    "longrvos": "native"}
 
 
 def evaluate(
@@ -36,9 +37,10 @@ def evaluate(
     frame_gap: int | None = None, limit: int | None = None, progress: bool = True,
 ) -> dict:
     """Evaluate `checkpoint` (ours, an official LBDT checkpoint, a shipped name or a URL: `load_pretrained`)
-    on list `split` of dataset `root` laid out in format `dataset` (a2d | jhmdb | ytvos | davis | mevis).
-    davis and mevis are scored only with their benchmark's protocol (lbdt.evaluation.davis / .mevis), and
-    MeViS `valid` (no ground truth) writes the MeViS server zip.
+    on list `split` of dataset `root` laid out in format `dataset` (a2d | jhmdb | ytvos | davis | mevis |
+    longrvos).
+    davis, mevis and longrvos are scored only with their benchmark's protocol (lbdt.evaluation.davis / .mevis /
+    .longrvos), and MeViS `valid` (no ground truth) writes the MeViS server zip.
 
     protocol: "lbdt" | "native" (default: lbdt for a2d/jhmdb, native for ytvos). Metrics need ground truth;
     a split without it (Ref-YTVOS `valid`) only produces masks and, in `output_dir`, `submission.zip`.
@@ -100,6 +102,11 @@ def evaluate(
         from lbdt.evaluation import mevis as benchmark
 
         evaluators["jf"] = benchmark.MeViSEvaluator(no_target=source.no_target_keys(split))
+    elif has_gt and dataset == "longrvos":
+        from lbdt.evaluation import longrvos as benchmark
+
+        evaluators["jf"] = benchmark.LongRVOSEvaluator(source.expression_types(list_split),
+                                                       where=str(source.meta_path(list_split)))
     elif has_gt:
         evaluators["metrics"] = ReferSegEvaluator(strict=strict_precision, coco=coco)
         if jf if jf is not None else dataset == "ytvos":
@@ -129,6 +136,8 @@ def evaluate(
     report.update({name: results[name] for name in evaluators})
     if benchmark is not None:
         report["benchmark_protocol"] = benchmark.PROTOCOL
+    if dataset == "longrvos" and "jf" in report:  # the organisers' five numbers, overall and per type, on top
+        report.update(benchmark.headline(report["jf"]))
     labels = {**METRIC_LABELS, **getattr(benchmark, "LABELS", {})}
     used = _keys(report.get("metrics", {})) | _keys(report.get("jf", {}))
     report["labels"] = {k: v for k, v in labels.items() if k in used}

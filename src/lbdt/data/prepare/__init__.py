@@ -13,13 +13,14 @@ from lbdt.data.prepare.a2d import prepare_a2d
 from lbdt.data.prepare.common import PrepareSummary
 from lbdt.data.prepare.davis import prepare_davis
 from lbdt.data.prepare.jhmdb import prepare_jhmdb
+from lbdt.data.prepare.longrvos import prepare_longrvos
 from lbdt.data.prepare.mevis import prepare_mevis
 from lbdt.data.prepare.ytvos import prepare_ytvos
 from lbdt.errors import LBDTError
 from lbdt.paths import check_output_dir
 
 PREPARERS = {"a2d": prepare_a2d, "jhmdb": prepare_jhmdb, "ytvos": prepare_ytvos, "davis": prepare_davis,
-             "mevis": prepare_mevis}
+             "mevis": prepare_mevis, "longrvos": prepare_longrvos}
 
 
 def prepare_dataset(name: str, raw: str | Path, out: str | Path, **options: Any) -> PrepareSummary:
@@ -33,4 +34,4 @@ def prepare_dataset(name: str, raw: str | Path, out: str | Path, **options: Any)
 
 
 __all__ = ["PREPARERS", "PrepareSummary", "prepare_a2d", "prepare_dataset", "prepare_davis", "prepare_jhmdb",
-           "prepare_mevis", "prepare_ytvos"]
+           "prepare_longrvos", "prepare_mevis", "prepare_ytvos"]
