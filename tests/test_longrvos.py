@@ -136,7 +136,9 @@ def test_source_reads_the_released_layout(tmp_path):
     for f in FRAMES:
         np.testing.assert_array_equal(masks[("1", f)], B)
         np.testing.assert_array_equal(masks[("3", f)], E)
-    assert source.mask_path(records[4]) == source.root / "valid" / "Annotations" / "v" / "2" / "00000.png"
+    # frame-major order: a frame's expressions follow each other (a batch shares the frame's trunk)
+    assert [(r.frame_id, r.expression_id) for r in records[:5]] == [("00000", e) for e in "0123"] + [("00001", "0")]
+    assert source.mask_path(records[1]) == source.root / "valid" / "Annotations" / "v" / "2" / "00000.png"
     assert source.reference_frame_id("v", "00002") == "00001" and source.reference_frame_id("v", "00000") == "00000"
 
 

@@ -49,10 +49,13 @@ class LongRVOSSource(ExpressionSource):
                 "kind": TYPES[kind] if kind is not None else ""}
 
     def records(self, split: str) -> list[ReferRecord]:
-        """`ExpressionSource.records`, each carrying its expression's type (static / dynamic / hybrid) as category."""
+        """`ExpressionSource.records` in video, frame, expression order (the expressions of one frame follow each
+        other, so a batch shares the frame's sentence-independent trunk: `LBDT.segment_shared`), each carrying
+        its expression's type (static / dynamic / hybrid) as category."""
         videos = self.videos(split)
-        return [replace(r, category=videos[r.video_id]["expressions"][r.expression_id]["kind"])
-                for r in super().records(split)]
+        position = {(vid, f): (i, t) for i, (vid, v) in enumerate(videos.items()) for t, f in enumerate(v["frames"])}
+        records = sorted(super().records(split), key=lambda r: position[(r.video_id, r.frame_id)])  # stable
+        return [replace(r, category=videos[r.video_id]["expressions"][r.expression_id]["kind"]) for r in records]
 
     def has_masks(self, split: str) -> bool:
         return (self.root / split / "Annotations").is_dir()
