@@ -356,16 +356,19 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     Path(f"{out}-rank{rank}.json").write_text(json.dumps(report))
 
 
+def _strip(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k not in ("world_size", "outputs")}
+
+
 def test_two_processes_equal_one(synthetic, evaluated, tmp_path):
     out = tmp_path / "two"
     mp.start_processes(_worker, args=(2, _free_port(), str(synthetic), str(out)), nprocs=2, join=True,
                        start_method="spawn")
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("world_size", "outputs")}  # noqa: E731
     one = json.loads((evaluated / "metrics.json").read_text())
     two = json.loads((out / "metrics.json").read_text())
-    assert strip(two) == strip(one) and two["world_size"] == 2 and one["world_size"] == 1
+    assert _strip(two) == _strip(one) and two["world_size"] == 2 and one["world_size"] == 1
     for rank in range(2):
-        assert strip(json.loads(Path(f"{out}-rank{rank}.json").read_text())) == strip(two)
+        assert _strip(json.loads(Path(f"{out}-rank{rank}.json").read_text())) == _strip(two)
     files = sorted(p.relative_to(evaluated / "masks") for p in (evaluated / "masks").rglob("*.png"))
     assert files == sorted(p.relative_to(out / "masks") for p in (out / "masks").rglob("*.png"))
     for rel in files:
