@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from lbdt.cli import main
-from lbdt.data.prepare import prepare_dataset
+from lbdt.tools.prepare_data import prepare_dataset
 from lbdt.data.sources import LongRVOSSource
 from lbdt.data.synth import benchmark_video, write_benchmark
 from lbdt.errors import LBDTError

@@ -12,14 +12,13 @@ Formats (fields in order):
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from lbdt.atomic import write_text
+from lbdt.io import write_text
 from lbdt.data.records import ReferRecord
-from lbdt.data.text import check_sentence
+from lbdt.words import check_sentence
 from lbdt.errors import LBDTError
 from lbdt.paths import check_name
 
@@ -104,14 +103,3 @@ def write_list(path: str | os.PathLike, records: Iterable[ReferRecord], fmt: str
     lines = [format_line(r, fmt) for r in records]
     write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)
-
-
-def read_json(path: Path, what: str) -> Any:
-    """A JSON data file (meta expressions, mask dicts, annotations); a missing or malformed file is an `LBDTError`
-    naming it (`what` says which file it is)."""
-    if not path.is_file():
-        raise LBDTError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LBDTError(f"{path}: malformed JSON ({e})") from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from lbdt.data.prepare.common import PrepareSummary, place_file, progress
+from lbdt.tools.prepare_data.common import PrepareSummary, place_file, progress
 from lbdt.data.sources.longrvos import LongRVOSSource
 from lbdt.errors import LBDTError
 

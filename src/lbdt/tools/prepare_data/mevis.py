@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lbdt.data.prepare.common import PrepareSummary, place_file, progress
+from lbdt.tools.prepare_data.common import PrepareSummary, place_file, progress
 from lbdt.data.sources.mevis import MeViSSource
 from lbdt.errors import LBDTError
 
