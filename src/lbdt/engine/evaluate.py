@@ -17,6 +17,7 @@ from pathlib import Path
 from lbdt.engine.distributed import broadcast_object, init_distributed
 from lbdt.engine.inference import PROTOCOLS, run_on_dataset
 from lbdt.errors import LBDTError
+from lbdt.io import write_json
 from lbdt.paths import check_output_dir
 
 PROTOCOL_DESCRIPTIONS = {
