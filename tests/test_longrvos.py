@@ -348,10 +348,11 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from lbdt.engine.evaluate import evaluate
+    from lbdt.engine.evaluate import EvaluateSettings, evaluate
 
-    report = evaluate("synthetic-tiny", dataset="longrvos", root=root, split="valid", device="cpu", precision="fp32",
-                      output_dir=out, save_masks=True, progress=False)
+    report = evaluate("synthetic-tiny", EvaluateSettings(dataset="longrvos", root=root, split="valid", device="cpu",
+                                                         precision="fp32", output_dir=out, save_masks=True,
+                                                         progress=False))
     dist.destroy_process_group()
     Path(f"{out}-rank{rank}.json").write_text(json.dumps(report))
 

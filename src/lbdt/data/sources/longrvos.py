@@ -35,6 +35,10 @@ class LongRVOSSource(ExpressionSource):
     name = "longrvos"
     splits = ("train", "valid", "test")
     default_frame_gap = 1
+    raw_frame_gap = 5  # one stored frame at about 6 per second: about 5 raw frames of a 30 fps video
+    default_protocol = "native"  # the organisers' masks: bilinear to the original size, then > 0.5
+    scoring = "longrvos"  # lbdt.evaluation.longrvos: J, F, tIoU, vIoU per type and overall
+    submission_top = None  # every split has public masks: no server zip
     frame_ext = ".jpg"
 
     def check_expression(self, path: Path, video: str, exp_id: str, entry: dict) -> dict:
