@@ -18,13 +18,13 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from lbdt.cli import main
-from lbdt.tools.prepare_data import prepare_dataset
 from lbdt.data.sources import LongRVOSSource
 from lbdt.data.synth import benchmark_video, write_benchmark
 from lbdt.errors import LBDTError
 from lbdt.evaluation import metrics
 from lbdt.evaluation.evaluators import JFEvaluator
 from lbdt.evaluation.longrvos import LongRVOSEvaluator
+from lbdt.tools.prepare_data import prepare_dataset
 from lbdt.types import Prediction, SampleMeta
 
 H = W = 16

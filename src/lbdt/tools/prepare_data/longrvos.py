@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from lbdt.tools.prepare_data.common import PrepareSummary, place_file, progress
 from lbdt.data.sources.longrvos import LongRVOSSource
 from lbdt.errors import LBDTError
+from lbdt.tools.prepare_data.common import PrepareSummary, place_file, progress
 
 
 def prepare_longrvos(raw: str | Path, out: str | Path, *, copy: bool = False,
