@@ -100,7 +100,12 @@ def test_metric_by_hand(tmp_path):
     assert out["num_expressions"] == 3 and out["N"] == 9
     assert out["target"]["J"] == pytest.approx((1 + j1) / 2) and out["target"]["num_expressions"] == 2
     assert out["no_target"] == {"J": pytest.approx(2 / 3), "F": pytest.approx(2 / 3), "J&F": pytest.approx(2 / 3),
-                                "num_expressions": 1}
+                                "num_expressions": 1, "tIoU": 0.0, "vIoU": 0.0}  # predicted in 1 frame, never there
+    # tIoU / vIoU (extra numbers): expression 0 both present in frames 0, 1 -> 1, (1 + 1) / 2; expression 1
+    # truth in all 3 frames, prediction in 0, 1 -> 2 / 3, (16 / 25 + 1) / 3; no-target: either only in frame 2 -> 0, 0
+    assert out["tIoU"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert out["vIoU"] == pytest.approx((1 + (16 / 25 + 1) / 3 + 0) / 3)
+    assert out["target"]["tIoU"] == pytest.approx((1 + 2 / 3) / 2)
 
 
 @pytest.mark.parametrize("masks, needle", [

@@ -181,7 +181,8 @@ def _word_vectors_arg(p: argparse.ArgumentParser) -> None:
 
 # ---- train / show-config (docs/training.md)
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("preset", help="preset name (a2d_lbdt4, a2d_lbdt1, ytvos_lbdt4, mevis_lbdt4, synthetic_tiny) or a YAML file")
+    p.add_argument("preset", help="preset name (a2d_lbdt4, a2d_lbdt1, ytvos_lbdt4, mevis_lbdt4, longrvos_lbdt4, "
+                                  "synthetic_tiny) or a YAML file")
     p.add_argument("overrides", nargs="*", metavar="SECTION.FIELD=VALUE", help="e.g. train.lr=5e-5 data.size=[128,128]")
 
 
@@ -294,7 +295,8 @@ def _prepare_data_args(p: argparse.ArgumentParser) -> None:
              "jhmdb": "J-HMDB-Sentences (Rename_Images/, puppet_mask/, jhmdb_annotation.txt)",
              "ytvos": "Ref-YouTube-VOS (meta_expressions/, train/, valid/)",
              "davis": "Ref-DAVIS17 (DAVIS/ 2017 unsupervised trainval 480p, davis_text_annotations/Davis17_annot*.txt)",
-             "mevis": "MeViS (train/, valid_u/, valid/): checked, then linked into --out"}
+             "mevis": "MeViS (train/, valid_u/, valid/): checked, then linked into --out",
+             "longrvos": "Long-RVOS (train/, valid/, test/): checked, then linked into --out"}
     for name, text in helps.items():
         d = sub.add_parser(name, help=text, description=text)
         d.add_argument("--raw", required=True, help="folder holding the official download(s), unpacked")
@@ -334,7 +336,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, help="dataset root (see docs/datasets/)")
     p.add_argument("--split", required=True,
                    help="list to evaluate, e.g. val (A2D test list), test, valid (Ref-YTVOS), val (Ref-DAVIS17), "
-                        "valid_u / valid (MeViS)")
+                        "valid_u / valid (MeViS), valid / test (Long-RVOS)")
     p.add_argument("--protocol", choices=("lbdt", "native"),
                    help="resize rule (docs/evaluation.md); default lbdt for a2d/jhmdb, native for ytvos")
     p.add_argument("--threshold", type=_float_in(0.0, 1.0), default=0.5, help="probability threshold (default 0.5)")
@@ -409,7 +411,7 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_SEED, default=0, help="random seed; the same seed writes identical files")
     p.add_argument("--videos", nargs=3, type=_NON_NEGATIVE, default=(360, 60, 90), metavar=("TRAIN", "VAL", "TEST"),
                    help="videos per split (default 360 60 90); davis: train, val (TEST unused); "
-                        "mevis: train, valid_u, valid")
+                        "mevis: train, valid_u, valid; longrvos: train, valid, test")
     p.add_argument("--frames", type=_POSITIVE, default=14, help="frames per video (default 14)")
     p.add_argument("--size", nargs=2, type=_int_at_least(8, MAX_SIDE), default=(96, 128), metavar=("H", "W"),
                    help=f"frame size, 8 to {MAX_SIDE} (default 96 128)")

@@ -33,7 +33,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "a2d"  # on-disk format under `root`: a2d | jhmdb | ytvos | davis | mevis
+    dataset: str = "a2d"  # on-disk format under `root`: a2d | jhmdb | ytvos | davis | mevis | longrvos
     root: str = "datasets/a2d"  # dataset root laid out as the original expects (see docs/datasets)
     train_split: str = "train"  # list file stem used for training (<root>/<split>.txt)
     val_split: str = "val"  # validation list stem, "holdout:<fraction>" (videos held out of train_split), or "" = none

@@ -22,7 +22,7 @@ HOLDOUT = "holdout:"
 
 
 def build_source(dataset: str, root: str) -> Source:
-    """The source class of format `dataset` (a2d | jhmdb | ytvos | davis | mevis) on `root`."""
+    """The source class of format `dataset` (a2d | jhmdb | ytvos | davis | mevis | longrvos) on `root`."""
     if dataset not in SOURCES:
         raise LBDTError(f"unknown dataset format {dataset!r}; expected one of {', '.join(SOURCES)}")
     return SOURCES[dataset](root)

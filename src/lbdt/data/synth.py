@@ -1,5 +1,5 @@
 """A synthetic referring-video benchmark, written in the on-disk formats of A2D, J-HMDB, Ref-YouTube-VOS,
-Ref-DAVIS17 or MeViS.
+Ref-DAVIS17, MeViS or Long-RVOS.
 
 Each clip shows coloured shapes moving in straight lines over a static textured background (gradient,
 stripes or smooth noise). Every clip has one *motion pair*: two objects of identical appearance (shape,
@@ -7,7 +7,7 @@ colour, size) that differ only in how they move, referred to by motion sentences
 left" / "the red circle that is standing still"); and two *single* objects whose appearance is unique in
 the clip, referred to by appearance sentences ("the big blue square"). Half the sentences therefore need
 the temporal stream. Motions are left, right, up, down and still, at a constant speed whose shift across
-the format's frame gap (a2d: 6 frames, jhmdb: 5, ytvos: 1 stored frame, davis: 4, mevis: 1) is clear but smaller
+the format's frame gap (a2d: 6 frames, jhmdb: 5, ytvos: 1 stored frame, davis: 4, mevis and longrvos: 1) is clear but smaller
 than a shape's radius, so the direction shows at the object itself in |I_t - I_{t-k}|.
 
 The davis and mevis formats annotate every frame and score whole videos. davis: every object has one expression
@@ -15,6 +15,10 @@ in each of the four groups (the sentence templates in turn), splits train / val.
 expression, the motion pair also one joint expression (target = the union of both), each video one no-target
 expression (an object that is not in the clip, as in MeViS v2), and the last object is absent (not drawn) in the
 first third of the frames (mask_dict null there); splits train / valid_u / valid (no mask_dict.json).
+longrvos: the single objects have a static expression (their appearance sentence), the motion pair's objects a
+dynamic one (their motion sentence) and a hybrid one (`static+dynamic`: the motion sentence with the size
+added); the last object is absent in the first third of the frames and the first one leaves and re-enters (absent
+in the middle third): no mask file there, as in the release; splits train / valid / test, all with Annotations.
 
 Everything is a deterministic function of the seed. `make_clip` draws one clip in memory; `write_benchmark`
 (`lbdt synth`) writes train/val/test splits, a `benchmark.json` ground-truth sidecar and a seeded 300-d
@@ -70,9 +74,10 @@ FRAME_GAP = {name: source.default_frame_gap for name, source in SOURCES.items()}
 # px per stored frame as a fraction of min(H, W): the displacement across the gap k (~7 % of min(H, W), 7 px at
 # 96x128; ytvos 4 px) is below a small shape's radius, so the copies in |I_t - I_{t-k}| overlap the object: the
 # leading edge lies inside the current shape, the trailing edge outside, and the direction is visible locally.
-SPEED = {"a2d": 0.012, "jhmdb": 0.014, "ytvos": 0.04, "davis": 0.012, "mevis": 0.04}
+SPEED = {"a2d": 0.012, "jhmdb": 0.014, "ytvos": 0.04, "davis": 0.012, "mevis": 0.04, "longrvos": 0.04}
 # the generator's train / val / test splits -> the folder they are written to (davis writes no test split)
-SPLIT_DIRS = {"davis": {"train": "train", "val": "val"}, "mevis": {"train": "train", "val": "valid_u", "test": "valid"}}
+SPLIT_DIRS = {"davis": {"train": "train", "val": "val"}, "mevis": {"train": "train", "val": "valid_u", "test": "valid"},
+              "longrvos": {"train": "train", "val": "valid", "test": "test"}}
 WORD_VECTORS = DATASET_TABLE  # the benchmark's seeded table, where `resolve_word_vectors` looks for a dataset's own
 
 
@@ -294,6 +299,8 @@ def benchmark_video(seed: int, split: str, index: int, *, fmt: str, frames: int 
     ss = np.random.SeedSequence([int(seed), SPLITS.index(split) if split in SPLITS else 99, int(index)])
     clip_seed, plan_seed = (int(s) for s in ss.generate_state(2))
     absent = {3: range(frames // 3)} if fmt == "mevis" else None  # the last single: absent at first
+    if fmt == "longrvos":  # ... and the first object leaves and re-enters
+        absent = {3: range(frames // 3), 0: range(frames // 3, 2 * frames // 3)}
     clip = make_clip(clip_seed, frames=frames, size=size, speed=SPEED[fmt] * min(size), absent=absent)
     rng = np.random.default_rng(plan_seed)
     # annotated frames at least k frames in (the motion cue is complete) ...
@@ -385,11 +392,26 @@ def sentence_variants(o: SynthObject) -> list[str]:
     return variants[k:] + variants[:k]
 
 
+def hybrid_sentence(o: SynthObject) -> str:
+    """A static+dynamic sentence for a motion-pair object: its motion sentence with the size added."""
+    return MOTION_TEMPLATES[o.motion][0].replace("{colour}", "{size} {colour}").format(
+        size=o.size, colour=o.colour, shape=o.shape)
+
+
 def _expressions(fmt: str, v: SynthVideo, anno_ids: list[str]) -> dict[str, dict]:
     """The video's meta_expressions entries: davis one per (object, group); mevis one per object, the motion
-    pair's union and one no-target expression (anno_ids: one per object)."""
+    pair's union and one no-target expression (anno_ids: one per object); longrvos one static expression per
+    single object, a dynamic and a hybrid one per motion-pair object."""
     objects = v.clip.objects
     exps: dict[str, dict] = {}
+    if fmt == "longrvos":
+        for o, ob in enumerate(objects):
+            if ob.sentence_type == "appearance":
+                exps[str(len(exps))] = {"exp": ob.sentence, "obj_id": str(o + 1), "type": "static"}
+            else:
+                exps[str(len(exps))] = {"exp": ob.sentence, "obj_id": str(o + 1), "type": "dynamic"}
+                exps[str(len(exps))] = {"exp": hybrid_sentence(ob), "obj_id": str(o + 1), "type": "static+dynamic"}
+        return exps
     if fmt == "davis":
         for o, ob in enumerate(objects):
             variants = sentence_variants(ob)
@@ -410,7 +432,8 @@ def _expressions(fmt: str, v: SynthVideo, anno_ids: list[str]) -> dict[str, dict
 
 
 def _write_expression_video(root: Path, fmt: str, v: SynthVideo, palette: list[int], meta: dict, masks: dict) -> int:
-    """Write one davis / mevis video into its split folder, add its meta (and mask_dict) entries; its sample count."""
+    """Write one davis / mevis / longrvos video into its split folder, add its meta (and mask_dict) entries; its
+    sample count. longrvos: `Annotations/<video>/<obj_id>/<frame>.png` (0/255) only where the object is visible."""
     from pycocotools import mask as mask_utils
 
     folder = SPLIT_DIRS[fmt][v.split]
@@ -428,6 +451,13 @@ def _write_expression_video(root: Path, fmt: str, v: SynthVideo, palette: list[i
                 rles.append(None if rle is None else {"size": [int(x) for x in rle["size"]],
                                                       "counts": rle["counts"].decode("ascii")})
             split_masks[anno] = rles
+    if fmt == "longrvos":
+        for o in range(len(v.clip.objects)):
+            obj_dir = root / folder / "Annotations" / v.video_id / str(o + 1)
+            obj_dir.mkdir(parents=True)
+            for t, name in enumerate(v.frame_names):
+                if v.clip.masks[o, t].any():
+                    _save_image(np.where(v.clip.masks[o, t], 255, 0).astype(np.uint8), obj_dir / f"{name}.png")
     exps = _expressions(fmt, v, anno_ids)
     meta.setdefault(folder, {})[v.video_id] = {"frames": v.frame_names, "expressions": exps}
     return len(exps) * len(v.frame_names)
@@ -554,4 +584,4 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
 
 
 def _object_ids(fmt: str, n: int) -> list[str]:
-    return [str(o + 1) for o in range(n)] if fmt in ("ytvos", "davis") else [str(o) for o in range(n)]
+    return [str(o + 1) for o in range(n)] if fmt in ("ytvos", "davis", "longrvos") else [str(o) for o in range(n)]

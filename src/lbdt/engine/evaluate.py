@@ -24,7 +24,7 @@ from lbdt.engine.distributed import broadcast_object, init_distributed
 from lbdt.engine.fast import prepare_for_inference
 from lbdt.engine.inference import PROTOCOLS, run_on_dataset
 from lbdt.errors import LBDTError
-from lbdt.evaluation import davis, mevis
+from lbdt.evaluation import davis, longrvos, mevis
 from lbdt.evaluation.evaluators import METRIC_LABELS, JFEvaluator, ReferSegEvaluator
 from lbdt.evaluation.writers import PngMaskWriter, SubmissionWriter, format_metrics_table
 from lbdt.io import write_json
@@ -78,7 +78,8 @@ class EvaluateSettings:
 def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
     """Evaluate `checkpoint` (ours, an official LBDT checkpoint, a shipped name or a URL: `load_pretrained`)
     on list `settings.split` of the dataset root `settings.root`, scored as its source says (`Source.scoring`:
-    P@K / IoU / mAP, Ref-DAVIS17's protocol (lbdt.evaluation.davis) or MeViS's (lbdt.evaluation.mevis)).
+    P@K / IoU / mAP, Ref-DAVIS17's protocol (lbdt.evaluation.davis), MeViS's (lbdt.evaluation.mevis) or
+    Long-RVOS's (lbdt.evaluation.longrvos: J, F, tIoU, vIoU per type, also at the top level of the report)).
 
     A split without ground truth (Ref-YTVOS `valid`, MeViS `valid`) only produces masks and, in `output_dir`,
     the server's `submission.zip` (`Source.submission_top`). Writes `metrics.json` (and `masks/`,
@@ -152,6 +153,8 @@ def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
     if partial:
         report["partial"] = {"samples": len(data), "of": full, "limit": s.limit}
     report.update({name: results[name] for name in evaluators})
+    if source.scoring == "longrvos" and "jf" in report:  # the organisers' five numbers, overall and per type, on top
+        report.update(longrvos.headline(report["jf"]))
     if benchmark_protocol:
         report["benchmark_protocol"] = benchmark_protocol
     used = _keys(report.get("metrics", {})) | _keys(report.get("jf", {}))
@@ -181,6 +184,10 @@ def _scoring(source: Source, s: EvaluateSettings, has_gt: bool) -> tuple[dict, s
                 {**METRIC_LABELS, **davis.LABELS})
     if source.scoring == "mevis":
         return {"jf": mevis.MeViSEvaluator(no_target=source.no_target_keys(s.split))}, mevis.PROTOCOL, dict(METRIC_LABELS)
+    if source.scoring == "longrvos":
+        split = "train" if s.split.startswith(HOLDOUT) else s.split
+        ev = longrvos.LongRVOSEvaluator(source.expression_types(split), where=str(source.meta_path(split)))
+        return {"jf": ev}, longrvos.PROTOCOL, {**METRIC_LABELS, **longrvos.LABELS}
     evaluators: dict = {"metrics": ReferSegEvaluator(strict=s.strict_precision, coco=s.coco)}
     if s.jf if s.jf is not None else source.jf_by_default:
         evaluators["jf"] = JFEvaluator()

@@ -8,12 +8,13 @@ Metric keys are short and stable; `METRIC_LABELS` says what each one is, for tab
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 import numpy as np
 
 from lbdt.errors import LBDTError
 from lbdt.evaluation import metrics
-from lbdt.types import Prediction
+from lbdt.types import Prediction, SampleMeta
 
 METRIC_LABELS: dict[str, str] = {
     "N": "samples evaluated (none dropped)",
@@ -28,6 +29,10 @@ METRIC_LABELS: dict[str, str] = {
     "J": "region similarity J (per expression, then mean)",
     "F": "boundary F (DAVIS, per expression, then mean)",
     "J&F": "(J + F) / 2",
+    "tIoU": "temporal IoU (Long-RVOS): frames where prediction and truth are both non-empty / where either is; "
+            "per expression, then mean",
+    "vIoU": "volume IoU (Long-RVOS): sum of J over those shared frames / frames where either is non-empty; "
+            "per expression, then mean",
     "num_expressions": "expressions evaluated",
 }
 
@@ -108,10 +113,13 @@ class ReferSegEvaluator:
 
 
 class JFEvaluator:
-    """DAVIS-style J and F per frame, averaged per (video, expression) then over expressions.
+    """DAVIS-style J and F per frame, averaged per (video, expression) then over expressions; with Long-RVOS's
+    tIoU and vIoU of each expression (`metrics.temporal_iou` / `volume_iou`: which frames the target is in),
+    averaged the same way.
 
     An expression is (video, `meta.expression_id`), or (video, object, sentence) where there is no
-    expression id. `bound_th` is the boundary tolerance of `metrics.boundary_f`.
+    expression id. `bound_th` is the boundary tolerance of `metrics.boundary_f`. Per frame only four numbers
+    are kept (J, F and whether each mask is non-empty), never a mask: memory is flat in the video's length.
     """
 
     def __init__(self, *, bound_th: float = metrics.BOUND_TH):
@@ -120,21 +128,34 @@ class JFEvaluator:
 
     def reset(self) -> None:
         self._scores: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._presence: dict[str, list[tuple[float, bool, bool]]] = defaultdict(list)  # (J, pred any, gt any)
         self._frames = 0
+
+    @staticmethod
+    def key(meta: SampleMeta) -> str:
+        """The expression a sample belongs to: 'video/exp_id' (or 'video/object/sentence')."""
+        return f"{meta.video_id}/{meta.expression_id}" if meta.expression_id else \
+            f"{meta.video_id}/{meta.object_id}/{meta.sentence}"
 
     def update(self, pred: Prediction, gt: np.ndarray | None) -> None:
         gt = _require_gt(pred, gt, "JFEvaluator")
-        m = pred.meta
-        key = f"{m.video_id}/{m.expression_id}" if m.expression_id else f"{m.video_id}/{m.object_id}/{m.sentence}"
+        key = self.key(pred.meta)
         j = metrics.region_similarity(pred.mask, gt)
         f = metrics.boundary_f(pred.mask, gt, self.bound_th)
         self._scores[key].append((j, f))
+        self._presence[key].append((j, bool(np.any(pred.mask)), bool(np.any(gt))))
         self._frames += 1
 
     def __len__(self) -> int:
         return self._frames
 
+    def summary(self, keys: Iterable[str] | None = None) -> dict:
+        """J, F, J&F, num_expressions, tIoU, vIoU over the expressions `keys` (default: all)."""
+        keys = list(self._scores) if keys is None else list(keys)
+        return {**metrics.jf_per_expression({k: self._scores[k] for k in keys}),
+                **metrics.temporal_per_expression({k: self._presence[k] for k in keys})}
+
     def compute(self) -> dict:
         if not self._frames:
             raise LBDTError("JFEvaluator: no frames were evaluated")
-        return {"N": self._frames, **metrics.jf_per_expression(self._scores)}
+        return {"N": self._frames, **self.summary()}

@@ -8,7 +8,9 @@ Which number is which (see docs/evaluation.md):
   "AP" (`lbdt_ap`) is the mean of precision over IoU thresholds 0.50:0.05:0.95; it is *not* COCO AP.
 * `coco_mask_map`: the COCO mask AP that MTTR/ReferFormer report (pycocotools, one category).
 * `region_similarity` (J) / `boundary_f` (F) / `jf_per_expression`: the DAVIS-style J&F used for
-  Ref-YouTube-VOS, Ref-DAVIS and MeViS.
+  Ref-YouTube-VOS, Ref-DAVIS, MeViS and Long-RVOS.
+* `temporal_iou` (tIoU) / `volume_iou` (vIoU) / `temporal_per_expression`: Long-RVOS's temporal metrics, for any
+  benchmark whose targets can be absent from frames.
 * `region_f`: the pixel-level F1 that the original code logs as "F" (a quirk, kept under its real name).
 """
 
@@ -213,6 +215,54 @@ def jf_per_expression(scores: Mapping[str, Sequence[tuple[float, float]]]) -> di
         per_f.append(arr[:, 1].mean())
     j, f = float(np.mean(per_j)), float(np.mean(per_f))
     return {"J": j, "F": f, "J&F": (j + f) / 2, "num_expressions": len(per_j)}
+
+
+# ------------------------------------------------------------------ tIoU and vIoU (Long-RVOS)
+
+
+def _presence(pred_present: Sequence[bool], gt_present: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(pred_present, dtype=bool).ravel()
+    g = np.asarray(gt_present, dtype=bool).ravel()
+    if p.shape != g.shape:
+        raise LBDTError(f"per-frame presence of prediction and ground truth differ in length: {p.size} vs {g.size}")
+    return p, g
+
+
+def temporal_iou(pred_present: Sequence[bool], gt_present: Sequence[bool]) -> float:
+    """Long-RVOS tIoU of one expression over its listed frames: |frames where prediction and ground truth are
+    both non-empty| / |frames where either is|; 1 when neither is ever non-empty.
+
+    `pred_present[t]` / `gt_present[t]`: whether frame t's predicted / ground-truth mask has any pixel.
+    """
+    p, g = _presence(pred_present, gt_present)
+    either = int(np.count_nonzero(p | g))
+    return 1.0 if either == 0 else int(np.count_nonzero(p & g)) / either
+
+
+def volume_iou(pred_present: Sequence[bool], gt_present: Sequence[bool], j: Sequence[float]) -> float:
+    """Long-RVOS vIoU of one expression: Σ J over the frames where both masks are non-empty, divided by
+    |frames where either is|; 1 when neither is ever non-empty. `j[t]` is frame t's region similarity."""
+    p, g = _presence(pred_present, gt_present)
+    jj = np.asarray(j, dtype=np.float64).ravel()
+    if jj.shape != p.shape:
+        raise LBDTError(f"per-frame J and presence differ in length: {jj.size} vs {p.size}")
+    either = int(np.count_nonzero(p | g))
+    return 1.0 if either == 0 else float(jj[p & g].sum()) / either
+
+
+def temporal_per_expression(scores: Mapping[str, Sequence[tuple[float, bool, bool]]]) -> dict[str, float]:
+    """tIoU and vIoU of each expression (its per-frame (J, prediction non-empty, ground truth non-empty)),
+    then their means over expressions: {"tIoU", "vIoU"}."""
+    if not scores:
+        raise LBDTError("no expressions: cannot aggregate tIoU / vIoU over zero expressions")
+    t, v = [], []
+    for key, frames in scores.items():
+        if len(frames) == 0:
+            raise LBDTError(f"expression {key!r} has no frames")
+        j, p, g = zip(*frames)
+        t.append(temporal_iou(p, g))
+        v.append(volume_iou(p, g, j))
+    return {"tIoU": float(np.mean(t)), "vIoU": float(np.mean(v))}
 
 
 # ------------------------------------------------------------------ COCO mask AP (MTTR / ReferFormer)

@@ -6,7 +6,9 @@ expression's objects; a frame where it is absent has an empty ground truth: an e
 J = F = 1, a non-empty one 0 (and an empty prediction of a present target 0). MeViS v2 no-target expressions
 (empty in every frame) are also scored separately ("no_target"), next to the expressions with a target
 ("target"); the headline J, F, J&F average over all expressions, as the organisers' script does over the meta
-file. The v2 summary scores N-acc / T-acc are not computed (docs/datasets/mevis.md says why).
+file. The v2 summary scores N-acc / T-acc are not computed (docs/datasets/mevis.md says why). Long-RVOS's
+tIoU and vIoU (`metrics.temporal_iou` / `volume_iou`) are reported beside them, as extra numbers: MeViS
+targets leave and enter frames too (not part of the MeViS organisers' metric).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ class MeViSEvaluator(JFEvaluator):
 
     def compute(self) -> dict:
         out = super().compute()
-        absent = {k: v for k, v in self._scores.items() if k in self.no_target}
+        absent = [k for k in self._scores if k in self.no_target]
         if absent:
-            present = {k: v for k, v in self._scores.items() if k not in self.no_target}
+            present = [k for k in self._scores if k not in self.no_target]
             if present:
-                out["target"] = metrics.jf_per_expression(present)
-            out["no_target"] = metrics.jf_per_expression(absent)
+                out["target"] = self.summary(present)
+            out["no_target"] = self.summary(absent)
         return out

@@ -8,10 +8,12 @@ from lbdt.data.sources.a2d import A2DSource
 from lbdt.data.sources.base import Source
 from lbdt.data.sources.davis import DAVISSource
 from lbdt.data.sources.jhmdb import JHMDBSource
+from lbdt.data.sources.longrvos import LongRVOSSource
 from lbdt.data.sources.mevis import MeViSSource
 from lbdt.data.sources.ytvos import YTVOSSource
 
 SOURCES: dict[str, type[Source]] = {s.name: s for s in (A2DSource, JHMDBSource, YTVOSSource, DAVISSource,
-                                                         MeViSSource)}
+                                                         MeViSSource, LongRVOSSource)}
 
-__all__ = ["SOURCES", "A2DSource", "DAVISSource", "JHMDBSource", "MeViSSource", "Source", "YTVOSSource"]
+__all__ = ["SOURCES", "A2DSource", "DAVISSource", "JHMDBSource", "LongRVOSSource", "MeViSSource", "Source",
+           "YTVOSSource"]

@@ -48,7 +48,8 @@ class Source:
     frame_ext: ClassVar[str] = ".jpg"
     default_protocol: ClassVar[str] = "native"  # resize protocol of `lbdt evaluate` (lbdt.engine.inference)
     # how a split with ground truth is scored: "refer" (P@K, IoU, mAP; DAVIS J&F when `jf_by_default`),
-    # "davis" (Ref-DAVIS17 index masks per expression group), "mevis" (J&F over union targets)
+    # "davis" (Ref-DAVIS17 index masks per expression group), "mevis" (J&F over union targets),
+    # "longrvos" (J, F, tIoU, vIoU per expression type)
     scoring: ClassVar[str] = "refer"
     jf_by_default: ClassVar[bool] = False
     # the server zip written for a split without ground truth: the folder above the video folders inside the

@@ -15,11 +15,12 @@ from lbdt.tools.prepare_data.a2d import prepare_a2d
 from lbdt.tools.prepare_data.common import PrepareSummary
 from lbdt.tools.prepare_data.davis import prepare_davis
 from lbdt.tools.prepare_data.jhmdb import prepare_jhmdb
+from lbdt.tools.prepare_data.longrvos import prepare_longrvos
 from lbdt.tools.prepare_data.mevis import prepare_mevis
 from lbdt.tools.prepare_data.ytvos import prepare_ytvos
 
 PREPARERS = {"a2d": prepare_a2d, "jhmdb": prepare_jhmdb, "ytvos": prepare_ytvos, "davis": prepare_davis,
-             "mevis": prepare_mevis}
+             "mevis": prepare_mevis, "longrvos": prepare_longrvos}
 
 
 def prepare_dataset(name: str, raw: str | Path, out: str | Path, **options: Any) -> PrepareSummary:
@@ -33,4 +34,4 @@ def prepare_dataset(name: str, raw: str | Path, out: str | Path, **options: Any)
 
 
 __all__ = ["PREPARERS", "PrepareSummary", "prepare_a2d", "prepare_dataset", "prepare_davis", "prepare_jhmdb",
-           "prepare_mevis", "prepare_ytvos"]
+           "prepare_longrvos", "prepare_mevis", "prepare_ytvos"]
