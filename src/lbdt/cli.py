@@ -175,7 +175,8 @@ def _info(args: argparse.Namespace) -> int:
     from lbdt.models.complexity import model_summary
 
     if args.model not in VARIANTS:
-        from lbdt.download import card_of, format_card
+        from lbdt.pretrained import card_of
+        from lbdt.registry import format_card
 
         print(format_card(card_of(args.model)))
         return 0

@@ -68,7 +68,7 @@ KNOWN: dict[str, KnownWeights] = {w.name: w for w in (
                  max_bytes=7_000_000_000, words=2_196_017),
     KnownWeights("imagenet-resnet50", "file", "resnet50-0676ba61.pth",
                  ("https://download.pytorch.org/models/resnet50-0676ba61.pth",),
-                 size="about 98 MB", license="BSD-3-Clause", sha256_prefix="0676ba61", min_bytes=90_000_000,
+                 size="about 98 MB", license="BSD-3-Clause", sha256_prefix="0676ba61",
                  max_bytes=200_000_000),
 )}
 

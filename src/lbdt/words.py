@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lbdt.io import atomic_write, write_text
 from lbdt.errors import LBDTError
+from lbdt.io import atomic_write, write_text
+from lbdt.registry import is_known_table, word_table_cache
 
 MAX_WORDS = 25  # N: the original's `phrase_len`
 _SPLIT = re.compile(r"(\W+)")
