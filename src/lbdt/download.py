@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from lbdt.checkpoint import make_state, read_checkpoint, runnable_from_state, save_checkpoint
 from lbdt.errors import LBDTError
-from lbdt.io import atomic_folder, crash_point, write_json
+from lbdt.io import atomic_folder, clean_stale, crash_point, write_json
 from lbdt.models.official import load_official
 from lbdt.paths import check_output_dir
 from lbdt.registry import (
@@ -208,6 +208,7 @@ def install(name: str, *, source: str | os.PathLike | None = None, max_words: in
         raise LBDTError(f"{name}: --max-words and --fp16 only apply to word tables")
     root = check_output_dir(home(), HOME_ENV)
     final = root / name
+    clean_stale(final)  # what a killed install left beside it
     if final.exists() and not final.is_dir():
         raise LBDTError(f"{HOME_ENV} {root}: {final} exists and is not an install folder")
     done = installed(name)

@@ -163,6 +163,10 @@ def export_onnx(weights: LBDT | str | os.PathLike, out_dir: str | os.PathLike) -
 
 def _check_replaceable(out: Path) -> None:
     """`out` may be replaced whole: it is absent, empty, or an earlier export holding only an export's files."""
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise LBDTError(f"--out {out}: the current folder or one above it; give a subfolder (an export replaces "
+                        "its folder whole)")
     if not out.exists():
         return
     present = {p.name for p in out.iterdir()}

@@ -152,8 +152,10 @@ def atomic_folder(final: str | os.PathLike) -> Iterator[Path]:
     `atomic_folder` on `final` repairs. Leftovers of killed runs (`.<name>.staging-<pid>`) are removed then.
     `final`, when it exists, must be a folder the caller has agreed to replace."""
     final = Path(final)
+    if final.name in ("", ".", ".."):
+        raise ValueError(f"atomic_folder needs a named folder, got {final}")  # callers check their output paths
     final.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(final)
+    clean_stale(final)
     stage = final.with_name(f".{final.name}.staging-{os.getpid()}")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
@@ -209,7 +211,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _clean_stale(final: Path) -> None:
+def clean_stale(final: Path) -> None:
     """Remove what killed `atomic_folder` runs on `final` left beside it; put back a previous folder that a kill
     between the two fallback renames left aside."""
     for leftover in final.parent.glob(f".{final.name}.*-*"):

@@ -140,7 +140,10 @@ def installed(name: str) -> dict | None:
         raise LBDTError(f"{manifest}: not the manifest of {name} (name {data['name']!r}, sha256 or bytes "
                         f"malformed); {repair}")
     for file in data["files"]:
-        check_name(file, "file name", f"{manifest}: files")
+        try:
+            check_name(file, "file name", f"{manifest}: files")
+        except LBDTError as e:
+            raise LBDTError(f"{e}; {repair}") from None
         if not (folder / file).is_file():
             raise LBDTError(f"{folder / file}: missing from the install of {name}; {repair}")
     return data
