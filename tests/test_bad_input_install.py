@@ -706,9 +706,8 @@ def test_damaged_export_files_are_refused(damage, needle, export_copy):
 def test_export_killed_while_replacing_leaves_the_old_export_or_the_new_one(crash_at, which, export_copy, tmp_path):
     """Replacing an export of synthetic-tiny by one of another checkpoint, killed after one graph (old export
     intact) or right after the swap (new export complete); never graphs of two checkpoints under one manifest."""
-    from test_pretrained import tiny_state
-
     from lbdt.onnx_backend import OnnxRuntimeModel, read_manifest
+    from test_pretrained import tiny_state
 
     _, state = tiny_state(seed=3)
     torch.save(state, tmp_path / "b.pt")

@@ -309,8 +309,9 @@ def _check_word_count(entry: KnownWeights, words: int, max_words: int | None, wh
     if words < max_words:
         raise LBDTError(f"{what}: only {words:,} words, fewer than --max-words {max_words:,} ({entry.name} has "
                         f"{entry.words:,}); not the table asked for")
-    return (f"{words:,} of {entry.name}'s {entry.words:,} words kept (--max-words {max_words:,}); rarer words are "
-            "unknown (zero vectors)",)
+    note = (f"{words:,} of {entry.name}'s {entry.words:,} words kept (--max-words {max_words:,}); rarer words are "
+            "unknown (zero vectors)")
+    return (note,)
 
 
 def _load_checkpoint(entry: KnownWeights, fetched: Path, what: str):
