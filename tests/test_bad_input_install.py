@@ -32,8 +32,14 @@ from lbdt import io, registry
 from lbdt.cli import main
 from lbdt.download import install
 from lbdt.errors import LBDTError
+from lbdt.export import export_onnx
+from lbdt.onnx_backend import OnnxRuntimeModel, load_exported, read_manifest
+from lbdt.predictor import VideoSegmenter
 from lbdt.pretrained import card_of, load_pretrained
 from lbdt.registry import installed
+from lbdt.words import WordVectors
+from media import write_mp4
+from test_pretrained import tiny_state
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ENV = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
@@ -96,9 +102,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    """An lbdt checkpoint of the random tiny variant, and a stand-in `official-lbdt4` entry (kind lbdt) for it."""
-    from test_pretrained import tiny_state
-
+    """An lbdt checkpoint of the random tiny variant."""
     _, state = tiny_state()
     path = tmp_path / "tiny.pt"
     torch.save(state, path)
@@ -139,8 +143,6 @@ def test_a_closed_stdout_ends_quietly_for_every_subcommand(args, tmp_path):
 def test_weights_name_typos_get_did_you_mean(args, wrong, right, tmp_path, monkeypatch, capsys, home):
     monkeypatch.chdir(tmp_path)
     if args[0] == "predict":
-        from media import write_mp4
-
         write_mp4(tmp_path / "clip.mp4", [np.zeros((32, 32, 3), np.uint8)] * 2)
     if args[0] == "export" and not HAVE_ONNX:
         pytest.skip("ONNX extras not installed")
@@ -464,8 +466,6 @@ def test_download_killed_leaves_the_old_install_or_the_new_one(crash_at, which, 
     try:
         manifest = installed("glove-840b")  # checks the manifest and that its files are all there
         assert manifest["sha256"] == sha(old if which == "old" else new)
-        from lbdt.words import WordVectors
-
         table = WordVectors.load_cache(home / "glove-840b" / "glove-840b.vectors.npy")
         want = np.loadtxt(old if which == "old" else new, usecols=range(1, 301), dtype=np.float32)
         np.testing.assert_array_equal(np.asarray(table.vectors), want)  # the files agree with the manifest
@@ -528,8 +528,6 @@ def export_a(tmp_path_factory):
     """An export of synthetic-tiny (model A) through the library."""
     if not HAVE_ONNX:
         pytest.skip("ONNX extras not installed")
-    from lbdt.export import export_onnx
-
     out = tmp_path_factory.mktemp("exp") / "a"
     export_onnx("synthetic-tiny", out)
     return out
@@ -569,8 +567,6 @@ def test_export_over_an_export_with_a_foreign_file_is_refused(export_copy, capsy
 
 @needs_onnx
 def test_export_empty_out_and_non_path_arguments(tmp_path, monkeypatch, capsys):
-    from lbdt.export import export_onnx
-
     monkeypatch.chdir(tmp_path)
     one_line_error(["export", "synthetic-tiny", "--out", ""], capsys, ["--out: empty path"])
     one_line_error(["export", "synthetic-tiny", "--out", "."], capsys, ["--out .: the current folder"])
@@ -584,8 +580,6 @@ def test_export_empty_out_and_non_path_arguments(tmp_path, monkeypatch, capsys):
 
 @needs_onnx
 def test_a_good_export_records_every_file_and_loads(export_a):
-    from lbdt.onnx_backend import read_manifest
-
     m = read_manifest(export_a)
     assert set(m["files"]) == {"text_encoder.onnx", "frame_model.onnx", "words.txt", "vectors.npy"}
     for name, record in m["files"].items():
@@ -627,9 +621,6 @@ def _set(m: dict, dotted: str, value) -> dict:
     (lambda m: [m], "not an lbdt ONNX manifest"),
 ])
 def test_onnx_manifest_fields_of_the_wrong_type_or_range(mutate, needle, export_copy):
-    from lbdt.onnx_backend import read_manifest
-    from lbdt.predictor import VideoSegmenter
-
     path = export_copy / "lbdt_onnx.json"
     path.write_text(json.dumps(mutate(json.loads(path.read_text()))))
     with pytest.raises(LBDTError) as e:
@@ -648,8 +639,6 @@ def test_onnx_manifest_fields_of_the_wrong_type_or_range(mutate, needle, export_
 ])
 def test_onnx_manifest_deeply_nested_huge_or_not_text(content, needle, export_copy, capsys, tmp_path):
     (export_copy / "lbdt_onnx.json").write_text(content, encoding="latin-1")
-    from media import write_mp4
-
     write_mp4(tmp_path / "clip.mp4", [np.zeros((32, 32, 3), np.uint8)] * 2)
     one_line_error(["predict", str(tmp_path / "clip.mp4"), "--text", "the red circle", "--backend", "onnxruntime",
                     "--weights", str(export_copy), "--out", str(tmp_path / "o")], capsys, ["lbdt_onnx.json", needle])
@@ -658,8 +647,6 @@ def test_onnx_manifest_deeply_nested_huge_or_not_text(content, needle, export_co
 
 @needs_onnx
 def test_swapped_graph_files_are_refused(export_copy):
-    from lbdt.onnx_backend import OnnxRuntimeModel
-
     a, b = export_copy / "text_encoder.onnx", export_copy / "frame_model.onnx"
     a.rename(export_copy / "tmp")
     b.rename(a)
@@ -675,8 +662,6 @@ def test_a_graph_from_another_model_is_refused(export_copy):
     mixes two exports. ONNX Runtime would run it; the manifest's checksum does not let it."""
     import onnx
     from onnx import numpy_helper
-
-    from lbdt.onnx_backend import OnnxRuntimeModel
 
     path = export_copy / "frame_model.onnx"
     graph = onnx.load(str(path))
@@ -697,8 +682,6 @@ def test_a_graph_from_another_model_is_refused(export_copy):
      "frame_model.onnx: 1,000 bytes, sha256 differs"),
 ])
 def test_damaged_export_files_are_refused(damage, needle, export_copy):
-    from lbdt.onnx_backend import load_exported
-
     damage(export_copy)
     with pytest.raises(LBDTError, match=needle):
         load_exported(export_copy)
@@ -711,10 +694,6 @@ def test_damaged_export_files_are_refused(damage, needle, export_copy):
 def test_export_killed_while_replacing_leaves_the_old_export_or_the_new_one(crash_at, which, export_copy, tmp_path):
     """Replacing an export of synthetic-tiny by one of another checkpoint, killed after one graph (old export
     intact) or right after the swap (new export complete); never graphs of two checkpoints under one manifest."""
-    from test_pretrained import tiny_state
-
-    from lbdt.onnx_backend import OnnxRuntimeModel, read_manifest
-
     _, state = tiny_state(seed=3)
     torch.save(state, tmp_path / "b.pt")
     old = read_manifest(export_copy)

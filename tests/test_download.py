@@ -197,7 +197,7 @@ def test_installed_names_run_in_python_and_predict(server, home, monkeypatch, tm
     assert loaded.card["name"] == "official-lbdt4"
     from lbdt.predictor import VideoSegmenter
 
-    assert VideoSegmenter("official-lbdt4").size == (64, 96)
+    assert VideoSegmenter.from_pretrained("official-lbdt4").size == (64, 96)
     video = tmp_path / "clip.mp4"
     media.write_mp4(video, [np.random.default_rng(t).integers(0, 256, (40, 56, 3), dtype=np.uint8) for t in range(4)])
     capsys.readouterr()

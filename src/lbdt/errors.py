@@ -17,6 +17,7 @@ The rule, followed by every module:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 
@@ -26,8 +27,6 @@ class LBDTError(ValueError):
 
 def did_you_mean(given: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the choice closest to a mistyped `given` (a typo, `_` for `-`), else ''."""
-    import difflib
-
     choices = list(choices)
     folded = {c.lower().replace("_", "-"): c for c in choices}
     key = str(given).lower().replace("_", "-")

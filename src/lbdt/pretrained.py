@@ -25,16 +25,16 @@ from lbdt.checkpoint import (
     save_checkpoint,
     validate_state,
 )
-from lbdt.words import WordVectors
-from lbdt.errors import LBDTError, did_you_mean
 from lbdt.download import fetch_url, file_sha256, verify_checksum
+from lbdt.errors import LBDTError, did_you_mean
 from lbdt.io import load_weights
 from lbdt.models.official import load_official
 from lbdt.models.strict_load import read_state_dict
+from lbdt.paths import check_output_dir, check_output_file
 from lbdt.registry import HOME_ENV, KNOWN, home, load_card, resolve_installed, weights_names
 from lbdt.registry import installed as installed_manifest
-from lbdt.paths import check_output_dir, check_output_file
 from lbdt.runtime import resolve_device
+from lbdt.words import WordVectors
 
 # name -> file inside the package's `weights/` folder
 SHIPPED = {"synthetic-tiny": "synthetic_tiny.pt"}

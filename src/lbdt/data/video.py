@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -202,7 +203,6 @@ def _open_folder(folder: Path) -> VideoReader:
 
 
 def _open_file(path: Path) -> VideoReader:
-    import av
 
     try:
         with av.open(str(path)) as container:

@@ -166,7 +166,7 @@ class PackedSample:
 
 
 def pack(pred: Prediction, gt: np.ndarray | None) -> PackedSample:
-    """`pred` (mask, meta, score; not `prob` / `extras`) and its ground truth, ready for `gather`."""
+    """`pred` (mask, meta, score; not `prob` / `frame`) and its ground truth, ready for `gather`."""
     mask = np.asarray(pred.mask, dtype=bool)
     if gt is not None and np.shape(gt) != mask.shape:
         raise LBDTError(f"ground truth {np.shape(gt)} and prediction {mask.shape} differ in size for "

@@ -20,10 +20,10 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from lbdt.data.sources import SOURCES
 from lbdt.errors import LBDTError
 
 PathLike = Union[str, "os.PathLike[str]"]
-TOP = {"ytvos": "Annotations/", "mevis": ""}  # format -> folder above the video folders
 
 
 def _read_meta(path: PathLike) -> dict:
@@ -44,11 +44,19 @@ def _read_meta(path: PathLike) -> dict:
     return videos
 
 
+def server_top(fmt: str) -> str:
+    """The folder above the video folders in the zip of dataset `fmt`'s server (`Source.submission_top`)."""
+    top = SOURCES[fmt].submission_top if fmt in SOURCES else None
+    if top is None:
+        servers = [n for n, s in SOURCES.items() if s.submission_top is not None]
+        raise LBDTError(f"unknown submission format {fmt!r}; expected one of {', '.join(servers)}")
+    return top
+
+
 def expected_entries(meta_json_path: PathLike, test_meta_json_path: PathLike | None = None,
                      fmt: str = "ytvos") -> dict[str, str]:
     """Zip entry name → video id for every PNG the server of `fmt` (ytvos | mevis) expects."""
-    if fmt not in TOP:
-        raise LBDTError(f"unknown submission format {fmt!r}; expected one of {', '.join(TOP)}")
+    top = server_top(fmt)
     videos = _read_meta(meta_json_path)
     skip = set(_read_meta(test_meta_json_path)) if test_meta_json_path else set()
     expected: dict[str, str] = {}
@@ -57,7 +65,7 @@ def expected_entries(meta_json_path: PathLike, test_meta_json_path: PathLike | N
             continue
         for exp_id in entry["expressions"]:
             for frame in entry["frames"]:
-                expected[f"{TOP[fmt]}{vid}/{exp_id}/{frame}.png"] = vid
+                expected[f"{top}{vid}/{exp_id}/{frame}.png"] = vid
     return expected
 
 
@@ -108,6 +116,7 @@ def validate_submission(
     if not zip_path.is_file():
         raise LBDTError(f"{zip_path}: file not found")
     expected = expected_entries(meta_json_path, test_meta_json_path, fmt)
+    top, videos = server_top(fmt), set(expected.values())
     root = Path(images_root) if images_root else None
     if root is not None and not root.is_dir():
         raise LBDTError(f"{root}: JPEGImages folder not found (--images)")
@@ -123,10 +132,11 @@ def validate_submission(
         for info in files:
             name = info.filename
             if name not in expected:
-                if fmt == "ytvos":
-                    where = "" if name.startswith(TOP[fmt]) else f" (the zip's top folder must be {TOP[fmt]})"
+                if top:
+                    where = "" if name.startswith(top) else f" (the zip's top folder must be {top})"
                 else:
-                    where = " (the video folders must be at the zip's top level)" if name.startswith("Annotations/") else ""
+                    nested = name.split("/", 1)[0] not in videos and name.split("/", 1)[-1].split("/", 1)[0] in videos
+                    where = " (the video folders must be at the zip's top level)" if nested else ""
                 problems.append(f"extra file: {name}{where}")
                 continue
             problem, size = _check_png(archive.read(info))

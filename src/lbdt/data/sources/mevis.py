@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from lbdt.data.records import ReferRecord
-from lbdt.io import read_json
 from lbdt.data.sources.expressions import ExpressionSource
 from lbdt.errors import LBDTError
+from lbdt.io import read_json
 
 
 def decode_rle(rle: dict, where: str) -> np.ndarray:
@@ -44,6 +44,9 @@ class MeViSSource(ExpressionSource):
     name = "mevis"
     splits = ("train", "valid_u", "valid")
     default_frame_gap = 1
+    raw_frame_gap = 5
+    scoring = "mevis"
+    submission_top = ""
     frame_ext = ".jpg"
 
     def __init__(self, root):
@@ -121,6 +124,10 @@ class MeViSSource(ExpressionSource):
                 raise LBDTError(f"{where}, frame {t}: mask size {m.shape} differs from the other objects' {out.shape}")
             out = m if out is None else out | m
         return np.zeros(self._frame_size(video_id, frame_id), dtype=bool) if out is None else out
+
+    def mask_path(self, record: ReferRecord) -> Path:
+        """The split's `mask_dict.json` (it holds every mask of the split as RLE)."""
+        return self.root / self.split_of(record.video_id) / "mask_dict.json"
 
     def read_mask(self, record: ReferRecord) -> np.ndarray:
         return self.target(record.video_id, record.expression_id, record.frame_id)

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lbdt.data.sources.davis import GROUPS
+from lbdt.errors import LBDTError
+from lbdt.io import write_json
 from lbdt.tools.prepare_data.common import (
     PrepareSummary,
     clean_sentence,
@@ -29,9 +32,6 @@ from lbdt.tools.prepare_data.common import (
     progress,
     read_marker,
 )
-from lbdt.data.sources.davis import GROUPS
-from lbdt.errors import LBDTError
-from lbdt.io import write_json
 
 # group -> (file name, encoding)
 TEXT_FILES = {"annot1_first": ("Davis17_annot1.txt", "utf-8"),
