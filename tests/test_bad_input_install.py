@@ -624,7 +624,7 @@ def test_onnx_manifest_fields_of_the_wrong_type_or_range(mutate, needle, export_
     path = export_copy / "lbdt_onnx.json"
     path.write_text(json.dumps(mutate(json.loads(path.read_text()))))
     with pytest.raises(LBDTError) as e:
-        VideoSegmenter(export_copy, backend="onnxruntime")
+        VideoSegmenter.from_pretrained(export_copy, backend="onnxruntime")
     assert needle in str(e.value) and "\n" not in str(e.value)
     assert str(path) in str(e.value) or str(export_copy) in str(e.value)
     with pytest.raises(LBDTError):
