@@ -73,8 +73,6 @@ class EvaluateSettings:
             raise LBDTError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         if self.batch_size < 1:
             raise LBDTError(f"batch size must be at least 1, got {self.batch_size}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise LBDTError(f"threshold must be in [0, 1], got {self.threshold}")
 
 
 def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
@@ -98,7 +96,7 @@ def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
     dev = ranks.device
     prec = resolve_precision(s.precision, dev)
     runnable = load_pretrained(checkpoint, device=dev)
-    prepare_for_inference(runnable.model, device=dev, precision=prec)  # folded BN, channels-last, oneDNN kernels
+    runnable.inference = prepare_for_inference(runnable.model, device=dev, precision=prec)  # folded BN, channels-last
     size = tuple(s.size) if s.size else tuple(runnable.size)
     table = resolve_word_vectors(s.word_vectors, embedded=runnable.word_vectors, table=runnable.word_table,
                                  root=s.root)
