@@ -99,10 +99,11 @@ def stand_ins(monkeypatch, base: str, *, sha=None) -> None:
     in lbdt's format, verified by strict loading as the real one is; a 8-word 300-d GloVe zip)."""
     real = registry.KNOWN["official-lbdt4"]
     monkeypatch.setitem(registry.KNOWN, "official-lbdt4", replace(
-        real, kind="lbdt", filename="tiny.pt", urls=(f"{base}/tiny.pt",), variant="tiny", sha256=sha,
+        real, kind="lbdt", filename="tiny.pt", urls=(f"{base}/tiny.pt",), variant="tiny", sha256=sha, min_bytes=0,
         settings={"dataset": "a2d", "size": [64, 96], "frame_gap": 2, "max_words": 25}))
     monkeypatch.setitem(registry.KNOWN, "glove-840b", replace(
-        registry.KNOWN["glove-840b"], filename="glove.test.zip", urls=(f"{base}/glove.test.zip",)))
+        registry.KNOWN["glove-840b"], filename="glove.test.zip", urls=(f"{base}/glove.test.zip",),
+        words=len(GLOVE_WORDS)))
 
 
 def test_install_from_url_resumes_a_partial_transfer_and_converts(server, home, monkeypatch):
@@ -113,7 +114,7 @@ def test_install_from_url_resumes_a_partial_transfer_and_converts(server, home, 
     part = home / "downloads" / "glove.test.zip.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(data[: len(data) // 2])  # a transfer cut halfway
-    folder = install("glove-840b", progress=False)
+    folder = install("glove-840b", progress=False).folder
     assert ranges == [f"bytes={len(data) // 2}-"]  # only the rest was asked for
     manifest = installed("glove-840b")
     assert manifest["sha256"] == hashlib.sha256(data).hexdigest() and manifest["bytes"] == len(data)
@@ -142,7 +143,9 @@ def test_wrong_checksum_is_refused_and_nothing_is_installed(server, home, monkey
     assert installed("official-lbdt4")["sha256"] == _sha(root / "tiny.pt")
 
 
-def test_a_truncated_official_checkpoint_fails_strict_loading(tmp_path, home):
+def test_a_truncated_official_checkpoint_fails_strict_loading(tmp_path, home, monkeypatch):
+    # past the size check (tests/test_bad_input_install.py has that one): strict loading refuses it
+    monkeypatch.setitem(registry.KNOWN, "official-lbdt4", replace(registry.KNOWN["official-lbdt4"], min_bytes=0))
     torch.save({"conv1_1.weight": torch.zeros(64, 3, 7, 7), "conv1_2.weight": torch.zeros(64, 3, 7, 7)},
                tmp_path / "broken.pth")
     with pytest.raises(LBDTError, match="not a known official LBDT state dict"):
@@ -162,7 +165,7 @@ def test_small_glove_cache_keeps_the_most_frequent_words_in_fp16(tmp_path, home,
     assert table.lookup(["dog"]).abs().sum() == 0  # past the cut: unknown
     assert main(["download", "--list"]) == 0
     listed = capsys.readouterr().out
-    assert f"installed: {home / 'glove-840b'}, 5 words, fp16" in listed and "official-lbdt4     not installed" in listed
+    assert f"installed: {home / 'glove-840b'}, 5 words (--max-words 5), fp16" in listed and "official-lbdt4     not installed" in listed
     assert "https://drive.google.com/file/d/12mI2jUwW3MtpODv58jnywcuTCDhqa956" in listed
 
 
@@ -282,7 +285,7 @@ def test_real_shaped_official_checkpoint_installs_and_predicts(tmp_path, home, c
     torch.save({"state_dict": _random_official("lbdt4")}, tmp_path / "a2d_lbdt4.pth")
     assert main(["download", "official-lbdt4", "--from", str(tmp_path / "a2d_lbdt4.pth"), "--no-progress"]) == 0
     assert main(["download", "glove-840b", "--from", str(glove_zip(tmp_path / "g.zip", glove_text()[0])),
-                 "--no-progress"]) == 0
+                 "--max-words", str(len(GLOVE_WORDS)), "--no-progress"]) == 0
     video = tmp_path / "clip.mp4"
     media.write_mp4(video, [np.random.default_rng(t).integers(0, 256, (48, 64, 3), dtype=np.uint8) for t in range(3)])
     assert main(["predict", str(video), "--text", "the man in red", "--weights", "official-lbdt4",

@@ -221,7 +221,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_export, capsys):
         ort_model.segment(torch.zeros(1, 3, 32, 64), torch.zeros(1, 3, 32, 64), text)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / MANIFEST).write_text("{not json")
-    with pytest.raises(LBDTError, match=f"{MANIFEST}: not valid JSON"):
+    with pytest.raises(LBDTError, match=f"{MANIFEST}: malformed JSON"):
         OnnxRuntimeModel(tmp_path / "bad")
     # the CLI: the default weights are a checkpoint name, not an exported folder -> one line, exit 2
     write_mp4(tmp_path / "clip.mp4", list(make_clip(0, frames=2, size=(64, 64)).frames))

@@ -51,13 +51,14 @@ def scratch(tmp_path_factory):
     _, state = tiny_state(size=(64, 96), frame_gap=2)
     torch.save(state, base / "tiny.pt")
     known = dict(registry.KNOWN)
-    known["official-lbdt4"] = replace(known["official-lbdt4"], kind="lbdt", variant="tiny",
+    known["official-lbdt4"] = replace(known["official-lbdt4"], kind="lbdt", variant="tiny", min_bytes=0,
                                       settings={"dataset": "a2d", "size": [64, 96], "frame_gap": 2, "max_words": 25})
     old = os.environ.get("LBDT_HOME")
     os.environ["LBDT_HOME"] = str(home)
     try:
         download.install("official-lbdt4", source=base / "tiny.pt", progress=False, known=known)
-        download.install("glove-840b", source=glove_zip(base / "g.zip", glove_text()[0]), progress=False)
+        download.install("glove-840b", source=glove_zip(base / "g.zip", glove_text()[0]), progress=False,
+                         max_words=len(glove_text()[1]))
     finally:
         if old is None:
             del os.environ["LBDT_HOME"]

@@ -266,8 +266,10 @@ def _download_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="show the known weights, their sizes and sources, and what is "
                                                        "installed where")
     p.add_argument("--from", dest="source", metavar="PATH_OR_URL",
-                   help="install an already-downloaded file or a mirror URL (same checks)")
-    p.add_argument("--max-words", type=_POSITIVE, metavar="N", help="word tables: keep only the N most frequent words")
+                   help="install an already-downloaded file or a mirror URL (same checks); the files are "
+                        "a2d_lbdt4.pth, a2d_lbdt1.pth, glove.840B.300d.zip (or its .txt), resnet50-0676ba61.pth")
+    p.add_argument("--max-words", type=_POSITIVE, metavar="N",
+                   help="word tables: keep only the N most frequent words (a full install needs all 2,196,017)")
     p.add_argument("--fp16", action="store_true", help="word tables: store vectors in float16 (half the size)")
     p.add_argument("--force", action="store_true", help="fetch and install again even when installed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -279,12 +281,17 @@ def _download(args: argparse.Namespace) -> int:
     from lbdt.download import install
     from lbdt.registry import format_list
 
+    given = [flag for flag, value in (("--from", args.source), ("--max-words", args.max_words), ("--fp16", args.fp16),
+                                      ("--force", args.force)) if value not in (None, False)]
+    if args.list and args.name:
+        raise LBDTError(f"--list takes no NAME (got {args.name!r}): `lbdt download --list` or `lbdt download NAME`")
     if args.list or not args.name:
+        if given:
+            raise LBDTError(f"{', '.join(given)}: need a NAME to install (`lbdt download NAME {given[0]} ...`)")
         print(format_list())
         return 0
-    folder = install(args.name, source=args.source, max_words=args.max_words, fp16=args.fp16, force=args.force,
-                     progress=not args.no_progress)
-    print(f"{args.name}: installed in {folder}")
+    print(install(args.name, source=args.source, max_words=args.max_words, fp16=args.fp16, force=args.force,
+                  progress=not args.no_progress).message())
     return 0
 
 
@@ -654,6 +661,18 @@ def _unknown_hint(parser: argparse.ArgumentParser, command: str | None, unknown:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError:  # the reader of stdout went away (`lbdt download --list | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, as a shell reports a command stopped by a closed pipe
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:

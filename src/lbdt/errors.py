@@ -19,6 +19,11 @@ words, the device and precision chosen and why) is an `LBDTNotice`, a `UserWarni
 it, and the CLI prints the same text as `lbdt: ...` lines on stderr and records it in its JSON.
 """
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class LBDTError(ValueError):
     """Bad input (a file, a value, a configuration). The CLI prints it as one line, no traceback."""
@@ -26,3 +31,15 @@ class LBDTError(ValueError):
 
 class LBDTNotice(UserWarning):
     """Something to know before the work starts (filter with `warnings.filterwarnings("ignore", category=LBDTNotice)`)."""
+
+
+def did_you_mean(given: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the choice closest to a mistyped `given` (a typo, `_` for `-`), else ''."""
+    choices = list(choices)
+    folded = {c.lower().replace("_", "-"): c for c in choices}
+    key = str(given).lower().replace("_", "-")
+    close = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.75)
+    if not close and len(key) >= 3:  # a prefix of exactly one choice ("glove" for "glove-840b")
+        close = [c for c in folded if c.startswith(key)][:2]
+        close = close if len(close) == 1 else []
+    return f" (did you mean {folded[close[0]]!r}?)" if close else ""

@@ -7,7 +7,7 @@ The folder written by `export_onnx`:
 * `frame_model.onnx`: `frame`, `ref_frame` float32 [B,3,H,W] (ImageNet-normalised) + the three text
   outputs (batch B) → `logits` float32 [B,H,W]; B, H and W are dynamic (H, W multiples of 32, 64..4096).
 * `lbdt_onnx.json`: the manifest (`MANIFEST`): inputs, outputs, shapes, size, k, N, normalisation,
-  threshold, the word table to use.
+  threshold, the word table to use, and each file's sha256 and size (`files`; each graph's also under `graphs`).
 * `words.txt` + `vectors.npy`: the word-vector table, when the checkpoint holds one (else the manifest
   names the table to supply).
 
@@ -35,10 +35,12 @@ from torch import Tensor, nn
 from lbdt import __version__
 from lbdt.checkpoint import Runnable
 from lbdt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lbdt.download import file_sha256
 from lbdt.errors import LBDTError
-from lbdt.io import atomic_write, write_text
+from lbdt.io import atomic_folder, atomic_write, crash_point, write_text
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
+from lbdt.paths import check_output_dir
 from lbdt.pretrained import load_pretrained
 from lbdt.words import MAX_WORDS
 
@@ -47,8 +49,9 @@ TEXT_GRAPH = "text_encoder.onnx"
 FRAME_GRAPH = "frame_model.onnx"
 VOCAB_FILE = "words.txt"
 VECTORS_FILE = "vectors.npy"
+EXPORT_FILES = frozenset({MANIFEST, TEXT_GRAPH, FRAME_GRAPH, VOCAB_FILE, VECTORS_FILE})
 FORMAT = "lbdt-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest records every file's sha256 and size (`files`)
 THRESHOLD = 0.5  # the predictor's default: mask = sigmoid(logits) > threshold
 MIN_SIDE, MAX_SIDE = 2 * STRIDE, 128 * STRIDE  # exported H, W range (the trace needs res5 of at least 2x2)
 _EXAMPLE_BATCH, _EXAMPLE_SIZE = 2, (2 * STRIDE, 3 * STRIDE)  # tracing inputs: H != W, B > 1 keep them symbolic
@@ -133,20 +136,53 @@ def _export_graph(module: nn.Module, args: tuple[Tensor, ...], path: Path, *, in
 def export_onnx(weights: LBDT | str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Any]:
     """Export `weights` (anything `load_pretrained` accepts, or an `LBDT`) to `out_dir`; returns the manifest.
 
-    Files (see the module docstring) are written atomically, the manifest last; `out_dir` is created.
+    The folder is written whole beside `out_dir` and then swapped into place (`lbdt.io.atomic_folder`): a kill at
+    any point leaves the previous export or the new one. `out_dir` must be new, empty, or an earlier export
+    (holding only an export's files: nothing else is ever deleted). The manifest records every file's sha256
+    and size, so the backend refuses a folder whose parts do not agree.
     """
+    if not isinstance(weights, (LBDT, str, os.PathLike)):
+        raise LBDTError(f"weights: expected an LBDT model, a name, a checkpoint path or an https URL, got a "
+                        f"{type(weights).__name__}")
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise LBDTError(f"--out: expected a folder path, got a {type(out_dir).__name__}")
     for package in ("onnx", "onnxscript"):  # the checker; the exporter's backend
         require(package)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LBDTError(f"{out}: exists and is not a folder")
+    out = check_output_dir(out_dir, "--out")
+    _check_replaceable(out)
     model, info = _checkpoint_facts(weights)
     model = model.to("cpu").eval()
     n_words = int(info.max_words or MAX_WORDS)
     word_dim = int(model.word_dim)
     d_text = int(model.config["text_hidden"])
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(out) as stage:
+        manifest = _write_export(model, info, stage, n_words=n_words, word_dim=word_dim, d_text=d_text)
+    return manifest
 
+
+def _check_replaceable(out: Path) -> None:
+    """`out` may be replaced whole: it is absent, empty, or an earlier export holding only an export's files."""
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise LBDTError(f"--out {out}: the current folder or one above it; give a subfolder (an export replaces "
+                        "its folder whole)")
+    if not out.exists():
+        return
+    present = {p.name for p in out.iterdir()}
+    if not present:
+        return
+    if MANIFEST not in present:
+        raise LBDTError(f"--out {out}: a folder that is not an lbdt export (no {MANIFEST}) and not empty; "
+                        "give a new or empty folder (an export replaces its folder whole)")
+    foreign = sorted(present - EXPORT_FILES)
+    if foreign:
+        raise LBDTError(f"--out {out}: an earlier export that also holds {', '.join(foreign[:3])}"
+                        f"{' ...' if len(foreign) > 3 else ''}; move those away or give another folder (an "
+                        "export replaces its folder whole)")
+
+
+def _write_export(model: LBDT, info: Any, out: Path, *, n_words: int, word_dim: int, d_text: int) -> dict[str, Any]:
+    """The graphs, the word table and the manifest (last) in `out`; returns the manifest."""
     gen = torch.Generator().manual_seed(0)
     b, (h, w) = _EXAMPLE_BATCH, _EXAMPLE_SIZE
     word_vectors = torch.randn(b, n_words, word_dim, generator=gen)
@@ -161,6 +197,7 @@ def export_onnx(weights: LBDT | str | os.PathLike, out_dir: str | os.PathLike) -
     cols = torch.export.Dim("cols", min=MIN_SIDE // STRIDE, max=MAX_SIDE // STRIDE)
     image = {0: batch, 2: STRIDE * rows, 3: STRIDE * cols}
     frame = torch.randn(b, 3, h, w, generator=gen)
+    crash_point("export-graph")  # the kill -9 tests: one graph written, the other not yet
     _export_graph(_FrameGraph(model).eval(), (frame, frame.flip(0), text.words, text.sentence, text.mask),
                   out / FRAME_GRAPH, input_names=["frame", "ref_frame", "words", "sentence", "mask"],
                   output_names=["logits"],
@@ -214,5 +251,9 @@ def export_onnx(weights: LBDT | str | os.PathLike, out_dir: str | os.PathLike) -
             },
         },
     }
+    manifest["files"] = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+                         for p in sorted(out.iterdir()) if p.name in EXPORT_FILES}
+    for graph in manifest["graphs"].values():
+        graph.update(manifest["files"][graph["file"]])
     write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest

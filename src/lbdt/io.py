@@ -8,11 +8,16 @@ missing, torn or foreign file into one `LBDTError` line naming it.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import math
 import os
+import shutil
 import signal
+import sys
 import warnings
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,12 +94,15 @@ def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2, sort_keys
     write_text(path, json.dumps(json_safe(data), indent=indent, sort_keys=sort_keys) + "\n", fsync=fsync)
 
 
-def read_json(path: str | os.PathLike, what: str) -> Any:
+def read_json(path: str | os.PathLike, what: str, *, max_bytes: int | None = None) -> Any:
     """A JSON data file (meta expressions, mask dicts, annotations, manifests); a missing or malformed file is an
-    `LBDTError` naming it (`what` says which file it is)."""
+    `LBDTError` naming it (`what` says which file it is). `max_bytes`: a larger file is refused unread (for
+    files that are always small, such as manifests)."""
     path = Path(path)
     if not path.is_file():
         raise LBDTError(f"{what} not found: {path}")
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise LBDTError(f"{path}: {path.stat().st_size:,} bytes, too large for {what} (at most {max_bytes:,})")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -114,7 +122,106 @@ def load_weights(path: str | os.PathLike) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- torn file, a full pickle, not a torch file: all one error
         first = str(e).splitlines()[0] if str(e) else ""
-        raise LBDTError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {first})") from None
+        raise LBDTError(f"{path}: not a readable weights-only checkpoint ({_what_it_is(path, e, first)})") from None
+
+
+def _what_it_is(path: Path, error: Exception, first: str) -> str:
+    """Why `torch.load` failed, in words: empty, a damaged torch file, not a torch file at all, or refused."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "the file is empty"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            torch_zip = any(n.endswith("/data.pkl") for n in z.namelist())
+        return (f"a damaged PyTorch file ({type(error).__name__}: {first})" if torch_zip
+                else "a zip archive, not a PyTorch file")
+    if head.startswith(b"PK"):
+        return "a truncated or damaged zip / PyTorch file"
+    if head[:1] == b"\x80":  # a pickle (legacy torch format): read, but refused or torn
+        return f"{type(error).__name__}: {first}"
+    return f"not a PyTorch file (it starts with {head!r})"
+
+
+@contextmanager
+def atomic_folder(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `final` to fill; on success it takes `final`'s place whole, on any
+    error it is removed. At every instant `final` names the previous folder (or nothing, if there was none) or
+    the new one, never a mix: the swap is one `renameat2(RENAME_EXCHANGE)` where the system has it (decided at
+    run time), else two renames, whose one gap (`final` absent, the old folder beside it) the next
+    `atomic_folder` on `final` repairs. Leftovers of killed runs (`.<name>.staging-<pid>`) are removed then.
+    `final`, when it exists, must be a folder the caller has agreed to replace."""
+    final = Path(final)
+    if final.name in ("", ".", ".."):
+        raise ValueError(f"atomic_folder needs a named folder, got {final}")  # callers check their output paths
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(final)
+    stage = final.with_name(f".{final.name}.staging-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
+        crash_point("folder-staged")
+        _swap_in(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _swap_in(stage: Path, final: Path) -> None:
+    if not final.exists() or (final.is_dir() and not any(final.iterdir())):
+        os.replace(stage, final)  # onto nothing or an empty folder: one atomic rename
+    elif _exchange(stage, final):
+        crash_point("folder-swapped")
+        shutil.rmtree(stage)  # it now holds the previous folder
+    else:
+        old = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+        os.replace(final, old)
+        crash_point("folder-swapped")
+        os.replace(stage, final)
+        shutil.rmtree(old)
+    _fsync_dir(final.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc without it (glibc < 2.28, some musl builds)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # kernel or file system without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def clean_stale(final: Path) -> None:
+    """Remove what killed `atomic_folder` runs on `final` left beside it; put back a previous folder that a kill
+    between the two fallback renames left aside."""
+    for leftover in final.parent.glob(f".{final.name}.*-*"):
+        kind, _, pid = leftover.name[len(final.name) + 2:].rpartition("-")
+        if kind not in ("staging", "replaced") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "replaced" and not final.exists():
+            os.replace(leftover, final)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def crash_point(name: str) -> None:

@@ -27,6 +27,8 @@ def _writable_ancestor(path: Path, what: str) -> None:
 
 def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     """Check an output folder before any work: it is a writable folder, or can be created. Returns it as a Path."""
+    if isinstance(path, str) and path.strip() == "":  # Path("") would be "." (the current folder)
+        raise LBDTError(f"{what}: empty path")
     path = Path(path)
     if str(path).strip() == "":
         raise LBDTError(f"{what}: empty path")

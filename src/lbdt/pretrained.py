@@ -26,12 +26,13 @@ from lbdt.checkpoint import (
     validate_state,
 )
 from lbdt.download import fetch_url, file_sha256, verify_checksum
-from lbdt.errors import LBDTError
+from lbdt.errors import LBDTError, did_you_mean
 from lbdt.io import load_weights
 from lbdt.models.official import load_official
 from lbdt.models.strict_load import read_state_dict
-from lbdt.paths import check_output_file
-from lbdt.registry import KNOWN, home, load_card, resolve_installed
+from lbdt.paths import check_output_dir, check_output_file
+from lbdt.registry import HOME_ENV, KNOWN, home, load_card, resolve_installed, weights_names
+from lbdt.registry import installed as installed_manifest
 from lbdt.runtime import resolve_device
 from lbdt.words import WordVectors
 
@@ -55,7 +56,14 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.devi
     given as `...#sha256=<hex>` or as `sha256=` (downloaded once into `cache_dir`, default
     `$LBDT_HOME` or `~/.cache/lbdt`), or a name installed by `lbdt download` (`official-lbdt4`).
     """
-    source = str(name_or_path)
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise LBDTError(f"weights: expected a name, a checkpoint path or an https URL, got a "
+                        f"{type(name_or_path).__name__} (pass the file's path, not an open file or its contents)")
+    source = os.fspath(name_or_path)
+    if not isinstance(source, str) or source.strip() == "":
+        raise LBDTError(f"weights: expected a name, a checkpoint path or an https URL, got {source!r}")
+    if sha256 is not None and not isinstance(sha256, str):
+        raise LBDTError(f"sha256: expected 64 hex digits as a string, got a {type(sha256).__name__}")
     installed = resolve_installed(source)  # the checkpoint of an entry installed by `lbdt download`
     if installed is not None:
         path = installed
@@ -68,9 +76,14 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.devi
         path = download(source, sha256=sha256, cache_dir=cache_dir)
     else:
         path = Path(source)
+        if path.is_dir():
+            raise LBDTError(f"{path}: a folder, not a checkpoint file (an `lbdt export` folder runs with "
+                            "--backend onnxruntime)")
         if not path.is_file():
+            hint = did_you_mean(source, weights_names()) if len(path.parts) == 1 else ""
             names = ", ".join(SHIPPED)
-            raise LBDTError(f"{path}: no such checkpoint file (shipped weights: {names}; or a URL)")
+            raise LBDTError(f"{path}: no such checkpoint file{hint} (shipped weights: {names}; installed with "
+                            f"`lbdt download`: {', '.join(k for k, w in KNOWN.items() if w.kind in ('official', 'lbdt'))}; or a URL)")
     runnable = _load_file(path, source).to(resolve_device(device))
     if not runnable.card and (installed is not None or source in SHIPPED):
         runnable.card = card_of(source)  # the card shipped for a known name
@@ -78,8 +91,11 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.devi
 
 
 def card_of(weights: str | os.PathLike) -> dict:
-    """The card of a weights name (known or shipped) or of a checkpoint file that stores one."""
+    """The card of a weights name (known or shipped; for an installed checkpoint, the card stored with it, which
+    says how the file was verified) or of a checkpoint file that stores one."""
     name = str(weights)
+    if name in KNOWN and KNOWN[name].kind in ("official", "lbdt") and installed_manifest(name) is not None:
+        name = str(resolve_installed(name))
     if name in KNOWN or not Path(name).exists():
         return KNOWN[name].card if name in KNOWN else load_card(name)
     card = read_checkpoint(name).get("card")
@@ -172,7 +188,9 @@ def download(url: str, *, sha256: str | None = None, cache_dir: str | os.PathLik
         raise LBDTError(f"{url}: a URL needs its sha256 checksum (64 hex digits), as URL#sha256=<hex> or sha256=")
     sha256 = sha256.lower()
     name = os.path.basename(urllib.parse.urlparse(url).path) or "weights.pt"
-    target = (Path(cache_dir) if cache_dir is not None else home()) / "weights" / f"{sha256[:16]}-{name}"
+    cache = check_output_dir(cache_dir if cache_dir is not None else home(),
+                             "cache_dir" if cache_dir is not None else HOME_ENV)
+    target = cache / "weights" / f"{sha256[:16]}-{name}"
     if target.is_file() and file_sha256(target) == sha256:
         return target
     fetched = fetch_url(url, target.with_name(f".{target.name}.download"), progress=False)

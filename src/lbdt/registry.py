@@ -8,8 +8,8 @@ installed there. Fetching and installing is `lbdt.download`; this module reads o
 
 from __future__ import annotations
 
-import json
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 
-from lbdt.errors import LBDTError
+from lbdt.errors import LBDTError, did_you_mean
+from lbdt.io import read_json
+from lbdt.paths import check_name
 
 HOME_ENV = "LBDT_HOME"
 CHECKPOINT_FILE = "model.pt"
@@ -41,6 +43,9 @@ class KnownWeights:
     word_vectors: str | None = None  # for checkpoints: name of the entry holding their word table
     settings: dict[str, Any] = field(default_factory=dict)  # for checkpoints: input size, k, N, dataset
     card_name: str = ""  # its card in lbdt/cards/ when not named like the entry
+    min_bytes: int = 0  # the smallest plausible file (a checkpoint cannot be smaller than its fp16 tensors)
+    max_bytes: int = 0  # a transfer is stopped past this many bytes (0: no limit)
+    words: int | None = None  # word tables: the published table's word count (a full install must have it)
 
     @property
     def card(self) -> dict:
@@ -50,17 +55,21 @@ class KnownWeights:
 _A2D = {"dataset": "a2d", "size": [320, 320], "frame_gap": 6, "max_words": 25}
 KNOWN: dict[str, KnownWeights] = {w.name: w for w in (
     KnownWeights("official-lbdt4", "official", "a2d_lbdt4.pth", (f"{GDRIVE}12mI2jUwW3MtpODv58jnywcuTCDhqa956",),
-                 size="about 0.4 GB", license="MIT", variant="lbdt4", word_vectors="glove-840b", settings=_A2D),
+                 size="about 0.4 GB", license="MIT", variant="lbdt4", word_vectors="glove-840b", settings=_A2D,
+                 min_bytes=150_000_000, max_bytes=2_000_000_000),  # 94 M tensors: >= 189 MB even in fp16
     KnownWeights("official-lbdt1", "official", "a2d_lbdt1.pth", (f"{GDRIVE}19DcWamgrUAOVia03J2C7NRzkXASo4U_M",),
-                 size="about 0.3 GB", license="MIT", variant="lbdt1", word_vectors="glove-840b", settings=_A2D),
+                 size="about 0.3 GB", license="MIT", variant="lbdt1", word_vectors="glove-840b", settings=_A2D,
+                 min_bytes=100_000_000, max_bytes=2_000_000_000),
     KnownWeights("glove-840b", "glove", "glove.840B.300d.zip",
                  ("https://nlp.stanford.edu/data/glove.840B.300d.zip",
                   "https://huggingface.co/stanfordnlp/glove/resolve/main/glove.840B.300d.zip"),
                  size="about 2.0 GB zipped (5.6 GB of text, 2.2 M words); cache 2.6 GB, or e.g. 240 MB for "
-                      "--max-words 400000 --fp16", license="ODC PDDL 1.0"),
+                      "--max-words 400000 --fp16", license="ODC PDDL 1.0",
+                 max_bytes=7_000_000_000, words=2_196_017),
     KnownWeights("imagenet-resnet50", "file", "resnet50-0676ba61.pth",
                  ("https://download.pytorch.org/models/resnet50-0676ba61.pth",),
-                 size="about 98 MB", license="BSD-3-Clause", sha256_prefix="0676ba61"),
+                 size="about 98 MB", license="BSD-3-Clause", sha256_prefix="0676ba61",
+                 max_bytes=200_000_000),
 )}
 
 
@@ -74,7 +83,8 @@ def load_card(name: str) -> dict:
     """The model card shipped for `name` (`lbdt/cards/<name>.yaml`)."""
     card = resources.files("lbdt") / "cards" / f"{name}.yaml"
     if not card.is_file():
-        raise LBDTError(f"no model card for {name!r} (known: {', '.join(sorted(KNOWN))}, synthetic-tiny)")
+        raise LBDTError(f"no model card for {name!r}{did_you_mean(name, weights_names())} "
+                        f"(known: {', '.join(sorted(KNOWN))}, synthetic-tiny)")
     return yaml.safe_load(card.read_text(encoding="utf-8"))
 
 
@@ -83,15 +93,60 @@ def format_card(card: dict) -> str:
     return yaml.safe_dump(card, sort_keys=False, allow_unicode=True, width=110).rstrip()
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MANIFEST_LIMIT = 1 << 20  # an install manifest is a few hundred bytes
+# field -> allowed types (bool is never an int here)
+_MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "kind": (str,), "source": (str,), "sha256": (str,), "bytes": (int,), "files": (list,),
+    "word_vectors": (str, type(None)), "max_words": (int, type(None)), "fp16": (bool,),
+    "words": (int, type(None)), "verified": (str,), "installed": (str,),
+}
+
+
+def weights_names() -> list[str]:
+    """Every weights name lbdt knows: the downloadable ones and the shipped one (for messages)."""
+    return [*KNOWN, "synthetic-tiny"]
+
+
+def unknown_weights(name: str) -> str:
+    """The message for a weights name lbdt does not know: the names it knows, and the closest one."""
+    return (f"unknown weights {name!r}{did_you_mean(name, weights_names())}; known: {', '.join(weights_names())} "
+            "(`lbdt download --list`)")
+
+
 def installed(name: str) -> dict | None:
-    """The manifest of an installed entry, or None."""
-    manifest = home() / name / MANIFEST_FILE
+    """The manifest of an installed entry (checked: its fields and types, its files present), or None when
+    `name` is not installed. A damaged install is an `LBDTError` saying how to repair it."""
+    folder = home() / name
+    manifest = folder / MANIFEST_FILE
     if not manifest.is_file():
         return None
+    repair = f"reinstall with `lbdt download {name} --force`"
     try:
-        return json.loads(manifest.read_text(encoding="utf-8"))
-    except ValueError:
-        raise LBDTError(f"{manifest}: unreadable install manifest; reinstall with `lbdt download {name}`") from None
+        data = read_json(manifest, "install manifest", max_bytes=MANIFEST_LIMIT)
+    except LBDTError as e:
+        raise LBDTError(f"{e}; {repair}") from None
+    if not isinstance(data, dict):
+        raise LBDTError(f"{manifest}: not an install manifest (a JSON {type(data).__name__}); {repair}")
+    for key, types in _MANIFEST_FIELDS.items():
+        if key not in data and key in ("words", "verified"):  # manifests written before these fields
+            continue
+        value = data.get(key)
+        if key not in data or (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            got = "missing" if key not in data else f"a {type(value).__name__}"
+            raise LBDTError(f"{manifest}: field {key!r} must be {' or '.join(t.__name__ for t in types)}, "
+                            f"got {got}; {repair}")
+    if data["name"] != name or not _SHA256.fullmatch(data["sha256"]) or data["bytes"] < 0:
+        raise LBDTError(f"{manifest}: not the manifest of {name} (name {data['name']!r}, sha256 or bytes "
+                        f"malformed); {repair}")
+    for file in data["files"]:
+        try:
+            check_name(file, "file name", f"{manifest}: files")
+        except LBDTError as e:
+            raise LBDTError(f"{e}; {repair}") from None
+        if not (folder / file).is_file():
+            raise LBDTError(f"{folder / file}: missing from the install of {name}; {repair}")
+    return data
 
 
 def resolve_installed(name: str) -> Path | None:
@@ -121,18 +176,23 @@ def is_known_table(name: str) -> bool:
 
 
 def format_list() -> str:
-    """`lbdt download --list`: every known entry, its size and source, and where it is installed."""
+    """`lbdt download --list`: every known entry, its file, size and source, and what is installed where (the
+    word count actually stored, how it was verified)."""
     lines = [f"known weights (install folder: {home()}, set ${HOME_ENV} to move it)"]
     for entry in KNOWN.values():
         manifest = installed(entry.name)
         if manifest is None:
             state = "not installed"
         else:
-            extra = [f"{manifest['max_words']} words" if manifest.get("max_words") else "",
-                     "fp16" if manifest.get("fp16") else ""]
+            words = manifest.get("words")
+            extra = [f"{words:,} words" + (f" (--max-words {manifest['max_words']:,})" if manifest["max_words"]
+                                           else "") if words is not None else "",
+                     "fp16" if manifest.get("fp16") else "",
+                     "unverified (no published checksum)" if manifest.get("verified", "").startswith("unverified")
+                     else ""]
             state = "installed: " + str(home() / entry.name) + "".join(f", {x}" for x in extra if x)
         urls = ", ".join(u if not u.startswith(GDRIVE) else f"https://drive.google.com/file/d/{u[len(GDRIVE):]}"
                          for u in entry.urls)
-        lines.append(f"  {entry.name:<18} {state}\n  {'':<18} {entry.size}; {entry.license}; {urls}")
+        lines.append(f"  {entry.name:<18} {state}\n  {'':<18} file {entry.filename}, {entry.size}; {entry.license}; "
+                     f"{urls}")
     return "\n".join(lines)
-
