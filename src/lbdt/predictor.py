@@ -26,7 +26,7 @@ import time
 import unicodedata
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
-from lbdt.paths import check_output_dir
+from lbdt.paths import check_input_path, check_output_dir
 from lbdt.pretrained import load_pretrained
 from lbdt.runtime import Precision, announce, autocast, resolve_device, resolve_precision
 from lbdt.types import Prediction, SampleMeta
@@ -75,6 +75,10 @@ class VideoSegmenter:
                  backend: str = "torch"):
         if backend not in BACKENDS:
             raise LBDTError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if not isinstance(model_or_name, (Runnable, LBDT)):
+            check_input_path(model_or_name, "VideoSegmenter model_or_name")  # a name, a file or a folder
+        if word_vectors is not None and not isinstance(word_vectors, WordVectors):
+            check_input_path(word_vectors, "VideoSegmenter word_vectors")
         self.device = resolve_device(device)
         if backend == "onnxruntime":  # a folder from `lbdt export --format onnx` (lbdt.onnx_backend)
             from lbdt.onnx_backend import load_exported
@@ -141,13 +145,10 @@ class VideoSegmenter:
         frames is segmented once per sentence. Yields, per frame, one `Prediction` per sentence (in order);
         `meta.object_id` is the sentence's position. The sentence-independent trunk of the model runs once per
         batch of frames for all sentences (`LBDT.segment_many`)."""
-        if isinstance(sentences, str):
-            sentences = [sentences]
-        if not sentences:
-            raise LBDTError("no sentence given")
+        sentences = sentence_list(sentences)
         texts = [self.encode(s) for s in sentences]  # errors (empty sentence, no table) before any decoding
         reader = open_video(video)
-        return self._stream(reader.name, iter(reader), list(sentences), texts, return_prob, return_frames)
+        return self._stream(reader.name, iter(reader), sentences, texts, return_prob, return_frames)
 
     # ---------------------------------------------------------------- internals
     def _stream(self, name: str, frames: Iterator[VideoFrame], sentences: list[str], texts: list[TextFeatures],
@@ -200,6 +201,22 @@ class VideoSegmenter:
         return normalize(resize_image(image, self.size)).to(self.device)
 
 
+def sentence_list(sentences: str | Iterable[str], what: str = "sentences") -> list[str]:
+    """The caller's sentences as a list, read once (a generator is not read twice): one str is one sentence;
+    anything else must be an iterable of str with at least one item."""
+    if isinstance(sentences, str):
+        return [sentences]
+    if not isinstance(sentences, Iterable) or isinstance(sentences, (bytes, bytearray, Mapping)):
+        raise LBDTError(f"{what}: expected a str or a sequence of str, got {type(sentences).__name__}")
+    out = list(sentences)
+    bad = next((s for s in out if not isinstance(s, str)), None)
+    if bad is not None:
+        raise LBDTError(f"{what}: every sentence must be a str, got {type(bad).__name__} {bad!r}")
+    if not out:
+        raise LBDTError(f"{what}: no sentence given")
+    return out
+
+
 def _whole(value: Any, name: str, minimum: int) -> int:
     """An integer argument >= `minimum` (bools and floats are refused, not truncated)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -234,7 +251,7 @@ def _slug(text: str, limit: int = 40) -> str:
 
 
 INCOMPLETE = "INCOMPLETE"  # marker file of a predict output folder being written (or killed while written)
-_RESULT_FOLDER = re.compile(r"\d{2}_[a-z0-9-]+")
+_RESULT_FOLDER = re.compile(r"\d{2,}_[a-z0-9-]+")  # 00_ .. 99_, then 100_, ...
 
 
 def sentence_folders(sentences: Sequence[str]) -> list[str]:
@@ -268,9 +285,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     from lbdt.visualize import VideoWriter, pick_color
     from lbdt.visualize import overlay as draw_overlay
 
-    sentences = list(sentences)
-    if not sentences:
-        raise LBDTError("give at least one sentence (--text)")
+    sentences = sentence_list(sentences, "sentences (--text)")
     reader = open_video(video)  # input errors first, before loading weights
     out = check_output_dir(out_dir)
     started = time.perf_counter()

@@ -112,6 +112,25 @@ def read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise LBDTError(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as e:
+        raise LBDTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
         raise LBDTError(f"{path}: malformed JSON ({e})") from None
+    except _DuplicateKey as e:
+        raise LBDTError(f"{path}: malformed JSON (key {e.args[0]!r} appears twice in one object)") from None
+    except RecursionError:
+        raise LBDTError(f"{path}: malformed JSON (nested too deeply)") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a key given twice (which `json` would silently resolve to the last) raises."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out

@@ -12,10 +12,12 @@ are missing (`lbdt predict` records it in summary.json as `frames_declared` / `f
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Union
@@ -24,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from lbdt.errors import LBDTError
+from lbdt.paths import check_input_path
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".gif")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -140,8 +143,12 @@ def open_video(video: VideoInput) -> VideoReader:
     """Open a video file, a frame folder, an image file (one frame), or an array / sequence / iterator of frames."""
     if isinstance(video, VideoReader):
         return video
+    if isinstance(video, (io.IOBase, bytes, bytearray, memoryview, Mapping, AbstractSet)):
+        what = {bytes: "bytes", bytearray: "bytes", memoryview: "bytes"}.get(type(video), type(video).__name__)
+        raise LBDTError(f"video: unsupported input of type {what} (pass the path of a video file or frame folder "
+                        "as str or os.PathLike, or an ordered sequence of frames)")
     if isinstance(video, (str, os.PathLike)):
-        path = Path(video)
+        path = check_input_path(video, "video")
         if not path.exists():
             raise LBDTError(f"{path}: no such file or folder")
         if path.is_dir():
