@@ -12,10 +12,12 @@ are missing (`lbdt predict` records it in summary.json as `frames_declared` / `f
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import re
 import sys
+import types
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -170,6 +172,9 @@ def open_video(video: VideoInput) -> VideoReader:
             raise LBDTError("arrays: the video has zero frames")
         return VideoReader(name="arrays", frames=lambda: _iterate_arrays(array), fps=None,
                            num_frames=int(array.shape[0]), reiterable=True)
+    if isinstance(video, types.GeneratorType) and inspect.getgeneratorstate(video) == inspect.GEN_CLOSED:
+        raise LBDTError("arrays: this generator of frames has already been read (pass a list or a file to read "
+                        "a video twice)")
     if isinstance(video, Iterable):
         if hasattr(video, "__len__") and hasattr(video, "__getitem__"):
             if len(video) == 0:

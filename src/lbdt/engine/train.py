@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import random
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from lbdt.atomic import atomic_write, crash_point, write_text
 from lbdt.checkpoint import make_state, read_checkpoint, save_checkpoint
-from lbdt.config import RunConfig, from_dict, save_yaml, to_dict
+from lbdt.config import ModelConfig, RunConfig, from_dict, save_yaml, to_dict
 from lbdt.data.collate import collate
 from lbdt.engine.distributed import (
     DistInfo,
@@ -273,9 +274,15 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
+# every model field defines the network except its initialisation (the checkpoint's weights replace it)
+RESUME_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "imagenet_weights")
+
+
 def _check_resumable(cfg: RunConfig, saved: RunConfig, path: Path) -> None:
-    """Refuse to resume with settings that change the model or the data order."""
-    for section, name in (("model", "variant"), ("data", "size"), ("train", "batch_size"), ("train", "seed"),
+    """Refuse to resume with settings that change the model (every `model` field but `imagenet_weights`), what it
+    is fed (dataset, size, k, N) or the data order."""
+    for section, name in (*(("model", f) for f in RESUME_MODEL_FIELDS), ("data", "dataset"), ("data", "size"),
+                          ("data", "frame_gap"), ("data", "max_words"), ("train", "batch_size"), ("train", "seed"),
                           ("train", "grad_accum"), ("data", "root"), ("data", "train_split")):
         a, b = getattr(getattr(cfg, section), name), getattr(getattr(saved, section), name)
         if a != b:

@@ -16,7 +16,7 @@ from lbdt.data.prepare.jhmdb import prepare_jhmdb
 from lbdt.data.prepare.mevis import prepare_mevis
 from lbdt.data.prepare.ytvos import prepare_ytvos
 from lbdt.errors import LBDTError
-from lbdt.paths import check_output_dir
+from lbdt.paths import check_input_path, check_output_dir
 
 PREPARERS = {"a2d": prepare_a2d, "jhmdb": prepare_jhmdb, "ytvos": prepare_ytvos, "davis": prepare_davis,
              "mevis": prepare_mevis}
@@ -27,7 +27,7 @@ def prepare_dataset(name: str, raw: str | Path, out: str | Path, **options: Any)
     check_output_dir(out)  # before any work (lbdt.paths)
     if name not in PREPARERS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(PREPARERS)}")
-    if not Path(raw).is_dir():
+    if not check_input_path(raw, "--raw").is_dir():  # '' is refused, not read as the current folder
         raise LBDTError(f"raw release folder not found: {raw}")
     return PREPARERS[name](raw, out, **options)
 

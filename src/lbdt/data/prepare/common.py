@@ -117,7 +117,7 @@ def read_marker(path: Path) -> dict | None:
     """The marker's content, or None when absent or unreadable (the video is then redone)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -160,6 +160,6 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except OSError as e:
-        raise LBDTError(f"{path}: unreadable image ({e})") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise LBDTError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
     return h, w
