@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from lbdt.atomic import write_text
-from lbdt.benchmark import machine_info, synthetic_inputs
+from lbdt.io import write_text
+from lbdt.tools.benchmark import machine_info, synthetic_inputs
 from lbdt.engine import fast
 from lbdt.models.build import build_model
 

@@ -4,7 +4,7 @@ Each CLI case runs `lbdt.cli.main([...])` in a private folder (also the working 
 exit code, exactly one line on stderr that names the input, no traceback, and no file created outside the
 case's output folder (`out/` under that folder). Graceful cases (grayscale, RGBA, 16-bit frames, a truncated
 video) assert that the output is complete. The kill -9 tests run `lbdt` in a subprocess that SIGKILLs itself at
-a named point (`LBDT_CRASH_AT`, lbdt.atomic.crash_point).
+a named point (`LBDT_CRASH_AT`, lbdt.io.crash_point).
 """
 
 from __future__ import annotations
@@ -775,7 +775,7 @@ def _frames_u8(n: int = 2) -> np.ndarray:
 
 def _api_cases():
     from lbdt.data.sources import A2DSource
-    from lbdt.data.text import WordVectors
+    from lbdt.words import WordVectors
     from lbdt.data.video import open_video, to_rgb
     from lbdt.evaluation import metrics
     from lbdt.evaluation.writers import PngMaskWriter, YTVOSSubmissionWriter
@@ -797,9 +797,9 @@ def _api_cases():
         return path
 
     def outputs_given_to_library_functions():
-        from lbdt.benchmark import BenchmarkSettings, benchmark
+        from lbdt.tools.benchmark import BenchmarkSettings, benchmark
         from lbdt.config import load_config
-        from lbdt.data.prepare import prepare_dataset
+        from lbdt.tools.prepare_data import prepare_dataset
         from lbdt.data.synth import write_benchmark
         from lbdt.demo import run_demo
         from lbdt.engine.evaluate import evaluate

@@ -20,7 +20,7 @@ from lbdt.checkpoint import (
     save_checkpoint,
     validate_state,
 )
-from lbdt.data.text import WordVectors
+from lbdt.words import WordVectors
 from lbdt.errors import LBDTError
 from lbdt.models.build import build_model
 
@@ -52,7 +52,7 @@ def test_sigkill_during_save_keeps_previous(tmp_path):
     path = tmp_path / "last.pt"
     script = textwrap.dedent(f"""
         import os, signal, torch
-        import lbdt.atomic
+        import lbdt.io
         from lbdt.checkpoint import save_checkpoint
         def state(v):
             return {{"format": "lbdt", "version": 1, "variant": "tiny", "model_config": {{}},
@@ -61,7 +61,7 @@ def test_sigkill_during_save_keeps_previous(tmp_path):
         def die(src, dst):
             assert os.path.getsize(src) > 4000  # the new checkpoint is fully in the temp file
             os.kill(os.getpid(), signal.SIGKILL)
-        lbdt.atomic.os.replace = die
+        lbdt.io.os.replace = die
         save_checkpoint(state(2.0), {str(path)!r})
     """)
     proc = subprocess.run(check=False, args=[sys.executable, "-c", script], env=ENV, capture_output=True, text=True)
@@ -155,4 +155,6 @@ def test_old_checkpoints_name_their_synthetic_table(tmp_path):
     model = build_model("tiny")
     state = make_state(model, variant="tiny", config={"data": {"synthetic_seed": 4, "word_vectors": "w.txt"}})
     r = runnable_from_state(state, where="old.pt", source="old.pt")
-    assert r.word_vectors is None and r.word_table == "synthetic:4"
+    from lbdt.data.synth import vocabulary
+
+    assert r.word_table == "" and r.word_vectors.words == WordVectors.seeded(vocabulary(), dim=300, seed=4).words

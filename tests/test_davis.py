@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lbdt.cli import main
-from lbdt.data.prepare import prepare_dataset
+from lbdt.tools.prepare_data import prepare_dataset
 from lbdt.data.sources import DAVISSource
 from lbdt.data.sources.davis import GROUPS
 from lbdt.errors import LBDTError

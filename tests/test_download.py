@@ -20,7 +20,7 @@ from PIL import Image
 import media
 from lbdt import download
 from lbdt.cli import main
-from lbdt.data.text import WordVectors
+from lbdt.words import WordVectors
 from lbdt.checkpoint import read_checkpoint
 from lbdt.download import install, installed, resolve_installed, word_table_cache
 from lbdt.errors import LBDTError

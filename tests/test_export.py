@@ -13,7 +13,7 @@ from PIL import Image
 
 from lbdt.cli import main
 from lbdt.data.synth import make_clip
-from lbdt.data.text import WordVectors
+from lbdt.words import WordVectors
 from lbdt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lbdt.errors import LBDTError
 from lbdt.export import MANIFEST, export_onnx, require
@@ -245,7 +245,7 @@ def test_missing_onnx_packages_say_how_to_install(monkeypatch, tmp_path):
 @needs_onnx
 @pytest.mark.slow
 def test_benchmark_onnxruntime_rows_next_to_the_fast_path():
-    from lbdt.benchmark import BenchmarkSettings, format_table, run_benchmark
+    from lbdt.tools.benchmark import BenchmarkSettings, format_table, run_benchmark
 
     settings = BenchmarkSettings(model="tiny", size=(64, 64), precisions=("fp32",), batches=(1, 2), frames=0,
                                  warmup=1, repeats=1, matmul_sizes=(256,), loader_samples=0, onnxruntime=True)

@@ -1,4 +1,4 @@
-"""The fast inference path (`lbdt.engine.fast`) and the benchmark harness (`lbdt.benchmark`).
+"""The fast inference path (`lbdt.engine.fast`) and the benchmark harness (`lbdt.tools.benchmark`).
 
 The equivalence tests use a tiny model briefly trained on a synthetic clip (so its mask follows the
 referred object, with logits well away from 0 except at the object's border) and folded BatchNorm
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lbdt.benchmark import (
+from lbdt.tools.benchmark import (
     BenchmarkSettings,
     format_table,
     matmul_rate,
@@ -24,7 +24,7 @@ from lbdt.benchmark import (
     write_json,
 )
 from lbdt.data.synth import make_clip, vocabulary
-from lbdt.data.text import WordVectors
+from lbdt.words import WordVectors
 from lbdt.data.transforms import normalize
 from lbdt.engine import fast
 from lbdt.errors import LBDTError

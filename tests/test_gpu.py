@@ -126,7 +126,7 @@ def test_ddp_nccl_world_size_one_gives_the_plain_gradients(tmp_path):
 @pytest.mark.gpu
 def test_streaming_video_segmenter_on_cuda(trained):
     from lbdt.data.synth import vocabulary
-    from lbdt.data.text import WordVectors
+    from lbdt.words import WordVectors
     from lbdt.predictor import VideoSegmenter
 
     model = trained[0]

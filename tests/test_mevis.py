@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from lbdt.cli import main
-from lbdt.data.prepare import prepare_dataset
+from lbdt.tools.prepare_data import prepare_dataset
 from lbdt.data.sources import MeViSSource
 from lbdt.errors import LBDTError
 from lbdt.evaluation import metrics

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from lbdt.cli import main
-from lbdt.data.text import WordVectors
+from lbdt.words import WordVectors
 from lbdt.data.video import open_video
 from lbdt.models.build import build_model
 from lbdt.predictor import VideoSegmenter

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lbdt.data.text import WordVectors
+from lbdt.words import WordVectors
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError

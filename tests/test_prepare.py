@@ -12,8 +12,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-import lbdt.data.prepare.a2d as a2d_mod
-import lbdt.data.prepare.jhmdb as jhmdb_mod
+import lbdt.tools.prepare_data.a2d as a2d_mod
+import lbdt.tools.prepare_data.jhmdb as jhmdb_mod
 from fake_releases import (
     A2D_SENTENCES,
     A2D_SIZE,
@@ -31,9 +31,9 @@ from fake_releases import (
 )
 from lbdt.cli import main
 from lbdt.data.listfile import read_list
-from lbdt.data.prepare import prepare_dataset
-from lbdt.data.prepare.jhmdb import choose_frames
-from lbdt.data.prepare.ytvos import held_out_videos
+from lbdt.tools.prepare_data import prepare_dataset
+from lbdt.tools.prepare_data.jhmdb import choose_frames
+from lbdt.tools.prepare_data.ytvos import held_out_videos
 from lbdt.data.sources import SOURCES
 from lbdt.errors import LBDTError
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import lbdt
-from lbdt.data.text import WordVectors
+from lbdt.words import WordVectors
 from lbdt.errors import LBDTError
 from lbdt.models.build import build_model
 from lbdt.predictor import VideoSegmenter
@@ -96,8 +96,8 @@ def test_a_synthetic_training_checkpoint_regenerates_its_seeded_table(tmp_path):
     torch.save(state, tmp_path / "best.pt")
     root.rename(tmp_path / "gone")  # a fresh machine has no dataset
     runnable = load_pretrained(tmp_path / "best.pt")
-    assert runnable.word_vectors is None and runnable.word_table == "synthetic:5"
-    table = VideoSegmenter(runnable).word_vectors  # resolved from the reference
+    assert runnable.word_vectors is not None and runnable.word_table == ""
+    table = VideoSegmenter(runnable).word_vectors  # regenerated from the seed when read
     assert table.words == on_disk.words
     np.testing.assert_allclose(table.vectors, on_disk.vectors, atol=1e-6)
 

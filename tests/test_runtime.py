@@ -196,7 +196,7 @@ def test_predict_on_an_avx2_only_cpu_picks_fp32_and_emulated_bf16_agrees(tmp_pat
 
 
 def test_benchmark_default_precisions_follow_the_machine(monkeypatch):
-    from lbdt.benchmark import machine_precisions
+    from lbdt.tools.benchmark import machine_precisions
 
     monkeypatch.setattr(runtime, "cpu_features", lambda: AVX2)
     assert machine_precisions(("machine",), torch.device("cpu")) == ("fp32",)  # no emulated bf16 by default

@@ -148,7 +148,7 @@ def test_compiled_segment_many_equals_separate_calls(tiny):
 
 
 def test_sentence_ratios_hand_computed():
-    from lbdt.benchmark import sentence_ratios
+    from lbdt.tools.benchmark import sentence_ratios
 
     rows = [{"path": path, "precision": p, "sentences": e, "frame_sentences_per_s_best": v}
             for path, p, e, v in [("shared", "fp32", 1, 3.0), ("separate", "fp32", 1, 3.0), ("plain", "fp32", 1, 2.5),
@@ -160,7 +160,7 @@ def test_sentence_ratios_hand_computed():
 
 
 def test_benchmark_sentence_rows(tmp_path):
-    from lbdt.benchmark import BenchmarkSettings, format_table, run_benchmark
+    from lbdt.tools.benchmark import BenchmarkSettings, format_table, run_benchmark
     from lbdt.cli import main
 
     settings = BenchmarkSettings(model="tiny", size=(64, 64), precisions=("fp32", "bf16"), batches=(1,), frames=0,

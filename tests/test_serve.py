@@ -18,7 +18,7 @@ from lbdt.cli import main
 from lbdt.data.synth import make_clip
 from lbdt.errors import LBDTError
 from lbdt.predictor import VideoSegmenter
-from lbdt.serve import Limits, parse_sentences, segment_clip
+from lbdt.tools.serve import Limits, parse_sentences, segment_clip
 from media import write_mp4
 from serving import running_app
 

@@ -27,7 +27,7 @@ from lbdt.data.synth import (
     make_clip,
     vocabulary,
 )
-from lbdt.data.text import WordVectors, tokenize
+from lbdt.words import WordVectors, tokenize
 from lbdt.data.transforms import swap_left_right
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lbdt.data.text import WordVectors, tokenize
+from lbdt.words import WordVectors, tokenize
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from lbdt.evaluation.writers import (
     YTVOSSubmissionWriter,
     format_metrics_table,
     save_mask_png,
-    save_metrics_json,
+
 )
 from lbdt.types import Prediction, SampleMeta
 
@@ -87,7 +87,7 @@ def test_ytvos_submission_abort_leaves_nothing(tmp_path):
 
 def test_metrics_json_and_table(tmp_path):
     report = {"protocol": "lbdt", "N": 3, "overall_iou": np.float32(0.5), "by_type": {"motion": {"J": float("nan")}}}
-    save_metrics_json(tmp_path / "m.json", report)
+    write_json(tmp_path / "m.json", report)
     loaded = json.loads((tmp_path / "m.json").read_text())
     assert loaded == {"protocol": "lbdt", "N": 3, "overall_iou": 0.5, "by_type": {"motion": {"J": None}}}
     table = format_metrics_table(report, title="t")

@@ -18,7 +18,7 @@ source                str       where the weights came from (optional)
 card                  dict      model card (optional): training data, metrics, limitations, license
 word_vectors          dict      embedded word table (optional): `words` list[str], `vectors` [V,300]
 word_table            str       the table to use when none is embedded (optional): a `lbdt download` name
-                                (e.g. "glove-840b"), "synthetic:<seed>", or a file name
+                                (e.g. "glove-840b"), or a file name
 optimizer, scheduler  dict      training state (training checkpoints only, with scaler, epoch, step,
 scaler, epoch, step,            epoch_batches, rng, best, history); `--resume` needs all of them
 epoch_batches, rng,
@@ -31,7 +31,6 @@ A field of the wrong type is an `LBDTError` naming the file and the field.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +39,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lbdt.atomic import save_torch
-from lbdt.data.text import MAX_WORDS, WordVectors
+from lbdt.io import load_weights, save_torch
+from lbdt.words import MAX_WORDS, WordVectors
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import LBDT
+from lbdt.models.strict_load import load_strict
+from lbdt.data.synth import vocabulary
 
 FORMAT = "lbdt"
 VERSION = 1
@@ -145,23 +146,9 @@ def save_checkpoint(state: Mapping, path: str | os.PathLike) -> None:
     save_torch(dict(state), path, fsync=True)
 
 
-def load_file(path: str | os.PathLike) -> Any:
-    """`torch.load(path, weights_only=True)` with one clear error for a missing, torn or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise LBDTError(f"{path}: no such checkpoint file")
-    try:
-        with warnings.catch_warnings():  # torch warns about odd pickles before failing: the error below says it all
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- torn file, a full pickle, not a torch file: all one error
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise LBDTError(f"{path}: not a readable weights-only checkpoint ({type(e).__name__}: {first})") from None
-
-
 def read_checkpoint(path: str | os.PathLike, *, training: bool = False) -> dict:
     """Read and validate an lbdt checkpoint; `training=True` (for `--resume`) requires the training state."""
-    return validate_state(load_file(path), str(path), training=training)
+    return validate_state(load_weights(path), str(path), training=training)
 
 
 @dataclass
@@ -181,7 +168,7 @@ class Runnable:
     frame_gap: int = DEFAULT_FRAME_GAP  # k: reference frame t - k, in raw video frames
     max_words: int = MAX_WORDS  # N: tokens per sentence
     word_vectors: WordVectors | None = None  # its embedded table, when the checkpoint holds one
-    word_table: str = ""  # the table to use otherwise (a `lbdt download` name, "synthetic:<seed>", a file name)
+    word_table: str = ""  # the table to use otherwise (a `lbdt download` name or a file name)
     card: dict = field(default_factory=dict)  # model card
 
     def to(self, device: torch.device | str) -> Runnable:
@@ -213,8 +200,6 @@ def run_facts(data: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def runnable_from_state(state: Mapping, *, where: str, source: str) -> Runnable:
     """Build the model of a validated lbdt checkpoint, load its weights strictly, and collect its run facts."""
-    from lbdt.models.strict_load import load_strict
-
     try:
         model = LBDT.from_config(state["model_config"])
     except (TypeError, ValueError) as e:
@@ -229,6 +214,9 @@ def runnable_from_state(state: Mapping, *, where: str, source: str) -> Runnable:
     word_table = str(state.get("word_table", ""))
     if not word_table and vectors is None:  # checkpoints written before `word_table` existed
         seed = data.get("synthetic_seed")
-        word_table = f"synthetic:{int(seed)}" if isinstance(seed, int) else str(data.get("word_vectors", ""))
+        if isinstance(seed, int):  # the synthetic benchmark's seeded table, regenerated exactly
+            vectors = WordVectors.seeded(vocabulary(), dim=300, seed=seed)
+        else:
+            word_table = str(data.get("word_vectors", ""))
     return Runnable(model=model.eval(), variant=str(state["variant"]), source=source, kind=FORMAT,
                     word_vectors=vectors, word_table=word_table, card=dict(state.get("card", {})), **facts)

@@ -257,7 +257,7 @@ def _prepare_data_args(p: argparse.ArgumentParser) -> None:
 
 @command("prepare-data", "build a dataset's layout and list files from its official release", _prepare_data_args)
 def _prepare_data(args: argparse.Namespace) -> int:
-    from lbdt.data.prepare import prepare_dataset
+    from lbdt.tools.prepare_data import prepare_dataset
 
     options = {k: getattr(args, k) for k in ("jpeg_quality", "seed", "frames_per_video", "val_fraction",
                                              "drop_absent") if hasattr(args, k)}
@@ -399,7 +399,7 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
 
 @command("benchmark", "measure parameters, FLOPs, frames/s, training step time and memory", _benchmark_args)
 def _benchmark(args: argparse.Namespace) -> int:
-    from lbdt.benchmark import BenchmarkSettings, benchmark
+    from lbdt.tools.benchmark import BenchmarkSettings, benchmark
 
     settings = BenchmarkSettings(
         model=args.model, size=tuple(args.size), device=args.device, batches=args.batch,
@@ -420,7 +420,7 @@ def _env_args(p: argparse.ArgumentParser) -> None:
 def _env(args: argparse.Namespace) -> int:
     import json
 
-    from lbdt.runtime import environment, format_environment
+    from lbdt.envreport import environment, format_environment
 
     env = environment()
     print(json.dumps(env, indent=2) if args.json else format_environment(env))
@@ -516,7 +516,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 @command("serve", "a local web page: upload a video, type sentences, get overlay video, masks and plots", _serve_args)
 def _serve(args: argparse.Namespace) -> int:
-    from lbdt.serve import serve
+    from lbdt.tools.serve import serve
 
     serve(args.weights, host=args.host, port=args.port, device=args.device, precision=args.precision,
           max_upload_mb=args.max_upload_mb, max_seconds=args.max_seconds)

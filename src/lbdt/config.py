@@ -17,7 +17,7 @@ from typing import Any, Union
 
 import yaml
 
-from lbdt.atomic import write_text
+from lbdt.io import write_text
 from lbdt.errors import LBDTError
 
 PRESET_DIR = Path(__file__).parent / "configs"

@@ -58,7 +58,8 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     `summary.json`. Returns the per-frame and mean IoU. `seed`: a clip seed, or "random"."""
     from lbdt.data.synth import SPEED, make_clip
     from lbdt.evaluation.metrics import iou, mean_iou
-    from lbdt.evaluation.writers import save_mask_png, save_metrics_json
+    from lbdt.evaluation.writers import save_mask_png
+    from lbdt.io import write_json
     from lbdt.predictor import VideoSegmenter
     from lbdt.visualize import COLORS, VideoWriter, overlay, save_image, side_by_side
 
@@ -108,7 +109,7 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
                         mean_iou_full_cue=mean_iou(ious[k:] or ious), frame_gap=k, out_dir=out,
                         seconds=time.perf_counter() - started, benchmark_motion_iou=_benchmark_motion_iou(segmenter.runnable.card),
                         device=str(segmenter.device), precision=segmenter.precision.name)
-    save_metrics_json(out / "summary.json", {
+    write_json(out / "summary.json", {
         "seed": seed, "sentence": sentence, "sentence_type": "motion", "weights": segmenter.source,
         "device": str(segmenter.device), **segmenter.precision.as_dict(),
         "frames": result.frames, "size": list(size), "frame_gap": segmenter.frame_gap,

@@ -1,8 +1,6 @@
-"""`lbdt download`: the weights lbdt knows about, fetched, verified and installed once.
+"""`lbdt download`: the weights lbdt knows about (`lbdt.registry.KNOWN`), fetched, verified and installed once.
 
-`KNOWN` is a table (one `KnownWeights` per entry): where each file comes from, its size, its checksum when
-the publisher gives one, its license and its model card (`lbdt/cards/<name>.yaml`). `install` fetches a
-file (Google Drive through `gdown`, any other URL through `requests`, resumed from a partial download, with a
+`install` fetches a file (Google Drive through `gdown`, any other URL through `requests`, resumed from a partial download, with a
 progress bar; or an already-downloaded file / a mirror URL given as `source`), verifies it, and installs it
 under `home()/<name>/`:
 
@@ -14,102 +12,25 @@ under `home()/<name>/`:
 * plain files (ImageNet ResNet-50) are kept as they are, after their checksum.
 
 Nothing is installed unless every check passes; an install is a folder renamed into place at the end.
-`resolve_installed(name)` is how `load_pretrained` finds an installed entry.
+What is installed, and where, is read through `lbdt.registry`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
+from tqdm import tqdm
+
+from lbdt.checkpoint import make_state, read_checkpoint, runnable_from_state, save_checkpoint
 from lbdt.errors import LBDTError
-
-HOME_ENV = "LBDT_HOME"
-CHECKPOINT_FILE = "model.pt"
-MANIFEST_FILE = "manifest.json"
-_GDRIVE = "gdrive:"
-
-
-@dataclass(frozen=True)
-class KnownWeights:
-    """One downloadable file and what to make of it."""
-
-    name: str
-    kind: str  # "official" (authors' LBDT state dict) | "lbdt" (our checkpoint) | "glove" (zip/txt) | "file"
-    filename: str  # name of the downloaded file
-    urls: tuple[str, ...]  # tried in order: https URLs, or "gdrive:<file id>"
-    size: str  # for people: "about 2.0 GB"
-    license: str
-    sha256: str | None = None  # full digest, when the publisher gives one
-    sha256_prefix: str = ""  # a digest prefix the publisher gives (torchvision puts one in its file names)
-    variant: str = ""  # for checkpoints: the model variant the file must hold
-    word_vectors: str | None = None  # for checkpoints: name of the entry holding their word table
-    settings: dict[str, Any] = field(default_factory=dict)  # for checkpoints: input size, k, N, dataset
-    card_name: str = ""  # its card in lbdt/cards/ when not named like the entry
-
-    @property
-    def card(self) -> dict:
-        return load_card(self.card_name or self.name)
-
-
-_A2D = {"dataset": "a2d", "size": [320, 320], "frame_gap": 6, "max_words": 25}
-KNOWN: dict[str, KnownWeights] = {w.name: w for w in (
-    KnownWeights("official-lbdt4", "official", "a2d_lbdt4.pth", (f"{_GDRIVE}12mI2jUwW3MtpODv58jnywcuTCDhqa956",),
-                 size="about 0.4 GB", license="MIT", variant="lbdt4", word_vectors="glove-840b", settings=_A2D),
-    KnownWeights("official-lbdt1", "official", "a2d_lbdt1.pth", (f"{_GDRIVE}19DcWamgrUAOVia03J2C7NRzkXASo4U_M",),
-                 size="about 0.3 GB", license="MIT", variant="lbdt1", word_vectors="glove-840b", settings=_A2D),
-    KnownWeights("glove-840b", "glove", "glove.840B.300d.zip",
-                 ("https://nlp.stanford.edu/data/glove.840B.300d.zip",
-                  "https://huggingface.co/stanfordnlp/glove/resolve/main/glove.840B.300d.zip"),
-                 size="about 2.0 GB zipped (5.6 GB of text, 2.2 M words); cache 2.6 GB, or e.g. 240 MB for "
-                      "--max-words 400000 --fp16", license="ODC PDDL 1.0"),
-    KnownWeights("imagenet-resnet50", "file", "resnet50-0676ba61.pth",
-                 ("https://download.pytorch.org/models/resnet50-0676ba61.pth",),
-                 size="about 98 MB", license="BSD-3-Clause", sha256_prefix="0676ba61"),
-)}
-
-
-def home() -> Path:
-    """Where lbdt keeps downloads and installed weights: `$LBDT_HOME`, else `~/.cache/lbdt`."""
-    env = os.environ.get(HOME_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "lbdt"
-
-
-def load_card(name: str) -> dict:
-    """The model card shipped for `name` (`lbdt/cards/<name>.yaml`)."""
-    import yaml
-
-    card = resources.files("lbdt") / "cards" / f"{name}.yaml"
-    if not card.is_file():
-        raise LBDTError(f"no model card for {name!r} (known: {', '.join(sorted(KNOWN))}, synthetic-tiny)")
-    return yaml.safe_load(card.read_text(encoding="utf-8"))
-
-
-def card_of(weights: str | os.PathLike) -> dict:
-    """The card of a weights name (known or shipped) or of a checkpoint file that stores one."""
-    name = str(weights)
-    if name in KNOWN or not Path(name).exists():
-        return KNOWN[name].card if name in KNOWN else load_card(name)
-    from lbdt.checkpoint import read_checkpoint
-
-    card = read_checkpoint(name).get("card")
-    if not card:
-        raise LBDTError(f"{name}: this checkpoint stores no model card")
-    return dict(card)
-
-
-def format_card(card: dict) -> str:
-    """A card as indented `key: value` lines (nested mappings one level deeper)."""
-    import yaml
-
-    return yaml.safe_dump(card, sort_keys=False, allow_unicode=True, width=110).rstrip()
+from lbdt.io import write_json
+from lbdt.models.official import load_official
+from lbdt.registry import CHECKPOINT_FILE, GDRIVE, KNOWN, MANIFEST_FILE, KnownWeights, home, installed
+from lbdt.words import WordVectors, cache_files
 
 
 # ---------------------------------------------------------------- transfer
@@ -125,11 +46,9 @@ def _requests():
 def fetch_url(url: str, target: Path, *, progress: bool = True, timeout: float = 30.0) -> Path:
     """Download `url` to `target`, resuming `target.part` when a previous transfer was cut (HTTP Range).
     The file appears under its final name only when the transfer is complete (not yet verified)."""
-    if url.startswith(_GDRIVE):
-        return _fetch_gdrive(url[len(_GDRIVE):], target, progress=progress)
+    if url.startswith(GDRIVE):
+        return _fetch_gdrive(url[len(GDRIVE):], target, progress=progress)
     requests = _requests()
-    from tqdm import tqdm
-
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
@@ -230,7 +149,7 @@ def install(name: str, *, source: str | os.PathLike | None = None, max_words: in
                     "bytes": size, "files": files,
                     "word_vectors": entry.word_vectors, "max_words": max_words, "fp16": fp16,
                     "installed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        (stage / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_json(stage / MANIFEST_FILE, manifest)
         final = root / name
         old = root / f".{name}.replaced"
         if final.exists():
@@ -251,7 +170,7 @@ def install(name: str, *, source: str | os.PathLike | None = None, max_words: in
 def _fetch(entry: KnownWeights, source: str | os.PathLike | None, downloads: Path, *,
            progress: bool) -> tuple[Path, str]:
     """(local file, its origin for messages)."""
-    if source is not None and not str(source).startswith(("http://", "https://", _GDRIVE)):
+    if source is not None and not str(source).startswith(("http://", "https://", GDRIVE)):
         path = Path(source)
         if not path.is_file():
             raise LBDTError(f"{path}: no such file (--from takes a downloaded {entry.filename} or a URL)")
@@ -270,8 +189,6 @@ def _convert(entry: KnownWeights, fetched: Path, stage: Path, *, what: str, max_
              owned: bool) -> list[str]:
     """Write the installed form of `fetched` into `stage`; returns the file names written."""
     if entry.kind == "glove":
-        from lbdt.data.text import WordVectors, cache_files
-
         vec_file = stage / f"{entry.name}.vectors.npy"
         WordVectors.build_cache(fetched, vec_file, max_words=max_words, dtype="float16" if fp16 else "float32")
         return [p.name for p in cache_files(vec_file)]
@@ -282,8 +199,6 @@ def _convert(entry: KnownWeights, fetched: Path, stage: Path, *, what: str, max_
             shutil.copyfile(fetched, stage / entry.filename)
         return [entry.filename]
     model = _load_checkpoint(entry, fetched, what)
-    from lbdt.checkpoint import make_state, save_checkpoint
-
     save_checkpoint(make_state(model, variant=entry.variant, config={"data": dict(entry.settings)},
                                source=f"{entry.name} ({what})", card=entry.card,
                                word_table=entry.word_vectors or None), stage / CHECKPOINT_FILE)
@@ -294,74 +209,16 @@ def _load_checkpoint(entry: KnownWeights, fetched: Path, what: str):
     """The model of a checkpoint file, loaded strictly (this is the verification of checkpoints without a
     published checksum: every tensor must have its name and shape)."""
     if entry.kind == "official":
-        from lbdt.models.official import load_official
-
         model = load_official(fetched)
         variant = f"lbdt{model.config['num_layers']}" + ("_r101" if model.config["backbone_depth"] == 101 else "")
         if variant != entry.variant:
             raise LBDTError(f"{what}: an official {variant} checkpoint, but {entry.name} is {entry.variant}")
         return model
     if entry.kind == "lbdt":
-        from lbdt.pretrained import load_pretrained
-
-        runnable = load_pretrained(fetched)
+        runnable = runnable_from_state(read_checkpoint(fetched), where=what, source=what)
         if runnable.variant != entry.variant:
             raise LBDTError(f"{what}: a {runnable.variant} checkpoint, but {entry.name} is {entry.variant}")
         return runnable.model
     raise LBDTError(f"{entry.name}: unknown kind {entry.kind!r}")
 
-
-# ---------------------------------------------------------------- what is installed
-def installed(name: str) -> dict | None:
-    """The manifest of an installed entry, or None."""
-    manifest = home() / name / MANIFEST_FILE
-    if not manifest.is_file():
-        return None
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8"))
-    except ValueError:
-        raise LBDTError(f"{manifest}: unreadable install manifest; reinstall with `lbdt download {name}`") from None
-
-
-def resolve_installed(name: str) -> Path | None:
-    """For a known checkpoint name: its installed checkpoint (its word table is named inside, `word_table`).
-    None when `name` is not a known checkpoint; LBDTError when it is known but not installed."""
-    entry = KNOWN.get(name)
-    if entry is None or entry.kind not in ("official", "lbdt"):
-        return None
-    if installed(name) is None:
-        raise LBDTError(f"{name} is not installed: run `lbdt download {name}` ({entry.size}; "
-                        f"`--from FILE` for a downloaded copy)")
-    return home() / name / CHECKPOINT_FILE
-
-
-def word_table_cache(name: str) -> Path | None:
-    """The binary cache of word table `name` when it is a known table (`glove-840b`) and installed, else None
-    (`lbdt.data.text.resolve_word_vectors` asks)."""
-    entry = KNOWN.get(name)
-    if entry is None or entry.kind != "glove" or installed(name) is None:
-        return None
-    return home() / name / f"{name}.vectors.npy"
-
-
-def is_known_table(name: str) -> bool:
-    entry = KNOWN.get(name)
-    return entry is not None and entry.kind == "glove"
-
-
-def format_list() -> str:
-    """`lbdt download --list`: every known entry, its size and source, and where it is installed."""
-    lines = [f"known weights (install folder: {home()}, set ${HOME_ENV} to move it)"]
-    for entry in KNOWN.values():
-        manifest = installed(entry.name)
-        if manifest is None:
-            state = "not installed"
-        else:
-            extra = [f"{manifest['max_words']} words" if manifest.get("max_words") else "",
-                     "fp16" if manifest.get("fp16") else ""]
-            state = "installed: " + str(home() / entry.name) + "".join(f", {x}" for x in extra if x)
-        urls = ", ".join(u if not u.startswith(_GDRIVE) else f"https://drive.google.com/file/d/{u[len(_GDRIVE):]}"
-                         for u in entry.urls)
-        lines.append(f"  {entry.name:<18} {state}\n  {'':<18} {entry.size}; {entry.license}; {urls}")
-    return "\n".join(lines)
 

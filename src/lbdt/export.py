@@ -33,8 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from lbdt import __version__
-from lbdt.atomic import atomic_write, write_text
-from lbdt.data.text import MAX_WORDS
+from lbdt.io import atomic_write, write_text
+from lbdt.words import MAX_WORDS
 from lbdt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lbdt.errors import LBDTError
 from lbdt.models.lbdt import LBDT, STRIDE
@@ -88,15 +88,13 @@ def _checkpoint_facts(weights: LBDT | str | os.PathLike) -> tuple[LBDT, Any]:
     `.frame_gap`, `.max_words`, `.word_vectors`, `.word_table`, ...): the one place that reads them.
     An in-memory `LBDT` gets the defaults `VideoSegmenter` uses for one."""
     from lbdt.checkpoint import Runnable
-    from lbdt.data.text import resolve_word_vectors
+    from lbdt.words import resolve_word_vectors
     from lbdt.pretrained import load_pretrained
 
     if isinstance(weights, LBDT):  # a copy: the caller's model keeps its device and mode
         return copy.deepcopy(weights).cpu().eval(), Runnable(model=weights, variant="", source="in-memory model",
                                                              kind="in-memory")
     runnable = load_pretrained(weights)
-    if runnable.word_vectors is None and runnable.word_table.startswith("synthetic:"):  # small: embed it
-        runnable.word_vectors = resolve_word_vectors(table=runnable.word_table)
     return runnable.model, runnable
 
 
@@ -193,7 +191,7 @@ def export_onnx(weights: LBDT | str | os.PathLike, out_dir: str | os.PathLike) -
                        "mask = probability > threshold",
         "reference_frame": "frame t uses frame max(t - frame_gap, 0)",
         "sides": {"multiple_of": STRIDE, "min": MIN_SIDE, "max": MAX_SIDE},
-        "word_vectors": {**table, "tokenizer": "lbdt.data.text.tokenize: strip, split on runs of non-word "
+        "word_vectors": {**table, "tokenizer": "lbdt.words.tokenize: strip, split on runs of non-word "
                          "characters keeping them, drop empty and single-space tokens, lower-case, drop a final "
                          "'.', keep the first max_words; unknown words and padding are zero vectors"},
         "graphs": {

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lbdt.data.text import WordVectors
+from lbdt.words import WordVectors
 from lbdt.errors import LBDTError
 from lbdt.export import FORMAT, FORMAT_VERSION, MANIFEST, require
 from lbdt.models.lbdt import check_frames, check_text_inputs

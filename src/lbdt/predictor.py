@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lbdt.atomic import crash_point, write_text
+from lbdt.io import crash_point, write_text
 from lbdt.checkpoint import Runnable
-from lbdt.data.text import WordVectors, check_sentence, resolve_word_vectors
+from lbdt.words import WordVectors, check_sentence, resolve_word_vectors
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
 from lbdt.engine.fast import OneDNNConv, prepare_for_inference, to_input
@@ -65,7 +65,7 @@ class VideoSegmenter:
     `backend="onnxruntime"`, a folder written by `lbdt export --format onnx` (docs/export.md). `device` and
     `precision` default to `auto` (`lbdt.runtime`; the ONNX Runtime backend runs its fp32 graphs). `size` (H, W),
     `frame_gap` (k) and `word_vectors` default to what the checkpoint says; `word_vectors` may be a table or a
-    GloVe-format file (`lbdt.data.text.resolve_word_vectors` gives the order).
+    GloVe-format file (`lbdt.words.resolve_word_vectors` gives the order).
     """
 
     def __init__(self, model_or_name: Runnable | LBDT | str | os.PathLike, *, device: str | torch.device = "auto",
@@ -281,7 +281,8 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     """
     from tqdm import tqdm
 
-    from lbdt.evaluation.writers import save_mask_png, save_metrics_json
+    from lbdt.evaluation.writers import save_mask_png
+    from lbdt.io import write_json
     from lbdt.visualize import VideoWriter, pick_color
     from lbdt.visualize import overlay as draw_overlay
 
@@ -357,7 +358,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
         "timings": {"load_s": round(loaded - started, 3), "segment_s": round(done - loaded, 3),
                     "frames_per_s": round(n / max(done - loaded, 1e-9), 3)},
     }
-    save_metrics_json(out / "summary.json", summary)  # last: its presence means the folder is complete
+    write_json(out / "summary.json", summary)  # last: its presence means the folder is complete
     (out / INCOMPLETE).unlink()
     return summary
 

@@ -19,15 +19,19 @@ import torch
 
 from lbdt.checkpoint import (
     Runnable,
-    load_file,
     make_state,
     read_checkpoint,
     runnable_from_state,
     save_checkpoint,
     validate_state,
 )
-from lbdt.data.text import WordVectors
+from lbdt.words import WordVectors
 from lbdt.errors import LBDTError
+from lbdt.download import fetch_url, file_sha256, verify_checksum
+from lbdt.io import load_weights
+from lbdt.models.official import load_official
+from lbdt.models.strict_load import read_state_dict
+from lbdt.registry import KNOWN, home, load_card, resolve_installed
 from lbdt.paths import check_output_file
 from lbdt.runtime import resolve_device
 
@@ -51,8 +55,6 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.devi
     given as `...#sha256=<hex>` or as `sha256=` (downloaded once into `cache_dir`, default
     `$LBDT_HOME` or `~/.cache/lbdt`), or a name installed by `lbdt download` (`official-lbdt4`).
     """
-    from lbdt.download import resolve_installed
-
     source = str(name_or_path)
     installed = resolve_installed(source)  # the checkpoint of an entry installed by `lbdt download`
     if installed is not None:
@@ -71,14 +73,23 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str | torch.devi
             raise LBDTError(f"{path}: no such checkpoint file (shipped weights: {names}; or a URL)")
     runnable = _load_file(path, source).to(resolve_device(device))
     if not runnable.card and (installed is not None or source in SHIPPED):
-        from lbdt.download import card_of
-
         runnable.card = card_of(source)  # the card shipped for a known name
     return runnable
 
 
+def card_of(weights: str | os.PathLike) -> dict:
+    """The card of a weights name (known or shipped) or of a checkpoint file that stores one."""
+    name = str(weights)
+    if name in KNOWN or not Path(name).exists():
+        return KNOWN[name].card if name in KNOWN else load_card(name)
+    card = read_checkpoint(name).get("card")
+    if not card:
+        raise LBDTError(f"{name}: this checkpoint stores no model card")
+    return dict(card)
+
+
 def _load_file(path: Path, source: str) -> Runnable:
-    state = load_file(path)
+    state = load_weights(path)
     if isinstance(state, Mapping) and "format" in state:
         return runnable_from_state(validate_state(state, str(path)), where=str(path), source=source)
     if _looks_official(state):
@@ -88,8 +99,6 @@ def _load_file(path: Path, source: str) -> Runnable:
 
 def _official_runnable(state: Any, source: str) -> Runnable:
     """An official A2D checkpoint: 320×320 input, k = 6, N = 25 words of GloVe 840B."""
-    from lbdt.models.official import load_official
-
     model = load_official(state)
     variant = f"lbdt{model.config['num_layers']}" + ("_r101" if model.config["backbone_depth"] == 101 else "")
     return Runnable(model=model, variant=variant, source=source, kind="official", dataset="a2d",
@@ -99,8 +108,6 @@ def _official_runnable(state: Any, source: str) -> Runnable:
 def _looks_official(state: Any) -> bool:
     """An official `JointModel` state dict (wrapped / DDP-prefixed as `load_official` accepts it, i.e. as
     `read_state_dict` unwraps it): it has both stems `conv1_1`, `conv1_2`."""
-    from lbdt.models.strict_load import read_state_dict
-
     if not isinstance(state, Mapping):  # a loaded str would be taken for a path
         return False
     try:
@@ -115,7 +122,7 @@ def convert_official_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, 
     """Convert an official checkpoint file into an lbdt checkpoint (strict; written atomically); returns it as a
     `Runnable`. The converted file records its source, its word table (GloVe 840B, by name) and `card`."""
     check_output_file(dst, "OUT.pt")  # the CLI's name for it, as predict's --out
-    state = load_file(src)
+    state = load_weights(src)
     if not _looks_official(state):
         raise LBDTError(f"{src}: not an official LBDT state dict (no conv1_1 / conv1_2 stems)")
     runnable = _official_runnable(state, f"official LBDT checkpoint {Path(src).name}")
@@ -156,8 +163,6 @@ def export_pretrained(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
 def download(url: str, *, sha256: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
     """Download `url` into the cache once and return its path; the sha256 (`url#sha256=<hex>` or
     `sha256=`) is required and checked. The file appears under its final name only once verified."""
-    from lbdt.download import fetch_url, file_sha256, home, verify_checksum
-
     url, _, fragment = url.partition("#")
     if fragment.startswith("sha256="):
         if sha256 is not None and sha256.lower() != fragment[7:].lower():

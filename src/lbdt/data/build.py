@@ -14,7 +14,7 @@ from lbdt.data.collate import collate
 from lbdt.data.dataset import ReferringVideoDataset
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources import SOURCES, Source
-from lbdt.data.text import WordVectors, resolve_word_vectors
+from lbdt.words import WordVectors, resolve_word_vectors
 from lbdt.data.transforms import ClipTransform
 from lbdt.errors import LBDTError
 
@@ -35,7 +35,7 @@ def _load_word_vectors(table: str, root: str) -> WordVectors:
 
 def load_word_vectors(cfg: DataConfig) -> WordVectors:
     """The configured word-vector table `data.word_vectors` (as given, else under `data.root`; read once per
-    process), through the one resolver `lbdt.data.text.resolve_word_vectors`."""
+    process), through the one resolver `lbdt.words.resolve_word_vectors`."""
     return _load_word_vectors(cfg.word_vectors, cfg.root)
 
 

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources.base import Source
-from lbdt.data.text import MAX_WORDS, WordVectors, check_sentence, tokenize
+from lbdt.words import MAX_WORDS, WordVectors, check_sentence, tokenize
 from lbdt.data.transforms import ClipTransform, side_words, swap_left_right
 from lbdt.errors import LBDTError
 from lbdt.types import ClipSample, SampleMeta

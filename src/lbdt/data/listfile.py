@@ -12,14 +12,13 @@ Formats (fields in order):
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from lbdt.atomic import write_text
+from lbdt.io import write_text
 from lbdt.data.records import ReferRecord
-from lbdt.data.text import check_sentence
+from lbdt.words import check_sentence
 from lbdt.errors import LBDTError
 from lbdt.paths import check_name
 
@@ -104,33 +103,3 @@ def write_list(path: str | os.PathLike, records: Iterable[ReferRecord], fmt: str
     lines = [format_line(r, fmt) for r in records]
     write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)
-
-
-def read_json(path: Path, what: str) -> Any:
-    """A JSON data file (meta expressions, mask dicts, annotations); a missing or malformed file is an `LBDTError`
-    naming it (`what` says which file it is)."""
-    if not path.is_file():
-        raise LBDTError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
-    except UnicodeDecodeError as e:
-        raise LBDTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise LBDTError(f"{path}: malformed JSON ({e})") from None
-    except _DuplicateKey as e:
-        raise LBDTError(f"{path}: malformed JSON (key {e.args[0]!r} appears twice in one object)") from None
-    except RecursionError:
-        raise LBDTError(f"{path}: malformed JSON (nested too deeply)") from None
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object as a dict; a key given twice (which `json` would silently resolve to the last) raises."""
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
-    return out

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from lbdt.data.listfile import write_list
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources.davis import GROUPS
-from lbdt.data.text import WordVectors, tokenize
+from lbdt.words import WordVectors, tokenize
 from lbdt.data.transforms import side_words
 from lbdt.errors import LBDTError
 from lbdt.paths import check_output_dir

@@ -53,14 +53,14 @@ def evaluate(
 
     from lbdt.config import DataConfig
     from lbdt.data.build import HOLDOUT, build_dataset, build_source
-    from lbdt.data.text import resolve_word_vectors
+    from lbdt.words import resolve_word_vectors
     from lbdt.engine.fast import prepare_for_inference
     from lbdt.evaluation.evaluators import METRIC_LABELS, JFEvaluator, ReferSegEvaluator
     from lbdt.evaluation.writers import (
         MeViSSubmissionWriter,
         PngMaskWriter,
         YTVOSSubmissionWriter,
-        save_metrics_json,
+
     )
     from lbdt.pretrained import load_pretrained
     from lbdt.runtime import resolve_precision
@@ -140,7 +140,7 @@ def evaluate(
             outputs["submission"] = str(submission.zip_path)
         outputs["metrics_json"] = str(out / "metrics.json")
         report["outputs"] = outputs
-        save_metrics_json(out / "metrics.json", report)
+        write_json(out / "metrics.json", report)
     return broadcast_object(report, ranks)
 
 

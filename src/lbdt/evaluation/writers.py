@@ -3,7 +3,7 @@
 * `save_mask_png`: one binary mask as a single-channel 8-bit PNG with values 0/255 (atomic).
 * `PngMaskWriter`: `<root>/<video>/<expression or object>/<frame>.png` for every prediction.
 * `YTVOSSubmissionWriter`: the Ref-YouTube-VOS server zip, `Annotations/<video>/<exp_id>/<frame>.png`.
-* `save_metrics_json` / `format_metrics_table`: the metrics report as JSON and as plain text.
+* `format_metrics_table`: the metrics report as plain text (its JSON goes through `lbdt.io.write_json`).
 
 Every file is written to a temporary name in the destination folder and moved into place with
 `os.replace`, so a crash never leaves a half-written file under the final name.
@@ -24,7 +24,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
-from lbdt.atomic import write_bytes
+from lbdt.io import write_bytes
 from lbdt.errors import LBDTError
 from lbdt.paths import check_name
 from lbdt.types import Prediction, SampleMeta
@@ -149,25 +149,6 @@ class MeViSSubmissionWriter(YTVOSSubmissionWriter):
     """Sink: the MeViS server zip, `<video>/<exp_id>/<frame>.png` with the video folders at the zip's top level."""
 
     TOP = ""
-
-
-def _json_safe(value: Any) -> Any:
-    """numpy scalars → Python numbers; NaN/inf → None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def save_metrics_json(path: PathLike, report: dict) -> None:
-    """Write the metrics report (nested dict of numbers and strings) as indented JSON, atomically."""
-    text = json.dumps(_json_safe(report), indent=2, sort_keys=False) + "\n"
-    write_bytes(Path(path), text.encode("utf-8"))
 
 
 def _format_value(value: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lbdt.errors import LBDTError
+from lbdt.io import load_weights
 
 
 def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, Any], *, what: str) -> dict[str, Tensor]:
@@ -18,9 +19,7 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping[str, Any], *
     """
     source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else what
     if isinstance(path_or_state_dict, (str, os.PathLike)):
-        from lbdt.checkpoint import load_file  # the one weights-only reader (its errors are one line)
-
-        obj = load_file(path_or_state_dict)
+        obj = load_weights(path_or_state_dict)  # the one weights-only reader (its errors are one line)
     else:
         obj = path_or_state_dict
     for wrapper in ("state_dict", "model"):

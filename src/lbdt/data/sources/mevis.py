@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from lbdt.data.records import ReferRecord
-from lbdt.data.listfile import read_json
+from lbdt.io import read_json
 from lbdt.data.sources.expressions import ExpressionSource
 from lbdt.errors import LBDTError
 

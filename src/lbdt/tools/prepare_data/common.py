@@ -8,7 +8,6 @@ and a finished one is never decoded or linked again. List files are always rewri
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 from collections import Counter
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 from PIL import Image
 from tqdm import tqdm
 
-from lbdt.atomic import atomic_write, write_text
+from lbdt.io import atomic_write, read_json
 from lbdt.errors import LBDTError
 
 T = TypeVar("T")
@@ -97,11 +96,6 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + os.replace)."""
-    write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-
 def require_dir(path: Path, what: str) -> Path:
     """A folder the release must have: missing, it is an `LBDTError` (never an empty result)."""
     if not path.is_dir():
@@ -116,8 +110,8 @@ def marker_path(out: Path, dataset: str, split: str, video_id: str) -> Path:
 def read_marker(path: Path) -> dict | None:
     """The marker's content, or None when absent or unreadable (the video is then redone)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = read_json(path, "marker")
+    except LBDTError:
         return None
     return data if isinstance(data, dict) else None
 

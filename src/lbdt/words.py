@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lbdt.atomic import atomic_write, write_text
+from lbdt.io import atomic_write, write_text
 from lbdt.errors import LBDTError
 
 MAX_WORDS = 25  # N: the original's `phrase_len`
@@ -264,6 +264,7 @@ def _glove_lines(path: Path) -> Iterator[tuple[str, Iterable[str]]]:
             yield f"{path}:{members[0]}", raw
 
 GLOVE_FILE = "glove.840B.300d.txt"
+DATASET_TABLE = "word_vectors.300d.txt"  # a dataset root's own table (the synthetic benchmark writes one)
 
 
 def resolve_word_vectors(explicit: str | os.PathLike | WordVectors | None = None, *,
@@ -273,11 +274,9 @@ def resolve_word_vectors(explicit: str | os.PathLike | WordVectors | None = None
 
     1. `explicit`: what the user passed (`--word-vectors PATH`, `word_vectors=` in Python, or a table);
     2. `embedded`: the table inside the checkpoint (shipped and exported checkpoints carry theirs);
-    3. `table`: the checkpoint's (or config's) reference — ``synthetic:<seed>`` (the synthetic benchmark's
-       seeded table, regenerated exactly), a `lbdt download` name (``glove-840b``: its installed cache), or a
-       file name, looked up as given, then under `root` (a named file that is missing is an error);
-    4. `root`: the dataset's own table — a synthetic benchmark's file (its ``benchmark.json``), then
-       ``<root>/glove.840B.300d.txt``.
+    3. `table`: the checkpoint's (or config's) reference — a `lbdt download` name (``glove-840b``: its installed
+       cache), or a file name, looked up as given, then under `root` (a named file that is missing is an error);
+    4. `root`: the dataset's own table — ``<root>/word_vectors.300d.txt``, then ``<root>/glove.840B.300d.txt``.
 
     Nothing found: an `LBDTError` listing what was tried.
     """
@@ -288,16 +287,6 @@ def resolve_word_vectors(explicit: str | os.PathLike | WordVectors | None = None
     if embedded is not None:
         return embedded
     tried: list[str] = []
-    if table.startswith("synthetic:"):
-        from lbdt.data.synth import vocabulary
-
-        try:
-            seed = int(table.split(":", 1)[1])
-        except ValueError:
-            raise LBDTError(f"word table {table!r}: expected synthetic:<integer seed>") from None
-        return WordVectors.seeded(vocabulary(), dim=300, seed=seed)
-    from lbdt.download import is_known_table, word_table_cache
-
     if table and is_known_table(table):  # a `lbdt download` name (glove-840b): its cache, else the root's GloVe
         cache = word_table_cache(table)
         if cache is not None:
@@ -309,14 +298,7 @@ def resolve_word_vectors(explicit: str | os.PathLike | WordVectors | None = None
         if root is not None and not Path(table).is_absolute():
             candidates.append(Path(root) / table)
     else:  # the dataset's own table
-        candidates = []
-        if root is not None:
-            from lbdt.data.synth import read_summary
-
-            summary = read_summary(root)
-            if summary and summary.get("word_vectors"):
-                candidates.append(Path(root) / str(summary["word_vectors"]))
-            candidates.append(Path(root) / GLOVE_FILE)
+        candidates = [] if root is None else [Path(root) / DATASET_TABLE, Path(root) / GLOVE_FILE]
     for path in candidates:
         if path.is_file():
             return WordVectors.from_glove(path)

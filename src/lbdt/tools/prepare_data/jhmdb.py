@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from lbdt.data.listfile import read_json, write_list
-from lbdt.data.prepare.common import (
+from lbdt.data.listfile import write_list
+from lbdt.io import read_json
+from lbdt.tools.prepare_data.common import (
     PrepareSummary,
     clean_sentence,
     image_size,
@@ -29,10 +30,10 @@ from lbdt.data.prepare.common import (
     progress,
     read_csv,
     require_dir,
-    write_json,
 )
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
+from lbdt.io import write_json
 
 FRAMES_FILE = "jhmdb_frames.json"
 

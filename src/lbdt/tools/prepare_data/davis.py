@@ -21,17 +21,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lbdt.data.prepare.common import (
+from lbdt.tools.prepare_data.common import (
     PrepareSummary,
     clean_sentence,
     marker_path,
     place_file,
     progress,
     read_marker,
-    write_json,
 )
 from lbdt.data.sources.davis import GROUPS, VOID
 from lbdt.errors import LBDTError
+from lbdt.io import write_json
 from lbdt.paths import check_name
 
 # group -> (file name, encoding)

@@ -27,8 +27,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from lbdt.data.listfile import read_json, write_list
-from lbdt.data.prepare.common import (
+from lbdt.data.listfile import write_list
+from lbdt.io import read_json
+from lbdt.tools.prepare_data.common import (
     PrepareSummary,
     clean_sentence,
     image_size,
@@ -38,10 +39,10 @@ from lbdt.data.prepare.common import (
     read_marker,
     remove_tree,
     require_dir,
-    write_json,
 )
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
+from lbdt.io import write_json
 from lbdt.paths import check_name
 
 OUT_DIRS = {"train": "train", "val": "val", "valid": "val"}  # split -> folder under out

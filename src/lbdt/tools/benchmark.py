@@ -42,7 +42,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from lbdt.atomic import write_text
+from lbdt.io import write_text
 from lbdt.engine import fast
 from lbdt.errors import LBDTError
 from lbdt.paths import check_output_file
@@ -332,7 +332,7 @@ def sentence_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def _streaming_row(model: torch.nn.Module, *, precision: str, batch: int, settings: BenchmarkSettings,
                    device: torch.device) -> dict[str, Any]:
     from lbdt.data.synth import make_clip, vocabulary
-    from lbdt.data.text import WordVectors
+    from lbdt.words import WordVectors
     from lbdt.predictor import VideoSegmenter
 
     clip = make_clip(0, frames=settings.frames, size=settings.size)

@@ -97,7 +97,7 @@ def segment_clip(segmenter, video: str | os.PathLike, sentences: Sequence[str], 
     (checked before decoding when the container gives its frame count, else while decoding).
     `progress(done, total)` is called after every frame (total None when unknown).
     """
-    from lbdt.atomic import atomic_write
+    from lbdt.io import atomic_write
     from lbdt.data.video import VideoFrame, VideoReader, open_video
     from lbdt.evaluation.writers import mask_png_bytes
     from lbdt.predictor import sentence_folders

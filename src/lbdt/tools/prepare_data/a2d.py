@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from lbdt.data.listfile import write_list
-from lbdt.data.prepare.common import (
+from lbdt.tools.prepare_data.common import (
     PrepareSummary,
     clean_sentence,
     marker_path,
@@ -34,10 +34,10 @@ from lbdt.data.prepare.common import (
     read_csv,
     read_marker,
     require_dir,
-    write_json,
 )
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
+from lbdt.io import write_json
 from lbdt.paths import check_name
 
 ACTORS = {1: "adult", 2: "baby", 3: "ball", 4: "bird", 5: "car", 6: "cat", 7: "dog"}

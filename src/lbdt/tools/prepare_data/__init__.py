@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lbdt.data.prepare.a2d import prepare_a2d
-from lbdt.data.prepare.common import PrepareSummary
-from lbdt.data.prepare.davis import prepare_davis
-from lbdt.data.prepare.jhmdb import prepare_jhmdb
-from lbdt.data.prepare.mevis import prepare_mevis
-from lbdt.data.prepare.ytvos import prepare_ytvos
+from lbdt.tools.prepare_data.a2d import prepare_a2d
+from lbdt.tools.prepare_data.common import PrepareSummary
+from lbdt.tools.prepare_data.davis import prepare_davis
+from lbdt.tools.prepare_data.jhmdb import prepare_jhmdb
+from lbdt.tools.prepare_data.mevis import prepare_mevis
+from lbdt.tools.prepare_data.ytvos import prepare_ytvos
 from lbdt.errors import LBDTError
 from lbdt.paths import check_input_path, check_output_dir
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lbdt.data.prepare.common import PrepareSummary, image_size, place_file, progress
+from lbdt.tools.prepare_data.common import PrepareSummary, image_size, place_file, progress
 from lbdt.data.sources.mevis import MeViSSource, rle_size
 from lbdt.errors import LBDTError
 
