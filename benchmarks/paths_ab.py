@@ -35,10 +35,10 @@ from typing import Any
 
 import torch
 
-from lbdt.io import write_text
-from lbdt.tools.benchmark import machine_info, synthetic_inputs
 from lbdt.engine import fast
+from lbdt.io import write_text
 from lbdt.models.build import build_model
+from lbdt.tools.benchmark import machine_info, synthetic_inputs
 
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 
@@ -60,12 +60,9 @@ def main() -> None:
     result: dict[str, Any] = {"machine": machine_info(torch.device("cpu")), "model": args.model, "size": list(size),
                               "threads": args.threads, "kernels": None, "batches": {},
                               "isa_limits": {k: os.environ[k] for k in ISA_LIMITS if k in os.environ}}
-    models: dict[str, Any] = {
-        "plain": base,
-        "fast_aten": fast.prepare_for_inference(copy.deepcopy(base), device="cpu", onednn=False),
-        "fast": fast.prepare_for_inference(copy.deepcopy(base), device="cpu"),
-    }
-    result["kernels"] = models["fast"].kernels
+    models: dict[str, Any] = {"plain": base, "fast_aten": copy.deepcopy(base), "fast": copy.deepcopy(base)}
+    fast.prepare_for_inference(models["fast_aten"], device="cpu", onednn=False)
+    result["kernels"] = fast.prepare_for_inference(models["fast"], device="cpu").kernels
     if args.onnxruntime:
         from lbdt.export import export_onnx
         from lbdt.onnx_backend import OnnxRuntimeModel

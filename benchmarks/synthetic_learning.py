@@ -24,7 +24,7 @@ import torch
 
 from lbdt.checkpoint import read_checkpoint, runnable_from_state
 from lbdt.config import load_config, to_dict
-from lbdt.data.build import build_dataset
+from lbdt.data.build import build_dataset, make_loader
 from lbdt.engine.inference import run_on_dataset
 from lbdt.engine.train import train
 from lbdt.evaluation.evaluators import ReferSegEvaluator
@@ -38,9 +38,9 @@ def evaluate(checkpoint: Path, split: str, overrides: list[str]) -> dict:
     runnable = runnable_from_state(read_checkpoint(checkpoint), where=str(checkpoint), source=str(checkpoint))
     cfg = load_config("synthetic_tiny", overrides)
     dataset = build_dataset(cfg.data, split, train=False, with_original_mask=cfg.eval.protocol == "native")
-    return run_on_dataset(runnable.model, dataset, evaluators={"refer": ReferSegEvaluator()},
-                          protocol=cfg.eval.protocol, threshold=cfg.eval.threshold, precision="fp32",
-                          batch_size=cfg.eval.batch_size)["refer"]
+    loader = make_loader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=0)
+    return run_on_dataset(runnable.model, loader, evaluators={"refer": ReferSegEvaluator()},
+                          protocol=cfg.eval.protocol, threshold=cfg.eval.threshold, precision="fp32")["refer"]
 
 
 def main() -> None:

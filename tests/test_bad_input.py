@@ -766,7 +766,7 @@ def test_train_killed_during_best_copy_resume_repairs_best(tiny_bench, tmp_path)
 def segmenter():
     from lbdt.predictor import VideoSegmenter
 
-    return VideoSegmenter("synthetic-tiny", batch_size=2)
+    return VideoSegmenter.from_pretrained("synthetic-tiny", batch_size=2)
 
 
 def _frames_u8(n: int = 2) -> np.ndarray:
@@ -775,12 +775,12 @@ def _frames_u8(n: int = 2) -> np.ndarray:
 
 def _api_cases():
     from lbdt.data.sources import A2DSource
-    from lbdt.words import WordVectors
     from lbdt.data.video import open_video, to_rgb
     from lbdt.evaluation import metrics
-    from lbdt.evaluation.writers import PngMaskWriter, YTVOSSubmissionWriter
+    from lbdt.evaluation.writers import PngMaskWriter, SubmissionWriter
     from lbdt.predictor import VideoSegmenter
     from lbdt.types import SampleMeta
+    from lbdt.words import WordVectors
 
     def meta(video="v", frame="00001", obj="1", exp=""):
         return SampleMeta(dataset="a2d", video_id=video, object_id=obj, frame_id=frame, ref_frame_id=frame,
@@ -797,14 +797,14 @@ def _api_cases():
         return path
 
     def outputs_given_to_library_functions():
-        from lbdt.tools.benchmark import BenchmarkSettings, benchmark
         from lbdt.config import load_config
-        from lbdt.tools.prepare_data import prepare_dataset
         from lbdt.data.synth import write_benchmark
         from lbdt.demo import run_demo
-        from lbdt.engine.evaluate import evaluate
+        from lbdt.engine.evaluate import EvaluateSettings, evaluate
         from lbdt.engine.train import train
         from lbdt.pretrained import convert_official_checkpoint
+        from lbdt.tools.benchmark import BenchmarkSettings, benchmark
+        from lbdt.tools.prepare_data import prepare_dataset
 
         def train_into(d):
             cfg = load_config("synthetic_tiny")
@@ -812,8 +812,8 @@ def _api_cases():
             return train(cfg)
 
         return [  # each must refuse before any work: no dataset read, no weights loaded, no minutes of measuring
-            ("evaluate-output-is-a-file", lambda s, d: evaluate("synthetic-tiny", dataset="a2d", root=str(d / "none"),
-                                                                split="test", output_dir=a_file(d)), ["taken"]),
+            ("evaluate-output-is-a-file", lambda s, d: evaluate("synthetic-tiny", EvaluateSettings(dataset="a2d", root=str(d / "none"),
+                                                                split="test", output_dir=a_file(d))), ["taken"]),
             ("synth-output-is-a-file", lambda s, d: write_benchmark(a_file(d)), ["taken", "not a folder"]),
             ("demo-output-is-a-file", lambda s, d: run_demo(out_dir=a_file(d)), ["taken", "not a folder"]),
             ("prepare-output-is-a-file", lambda s, d: prepare_dataset("a2d", d, a_file(d)), ["taken"]),
@@ -836,7 +836,7 @@ def _api_cases():
         ("segmenter-threshold-text", lambda s, d: VideoSegmenter(s.model, threshold="0.5"), ["threshold"]),
         ("segmenter-device-mps", lambda s, d: VideoSegmenter(s.model, device="mps"), ["mps"]),
         ("segmenter-device-typo", lambda s, d: VideoSegmenter(s.model, device="gpu"), ["gpu"]),
-        ("segmenter-weights-missing", lambda s, d: VideoSegmenter(str(d / "none.pt")), ["none.pt"]),
+        ("segmenter-weights-missing", lambda s, d: VideoSegmenter.from_pretrained(str(d / "none.pt")), ["none.pt"]),
         ("frames-float-0-255", lambda s, d: seg_frames(s, _frames_u8().astype(np.float32)), ["frame 0", "[0, 1]"]),
         ("frames-float-nan", lambda s, d: seg_frames(s, np.full((2, 8, 8, 3), np.nan, np.float32)), ["frame 0"]),
         ("frames-float-negative", lambda s, d: seg_frames(s, np.full((2, 8, 8, 3), -0.5)), ["frame 0", "[0, 1]"]),
@@ -868,7 +868,7 @@ def _api_cases():
         ("metrics-no-samples", lambda s, d: metrics.mean_iou([]), ["zero samples"]),
         ("writer-video-escapes", lambda s, d: PngMaskWriter(root=d).path_for(meta(video="../x")), ["video id"]),
         ("writer-frame-absolute", lambda s, d: PngMaskWriter(root=d).path_for(meta(frame="/etc/x")), ["frame id"]),
-        ("zip-entry-escapes", lambda s, d: YTVOSSubmissionWriter.entry_name(meta(exp="../../x")),
+        ("zip-entry-escapes", lambda s, d: SubmissionWriter(zip_path=d / "s.zip").entry_name(meta(exp="../../x")),
          ["expression/object id"]),
     ]
 

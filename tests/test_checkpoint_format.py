@@ -20,9 +20,9 @@ from lbdt.checkpoint import (
     save_checkpoint,
     validate_state,
 )
-from lbdt.words import WordVectors
 from lbdt.errors import LBDTError
 from lbdt.models.build import build_model
+from lbdt.words import WordVectors
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 

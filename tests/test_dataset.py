@@ -12,9 +12,9 @@ from lbdt.data.build import build_dataset, loader_throughput, make_loader
 from lbdt.data.collate import collate
 from lbdt.data.dataset import ReferringVideoDataset
 from lbdt.data.sources import A2DSource, YTVOSSource
-from lbdt.words import WordVectors
 from lbdt.data.transforms import ClipTransform, resize_target
 from lbdt.errors import LBDTError
+from lbdt.words import WordVectors
 
 SIZE = (64, 64)
 

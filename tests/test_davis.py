@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 
 from lbdt.cli import main
-from lbdt.tools.prepare_data import prepare_dataset
 from lbdt.data.sources import DAVISSource
 from lbdt.data.sources.davis import GROUPS
 from lbdt.errors import LBDTError
 from lbdt.evaluation import metrics
 from lbdt.evaluation.davis import RefDAVISEvaluator, match_objects, merge_objects, score_video
+from lbdt.tools.prepare_data import prepare_dataset
 from lbdt.types import Prediction, SampleMeta
 
 H = W = 20

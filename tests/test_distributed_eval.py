@@ -113,16 +113,16 @@ def _worker(rank: int, world: int, port: int, bench: str, out: str) -> None:
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
     torch.set_num_threads(1)
     from lbdt.engine.distributed import init_distributed
-    from lbdt.engine.evaluate import evaluate
+    from lbdt.engine.evaluate import EvaluateSettings, evaluate
 
     info = init_distributed("cpu")
     mine = [(i, f"item{i}-from-rank{rank}") for i in shard(VIDEOS, rank=rank, world_size=world)]
     reports = {"gathered": gather(mine, info, total=len(VIDEOS))}
     root = Path(bench)
-    reports["a2d"] = evaluate(str(root / "tiny.pt"), dataset="a2d", root=str(root / "a2d"), split="test",
-                              batch_size=3, device="cpu", output_dir=f"{out}/a2d", save_masks=True, progress=False)
-    reports["ytvos"] = evaluate(str(root / "tiny.pt"), dataset="ytvos", root=str(root / "ytvos"), split="valid",
-                                batch_size=3, device="cpu", output_dir=f"{out}/ytvos", progress=False)
+    reports["a2d"] = evaluate(str(root / "tiny.pt"), EvaluateSettings(dataset="a2d", root=str(root / "a2d"), split="test",
+                              batch_size=3, device="cpu", output_dir=f"{out}/a2d", save_masks=True, progress=False))
+    reports["ytvos"] = evaluate(str(root / "tiny.pt"), EvaluateSettings(dataset="ytvos", root=str(root / "ytvos"), split="valid",
+                                batch_size=3, device="cpu", output_dir=f"{out}/ytvos", progress=False))
     dist.destroy_process_group()
     Path(f"{out}/reports-rank{rank}.json").write_text(json.dumps(reports))
 
@@ -136,14 +136,14 @@ def bench(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(bench, tmp_path_factory):
     """{"one": output folder of one process, "two": of two gloo processes} and the reports of each."""
-    from lbdt.engine.evaluate import evaluate
+    from lbdt.engine.evaluate import EvaluateSettings, evaluate
 
     one = tmp_path_factory.mktemp("one")
     reports = {
-        "a2d": evaluate(str(bench / "tiny.pt"), dataset="a2d", root=str(bench / "a2d"), split="test", batch_size=3,
-                        device="cpu", output_dir=str(one / "a2d"), save_masks=True, progress=False),
-        "ytvos": evaluate(str(bench / "tiny.pt"), dataset="ytvos", root=str(bench / "ytvos"), split="valid",
-                          batch_size=3, device="cpu", output_dir=str(one / "ytvos"), progress=False),
+        "a2d": evaluate(str(bench / "tiny.pt"), EvaluateSettings(dataset="a2d", root=str(bench / "a2d"), split="test", batch_size=3,
+                        device="cpu", output_dir=str(one / "a2d"), save_masks=True, progress=False)),
+        "ytvos": evaluate(str(bench / "tiny.pt"), EvaluateSettings(dataset="ytvos", root=str(bench / "ytvos"), split="valid",
+                          batch_size=3, device="cpu", output_dir=str(one / "ytvos"), progress=False)),
     }
     two = tmp_path_factory.mktemp("two")
     mp.start_processes(_worker, args=(2, _free_port(), str(bench), str(two)), nprocs=2, join=True,

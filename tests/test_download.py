@@ -18,13 +18,14 @@ import torch
 from PIL import Image
 
 import media
-from lbdt import download
-from lbdt.cli import main
-from lbdt.words import WordVectors
+from lbdt import registry
 from lbdt.checkpoint import read_checkpoint
-from lbdt.download import install, installed, resolve_installed, word_table_cache
+from lbdt.cli import main
+from lbdt.download import install
 from lbdt.errors import LBDTError
-from lbdt.pretrained import load_pretrained
+from lbdt.pretrained import card_of, load_pretrained
+from lbdt.registry import installed, resolve_installed, word_table_cache
+from lbdt.words import WordVectors
 from test_pretrained import tiny_state
 
 GLOVE_WORDS = ["the", ",", "man", "in", "red", "person", "left", "dog"]  # frequency order, as GloVe
@@ -96,12 +97,12 @@ def _sha(path: Path) -> str:
 def stand_ins(monkeypatch, base: str, *, sha=None) -> None:
     """Replace the table's official-lbdt4 and glove-840b by small stand-ins served from `base` (the tiny variant
     in lbdt's format, verified by strict loading as the real one is; a 8-word 300-d GloVe zip)."""
-    real = download.KNOWN["official-lbdt4"]
-    monkeypatch.setitem(download.KNOWN, "official-lbdt4", replace(
+    real = registry.KNOWN["official-lbdt4"]
+    monkeypatch.setitem(registry.KNOWN, "official-lbdt4", replace(
         real, kind="lbdt", filename="tiny.pt", urls=(f"{base}/tiny.pt",), variant="tiny", sha256=sha,
         settings={"dataset": "a2d", "size": [64, 96], "frame_gap": 2, "max_words": 25}))
-    monkeypatch.setitem(download.KNOWN, "glove-840b", replace(
-        download.KNOWN["glove-840b"], filename="glove.test.zip", urls=(f"{base}/glove.test.zip",)))
+    monkeypatch.setitem(registry.KNOWN, "glove-840b", replace(
+        registry.KNOWN["glove-840b"], filename="glove.test.zip", urls=(f"{base}/glove.test.zip",)))
 
 
 def test_install_from_url_resumes_a_partial_transfer_and_converts(server, home, monkeypatch):
@@ -193,7 +194,7 @@ def test_installed_names_run_in_python_and_predict(server, home, monkeypatch, tm
     assert loaded.card["name"] == "official-lbdt4"
     from lbdt.predictor import VideoSegmenter
 
-    assert VideoSegmenter("official-lbdt4").size == (64, 96)
+    assert VideoSegmenter.from_pretrained("official-lbdt4").size == (64, 96)
     video = tmp_path / "clip.mp4"
     media.write_mp4(video, [np.random.default_rng(t).integers(0, 256, (40, 56, 3), dtype=np.uint8) for t in range(4)])
     capsys.readouterr()
@@ -246,14 +247,14 @@ def _wrap_threshold(init):
 
 
 def test_cards_exist_for_every_known_weight_with_the_required_fields():
-    for name in [*download.KNOWN, "synthetic-tiny"]:
-        card = download.load_card(name)
+    for name in [*registry.KNOWN, "synthetic-tiny"]:
+        card = registry.load_card(name)
         assert card["name"] == name
         for key in ("training_data", "metrics", "input_size", "frame_gap", "word_table", "limitations", "license"):
             assert key in card, (name, key)
         assert "protocol" in card["metrics"], name
     with pytest.raises(LBDTError, match="no model card for 'nope'"):
-        download.card_of("nope")
+        card_of("nope")
 
 
 def test_glove_text_and_zip_give_the_same_table(tmp_path):

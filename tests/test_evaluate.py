@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from lbdt.cli import main
-from lbdt.engine.evaluate import evaluate, format_report
+from lbdt.engine.evaluate import EvaluateSettings, evaluate, format_report
 from lbdt.engine.inference import predict, resize_bilinear, resize_nearest, to_original
 from lbdt.errors import LBDTError
 from lbdt.evaluation.evaluators import ReferSegEvaluator
@@ -144,9 +144,9 @@ def test_evaluate_counts_every_sample_and_matches_direct_metrics(bench, tmp_path
     n = len(records)
     assert n % 5 != 0  # a last, incomplete batch must be kept
     # threshold -1: every pixel is predicted, so IoU_i = |G_i| / (H0 W0) under the native protocol
-    report = evaluate(str(bench / "tiny.pt"), dataset="a2d", root=str(bench / "a2d"), split="test",
+    report = evaluate(str(bench / "tiny.pt"), EvaluateSettings(dataset="a2d", root=str(bench / "a2d"), split="test",
                       protocol="native", threshold=-1.0, batch_size=5, device="cpu", output_dir=str(tmp_path / "out"),
-                      save_masks=True, progress=False)
+                      save_masks=True, progress=False))
     assert report["N"] == n and report["metrics"]["N"] == n
     areas = [int(source.read_mask(r).sum()) for r in records]
     pixels = [r.original_size[0] * r.original_size[1] for r in records]
@@ -169,8 +169,8 @@ def test_evaluate_counts_every_sample_and_matches_direct_metrics(bench, tmp_path
 
 def test_evaluate_lbdt_protocol_and_jf(bench):
     _, records = _records(bench / "ytvos", "ytvos", "test")
-    report = evaluate(str(bench / "tiny.pt"), dataset="ytvos", root=str(bench / "ytvos"), split="test",
-                      protocol="lbdt", batch_size=7, device="cpu", progress=False, coco=False)
+    report = evaluate(str(bench / "tiny.pt"), EvaluateSettings(dataset="ytvos", root=str(bench / "ytvos"), split="test",
+                      protocol="lbdt", batch_size=7, device="cpu", progress=False, coco=False))
     assert report["N"] == len(records) == report["jf"]["N"]
     assert "coco_map" not in report["metrics"]
     assert 0.0 <= report["jf"]["J&F"] <= 1.0
@@ -179,8 +179,8 @@ def test_evaluate_lbdt_protocol_and_jf(bench):
 def test_evaluate_ytvos_valid_writes_a_valid_submission(bench, tmp_path):
     _, records = _records(bench / "ytvos", "ytvos", "valid")
     out = tmp_path / "sub"
-    report = evaluate(str(bench / "tiny.pt"), dataset="ytvos", root=str(bench / "ytvos"), split="valid",
-                      batch_size=6, device="cpu", output_dir=str(out), progress=False)
+    report = evaluate(str(bench / "tiny.pt"), EvaluateSettings(dataset="ytvos", root=str(bench / "ytvos"), split="valid",
+                      batch_size=6, device="cpu", output_dir=str(out), progress=False))
     assert report["N"] == len(records) and "metrics" not in report
     with zipfile.ZipFile(out / "submission.zip") as z:
         assert len(z.namelist()) == len(records)

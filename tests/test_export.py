@@ -13,13 +13,13 @@ from PIL import Image
 
 from lbdt.cli import main
 from lbdt.data.synth import make_clip
-from lbdt.words import WordVectors
 from lbdt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lbdt.errors import LBDTError
 from lbdt.export import MANIFEST, export_onnx, require
 from lbdt.models.build import build_model
 from lbdt.predictor import VideoSegmenter
 from lbdt.pretrained import load_pretrained
+from lbdt.words import WordVectors
 from media import write_mp4
 from test_predictor import responsive_tiny
 
@@ -127,7 +127,7 @@ def test_manifest_files_and_checked_graphs(shipped_export):
 
     from lbdt.onnx_backend import read_manifest
 
-    model, folder = shipped_export
+    _, folder = shipped_export
     info = load_pretrained("synthetic-tiny")
     m = read_manifest(folder)
     assert m["size"] == list(info.size) and m["frame_gap"] == info.frame_gap and m["max_words"] == info.max_words
@@ -156,8 +156,8 @@ def test_video_segmenter_masks_identical_over_a_synthetic_clip(shipped_export):
     _, folder = shipped_export
     clip = make_clip(4, frames=13, size=(96, 128))
     sentences = [o.sentence for o in clip.objects]
-    torch_seg = VideoSegmenter("synthetic-tiny", batch_size=4, precision="fp32")
-    ort_seg = VideoSegmenter(folder, backend="onnxruntime", batch_size=3)  # other batching, same results
+    torch_seg = VideoSegmenter.from_pretrained("synthetic-tiny", batch_size=4, precision="fp32")
+    ort_seg = VideoSegmenter.from_pretrained(folder, backend="onnxruntime", batch_size=3)  # other batching, same results
     assert (ort_seg.size, ort_seg.frame_gap, ort_seg.max_words) == (torch_seg.size, torch_seg.frame_gap,
                                                                      torch_seg.max_words)
     want = list(torch_seg.segment_many(clip.frames, sentences, return_prob=True))
@@ -204,11 +204,11 @@ def test_bad_inputs_give_one_line_errors(tmp_path, tiny_export, capsys):
 
     _, folder = tiny_export
     with pytest.raises(LBDTError, match="not an exported lbdt ONNX folder.*lbdt export"):
-        VideoSegmenter(tmp_path, backend="onnxruntime")
+        VideoSegmenter.from_pretrained(tmp_path, backend="onnxruntime")
     with pytest.raises(LBDTError, match="unknown backend 'tensorrt'"):
-        VideoSegmenter(folder, backend="tensorrt")
+        VideoSegmenter.from_pretrained(folder, backend="tensorrt")
     with pytest.raises(LBDTError, match="fp32 graphs; precision 'bf16'"):
-        VideoSegmenter(folder, backend="onnxruntime", precision="bf16")
+        VideoSegmenter.from_pretrained(folder, backend="onnxruntime", precision="bf16")
     ort_model = OnnxRuntimeModel(folder)
     with pytest.raises(LBDTError, match=f"exactly N = {ort_model.max_words} word positions, got 7"):
         ort_model.encode_text(torch.ones(1, 7, 300), torch.ones(1, 7))
@@ -293,7 +293,7 @@ def test_docs_recipe_without_pytorch_gives_the_same_masks(shipped_export):
     clip = make_clip(6, frames=9, size=(80, 112))  # not the model size: both resizes are exercised
     sentence = clip.objects[0].sentence
     got = list(namespace["segment_video"](folder, list(clip.frames), sentence))
-    want = [p.mask for p in VideoSegmenter(folder, backend="onnxruntime").segment(clip.frames, sentence)]
+    want = [p.mask for p in VideoSegmenter.from_pretrained(folder, backend="onnxruntime").segment(clip.frames, sentence)]
     assert len(got) == len(want) == 9
     assert sum(int(m.sum()) for m in want) > 0
     for g, w in zip(got, want):

@@ -15,6 +15,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lbdt.data.synth import make_clip, vocabulary
+from lbdt.data.transforms import normalize
+from lbdt.engine import fast
+from lbdt.errors import LBDTError
+from lbdt.losses import segmentation_loss
+from lbdt.models.build import build_model
+from lbdt.runtime import autocast
 from lbdt.tools.benchmark import (
     BenchmarkSettings,
     format_table,
@@ -23,14 +30,7 @@ from lbdt.tools.benchmark import (
     run_benchmark,
     write_json,
 )
-from lbdt.data.synth import make_clip, vocabulary
 from lbdt.words import WordVectors
-from lbdt.data.transforms import normalize
-from lbdt.engine import fast
-from lbdt.errors import LBDTError
-from lbdt.losses import segmentation_loss
-from lbdt.models.build import build_model
-from lbdt.runtime import autocast
 
 SIZE = (64, 64)
 FRAMES = 8
@@ -77,7 +77,8 @@ def _plain_logits(model, frames, refs, vectors, mask) -> torch.Tensor:
 
 def _fast_logits(model, frames, refs, vectors, mask, *, precision: str, **prepare) -> torch.Tensor:
     """The fast path: prepared copy, the sentence encoded once, all frames in one batch."""
-    prepared = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision=precision, **prepare)
+    prepared = copy.deepcopy(model)
+    fast.prepare_for_inference(prepared, device="cpu", precision=precision, **prepare)
     channels_last = prepare.get("channels_last", True)
     with torch.inference_mode(), autocast("cpu", precision):
         text = prepared.encode_text(vectors[:1], mask[:1])
@@ -167,7 +168,8 @@ def test_bf16_masks_agree_with_fp32(trained):
 
 
 def test_prepared_model_is_ready_for_inference(trained):
-    model = fast.prepare_for_inference(copy.deepcopy(trained[0]), device="cpu")
+    model = copy.deepcopy(trained[0])
+    fast.prepare_for_inference(model, device="cpu")
     assert not model.training
     assert not any(p.requires_grad for p in model.parameters())
     assert model.spatial_backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
@@ -272,19 +274,22 @@ def test_inference_bottleneck_equals_folded_bottleneck(stride):
 def test_kernels_are_decided_at_run_time(trained, monkeypatch):
     model = trained[0]
     usable = fast.onednn_status()[0]
-    prepared = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="fp32")
-    assert prepared.kernels == ("onednn" if usable else "aten")
+    prepared = copy.deepcopy(model)
+    prepared_setup = fast.prepare_for_inference(prepared, device="cpu", precision="fp32")
+    assert prepared_setup.kernels == ("onednn" if usable else "aten")
     if usable:  # every convolution, linear layer and attention replaced; ReLUs fused where BN was folded
         aten = (nn.Conv2d, nn.Linear, nn.MultiheadAttention, nn.ReLU)
         assert not [name for name, m in prepared.named_modules() if type(m) in aten]
         assert sum(isinstance(m, fast.InferenceBottleneck) for m in prepared.modules()) == 2 * 4  # tiny: 4 blocks
         assert prepared.head.tower[0][0].relu and not prepared.head.tower[-1].relu
-    low = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="bf16")
-    assert low.kernels == "aten"  # bf16 products already go through oneDNN in F.linear
+    low = copy.deepcopy(model)
+    low_setup = fast.prepare_for_inference(low, device="cpu", precision="bf16")
+    assert low_setup.kernels == "aten"  # bf16 products already go through oneDNN in F.linear
     # A torch without the kernels (injected): the fast path keeps ATen's modules, and asking for oneDNN is refused.
     monkeypatch.setattr(fast, "onednn_status", lambda: (False, "oneDNN's kernels are not callable here"))
-    kept = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="fp32")
-    assert kept.kernels == "aten"
+    kept = copy.deepcopy(model)
+    kept_setup = fast.prepare_for_inference(kept, device="cpu", precision="fp32")
+    assert kept_setup.kernels == "aten"
     assert not any(isinstance(m, (fast.OneDNNLinear, fast.InferenceAttention, fast.OneDNNConv)) for m in kept.modules())
     with pytest.raises(LBDTError, match="not callable here"):
         fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="fp32", onednn=True)
@@ -375,9 +380,11 @@ def test_benchmark_rejects_bad_settings():
 
 def test_stored_reduced_precision_weights_change_nothing_under_autocast(trained):
     model, frames, refs, vectors, mask, _ = trained
-    ref_model = fast.prepare_for_inference(copy.deepcopy(model), device="cpu")  # fp32 weights, cast per call
-    assert ref_model.kernels == "aten" or isinstance(ref_model.bca.joint, fast.OneDNNLinear)  # casts too
-    low_model = fast.prepare_for_inference(copy.deepcopy(model), device="cpu", precision="bf16")
+    ref_model = copy.deepcopy(model)
+    ref_model_setup = fast.prepare_for_inference(ref_model, device="cpu")  # fp32 weights, cast per call
+    assert ref_model_setup.kernels == "aten" or isinstance(ref_model.bca.joint, fast.OneDNNLinear)  # casts too
+    low_model = copy.deepcopy(model)
+    fast.prepare_for_inference(low_model, device="cpu", precision="bf16")
     assert low_model.spatial_backbone.layer1[0].conv2.weight.dtype is torch.bfloat16
     assert low_model.lbdt_res4.layers[0].words_self_attn.in_proj_weight.dtype is torch.bfloat16
     assert low_model.text_encoder.lstm.weight_ih_l0.dtype is torch.float32

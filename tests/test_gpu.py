@@ -58,7 +58,8 @@ def test_reduced_precision_masks_agree_with_fp32(trained, precision):
     model, frames, refs, vectors, mask, _ = trained
     out = {}
     for p in ("fp32", precision):
-        prepared = fast.prepare_for_inference(copy.deepcopy(model), device=CUDA, precision=p)
+        prepared = copy.deepcopy(model)
+        fast.prepare_for_inference(prepared, device=CUDA, precision=p)
         with torch.inference_mode(), autocast(CUDA, p):
             text = prepared.encode_text(vectors[:1].to(CUDA), mask[:1].to(CUDA))
             out[p] = prepared.segment(fast.to_input(frames, device=CUDA), fast.to_input(refs, device=CUDA),
@@ -68,9 +69,10 @@ def test_reduced_precision_masks_agree_with_fp32(trained, precision):
 
 
 def _train(tmp_path: Path, precision: str) -> dict:
+    from lbdt.engine.checkpointing import load_checkpoint
+
     from lbdt.cli import main
     from lbdt.data.synth import write_benchmark
-    from lbdt.engine.checkpointing import load_checkpoint
 
     root = tmp_path / "bench"
     if not root.exists():
@@ -126,8 +128,8 @@ def test_ddp_nccl_world_size_one_gives_the_plain_gradients(tmp_path):
 @pytest.mark.gpu
 def test_streaming_video_segmenter_on_cuda(trained):
     from lbdt.data.synth import vocabulary
-    from lbdt.words import WordVectors
     from lbdt.predictor import VideoSegmenter
+    from lbdt.words import WordVectors
 
     model = trained[0]
     clip = make_clip(0, frames=FRAMES, size=SIZE)  # the clip the model was trained on, as uint8 frames
@@ -147,7 +149,8 @@ def test_streaming_video_segmenter_on_cuda(trained):
 @pytest.mark.gpu
 def test_segment_many_on_cuda_equals_separate_calls(trained):
     model, frames, refs, vectors, mask, _ = trained
-    prepared = fast.prepare_for_inference(copy.deepcopy(model), device=CUDA)
+    prepared = copy.deepcopy(model)
+    fast.prepare_for_inference(prepared, device=CUDA)
     f, r = fast.to_input(frames, device=CUDA), fast.to_input(refs, device=CUDA)
     with torch.inference_mode():
         texts = [prepared.encode_text(vectors[:1].roll(j, dims=-1).to(CUDA), mask[:1].to(CUDA)) for j in range(5)]

@@ -13,13 +13,13 @@ import pytest
 from PIL import Image
 
 from lbdt.cli import main
-from lbdt.tools.prepare_data import prepare_dataset
 from lbdt.data.sources import MeViSSource
 from lbdt.errors import LBDTError
 from lbdt.evaluation import metrics
 from lbdt.evaluation.mevis import MeViSEvaluator
 from lbdt.evaluation.submission import validate_submission
-from lbdt.evaluation.writers import MeViSSubmissionWriter
+from lbdt.evaluation.writers import SubmissionWriter
+from lbdt.tools.prepare_data import prepare_dataset
 from lbdt.types import Prediction, SampleMeta
 
 H = W = 16
@@ -142,7 +142,7 @@ def test_missing_mask_dict_is_reported(tmp_path):
 def test_submission_zip_round_trip_and_broken_zip(tmp_path):
     root = _mevis_root(tmp_path, split="valid")
     meta = root / "valid" / "meta_expressions.json"
-    writer = MeViSSubmissionWriter(zip_path=tmp_path / "sub.zip")
+    writer = SubmissionWriter(zip_path=tmp_path / "sub.zip", top="")
     for exp in "012":
         for f in FRAMES:
             writer.write(_pred(exp, f, A))

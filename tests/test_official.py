@@ -11,8 +11,8 @@ from lbdt import build_model, load_official
 from lbdt.cli import main
 from lbdt.errors import LBDTError
 from lbdt.models.backbone import ResNet
-from lbdt.models.official import DROPPED_PREFIXES, convert_official_state_dict, infer_variant
 from lbdt.models.lbdt import LBDT
+from lbdt.models.official import DROPPED_PREFIXES, convert_official_state_dict, infer_variant
 
 # official `JointModel` key names, shapes and dtypes (from the released LBDT-4 / LBDT-1 checkpoints)
 REFERENCE = Path(__file__).resolve().parent / "data"

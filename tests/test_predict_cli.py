@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from lbdt.cli import main
-from lbdt.words import WordVectors
 from lbdt.data.video import open_video
 from lbdt.models.build import build_model
 from lbdt.predictor import VideoSegmenter
+from lbdt.words import WordVectors
 from media import write_mp4
 
 SENTENCES = ["the red circle moving left", "the blue square that is standing still"]
@@ -63,7 +63,7 @@ def test_predict_on_an_mp4_with_two_sentences(tmp_path, weights, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 9 and summary["original_sizes"] == [[49, 71]] and summary["fps"] == pytest.approx(24)
     assert summary["model"]["size"] == [64, 96] and summary["model"]["frame_gap"] == 3
-    expected = list(VideoSegmenter(str(weights), batch_size=4).segment_many(tmp_path / "clip.mp4", SENTENCES))
+    expected = list(VideoSegmenter.from_pretrained(str(weights), batch_size=4).segment_many(tmp_path / "clip.mp4", SENTENCES))
     assert [s["folder"] for s in summary["sentences"]] == ["00_the-red-circle-moving-left",
                                                            "01_the-blue-square-that-is-standing-still"]
     for j, entry in enumerate(summary["sentences"]):
@@ -92,7 +92,7 @@ def test_predict_on_a_frame_folder(tmp_path, weights):
     assert all(read_png(m)[1] == (21, 33) for m in masks)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 5 and summary["model"]["frame_gap"] == 1 and summary["sentences"][0]["overlay"] is None
-    preds = list(VideoSegmenter(str(weights), frame_gap=2, batch_size=2).segment(folder, SENTENCES[0]))
+    preds = list(VideoSegmenter.from_pretrained(str(weights), frame_gap=2, batch_size=2).segment(folder, SENTENCES[0]))
     assert [(p.meta.frame_id, p.meta.ref_frame_id) for p in preds] == [
         ("img_1", "img_1"), ("img_2", "img_1"), ("img_3", "img_1"), ("img_4", "img_2"), ("img_5", "img_3")]
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from lbdt.words import WordVectors
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
 from lbdt.models.build import build_model
 from lbdt.predictor import VideoSegmenter
+from lbdt.words import WordVectors
 
 SENTENCE = "the red circle moving left"
 VOCAB = ["the", "red", "blue", "circle", "square", "moving", "left", "right"]
@@ -69,7 +69,7 @@ def test_streamed_batches_equal_direct_per_frame_calls(model, table):
         np.testing.assert_allclose(p.prob, e, atol=1e-4)  # batched vs single-frame float rounding
         assert np.array_equal(p.mask, p.prob > 0.5)
         assert p.meta.frame_id == f"{t:05d}" and p.meta.ref_frame_id == f"{max(t - 3, 0):05d}"
-        assert p.meta.original_size == (49, 71) and p.extras["index"] == t
+        assert p.meta.original_size == (49, 71) and p.frame_index == t
     # the rule matters: another gap gives other probabilities from frame 1 on
     other = direct_probs(model, table, frames, SENTENCE, k=1, size=(64, 96))
     assert np.abs(other[5] - expected[5]).max() > 1e-2
@@ -175,7 +175,7 @@ def test_segment_many_decodes_once_and_matches_segment(model, table):
         single = [p.prob for p in seg.segment(frames, s, return_prob=True)]
         # several sentences share one batched model call: equal to float rounding (LBDT.segment_many)
         assert all(np.allclose(per_frame[t][j].prob, single[t], rtol=0, atol=1e-6) for t in range(5))
-        assert all(per_frame[t][j].meta.sentence == s and per_frame[t][j].meta.object_id == str(j) for t in range(5))
+        assert all(per_frame[t][j].meta.sentence == s and per_frame[t][j].sentence_index == j for t in range(5))
 
 
 def test_threshold_and_frames_on_request(model, table):
@@ -184,9 +184,9 @@ def test_threshold_and_frames_on_request(model, table):
     nothing = VideoSegmenter(model, precision="fp32", size=(32, 32), word_vectors=table, threshold=1.0)
     p = next(iter(everything.segment(frames, SENTENCE, return_frames=True, return_prob=True)))
     assert p.mask.all() and p.score == pytest.approx(float(p.prob.mean()), rel=1e-5)  # mean prob inside the mask
-    assert np.array_equal(p.extras["frame"], frames[0])
+    assert np.array_equal(p.frame, frames[0])
     q = next(iter(nothing.segment(frames, SENTENCE)))
-    assert not q.mask.any() and q.score == 0.0 and q.prob is None and "frame" not in q.extras
+    assert not q.mask.any() and q.score == 0.0 and q.prob is None and q.frame is None
 
 
 def test_frames_of_different_sizes_keep_their_own_size(model, table):

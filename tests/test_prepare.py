@@ -31,11 +31,11 @@ from fake_releases import (
 )
 from lbdt.cli import main
 from lbdt.data.listfile import read_list
+from lbdt.data.sources import SOURCES
+from lbdt.errors import LBDTError
 from lbdt.tools.prepare_data import prepare_dataset
 from lbdt.tools.prepare_data.jhmdb import choose_frames
 from lbdt.tools.prepare_data.ytvos import held_out_videos
-from lbdt.data.sources import SOURCES
-from lbdt.errors import LBDTError
 
 
 def _fields(records):

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import lbdt
-from lbdt.words import WordVectors
+from lbdt.checkpoint import Runnable
 from lbdt.errors import LBDTError
 from lbdt.models.build import build_model
 from lbdt.predictor import VideoSegmenter
-from lbdt.checkpoint import Runnable
 from lbdt.pretrained import SHIPPED, export_pretrained, load_pretrained, shipped_path
+from lbdt.words import WordVectors
 
 VOCAB = ["the", "red", "blue", "circle", "square", "moving", "left", "right"]
 
@@ -57,7 +57,7 @@ def test_segmenter_from_a_path_uses_the_fast_path_with_the_same_masks(tmp_path):
     _, state = tiny_state(table=table)
     torch.save(state, tmp_path / "ours.pt")
     frames = [np.random.default_rng(t).integers(0, 256, (49, 71, 3), dtype=np.uint8) for t in range(6)]
-    fast = VideoSegmenter(tmp_path / "ours.pt", batch_size=4, precision="fp32")  # BN folded, channels-last
+    fast = VideoSegmenter.from_pretrained(tmp_path / "ours.pt", batch_size=4, precision="fp32")  # BN folded, channels-last
     plain = VideoSegmenter(load_pretrained(tmp_path / "ours.pt"), batch_size=4, precision="fp32")
     a = list(fast.segment(frames, "the red circle moving left", return_prob=True))
     b = list(plain.segment(frames, "the red circle moving left", return_prob=True))
@@ -203,7 +203,7 @@ def test_shipped_weights_segment_fresh_synthetic_clips():
     from lbdt.data.synth import SPEED, make_clip
     from lbdt.evaluation.metrics import iou
 
-    seg = VideoSegmenter("synthetic-tiny")
+    seg = VideoSegmenter.from_pretrained("synthetic-tiny")
     info = seg.runnable
     assert info.word_vectors is not None and info.variant == "tiny"
     ious = {"motion": [], "appearance": []}

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import media
-from lbdt import download
+from lbdt import download, registry
 from test_download import glove_text, glove_zip
 from test_pretrained import tiny_state
 
@@ -46,7 +46,7 @@ def scratch(tmp_path_factory):
     media.write_mp4(work / "clip.mp4", frames)
     _, state = tiny_state(size=(64, 96), frame_gap=2)
     torch.save(state, base / "tiny.pt")
-    known = dict(download.KNOWN)
+    known = dict(registry.KNOWN)
     known["official-lbdt4"] = replace(known["official-lbdt4"], kind="lbdt", variant="tiny",
                                       settings={"dataset": "a2d", "size": [64, 96], "frame_gap": 2, "max_words": 25})
     old = os.environ.get("LBDT_HOME")

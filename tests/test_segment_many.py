@@ -84,7 +84,8 @@ def test_equals_forward_for_each_sentence(tiny):
 
 
 def test_after_prepare_for_inference(tiny):
-    model = prepare_for_inference(copy.deepcopy(tiny), device="cpu", precision="fp32")
+    model = copy.deepcopy(tiny)
+    prepare_for_inference(model, device="cpu", precision="fp32")
     frame, ref, texts = _inputs(model, text_batches=(B, 1, B), seed=1)
     frame, ref = to_input(frame, device="cpu"), to_input(ref, device="cpu")
     with torch.inference_mode():
@@ -136,7 +137,8 @@ def test_lbdt4_equals_separate_segment_calls():
 
 @pytest.mark.slow
 def test_compiled_segment_many_equals_separate_calls(tiny):
-    model = prepare_for_inference(copy.deepcopy(tiny), device="cpu", precision="fp32", compile=True)
+    model = copy.deepcopy(tiny)
+    prepare_for_inference(model, device="cpu", precision="fp32", compile=True)
     frame, ref, texts = _inputs(model, text_batches=(B, 1, B), seed=4)
     frame, ref = to_input(frame, device="cpu"), to_input(ref, device="cpu")
     with torch.inference_mode():
@@ -160,8 +162,8 @@ def test_sentence_ratios_hand_computed():
 
 
 def test_benchmark_sentence_rows(tmp_path):
-    from lbdt.tools.benchmark import BenchmarkSettings, format_table, run_benchmark
     from lbdt.cli import main
+    from lbdt.tools.benchmark import BenchmarkSettings, format_table, run_benchmark
 
     settings = BenchmarkSettings(model="tiny", size=(64, 64), precisions=("fp32", "bf16"), batches=(1,), frames=0,
                                  repeats=1, matmul_sizes=(256,), loader_samples=0, sentences=(1, 3),

@@ -27,7 +27,7 @@ SIZE = (48, 64)  # source frames (H, W): small, and not the model's 96x128
 
 @pytest.fixture(scope="module")
 def segmenter():
-    return VideoSegmenter("synthetic-tiny", batch_size=4, precision="fp32")
+    return VideoSegmenter.from_pretrained("synthetic-tiny", batch_size=4, precision="fp32")
 
 
 @pytest.fixture(scope="module")

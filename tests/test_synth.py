@@ -27,8 +27,8 @@ from lbdt.data.synth import (
     make_clip,
     vocabulary,
 )
-from lbdt.words import WordVectors, tokenize
 from lbdt.data.transforms import swap_left_right
+from lbdt.words import WordVectors, tokenize
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -8,11 +8,11 @@ from PIL import Image
 from lbdt.errors import LBDTError
 from lbdt.evaluation.writers import (
     PngMaskWriter,
-    YTVOSSubmissionWriter,
+    SubmissionWriter,
     format_metrics_table,
     save_mask_png,
-
 )
+from lbdt.io import write_json
 from lbdt.types import Prediction, SampleMeta
 
 
@@ -64,7 +64,7 @@ def test_png_mask_writer_keeps_every_sentence_of_an_object(tmp_path):
 
 def test_ytvos_submission_zip(tmp_path):
     zpath = tmp_path / "out" / "submission.zip"
-    writer = YTVOSSubmissionWriter(zip_path=zpath)
+    writer = SubmissionWriter(zip_path=zpath)
     writer.write(Prediction(meta=_meta(exp="0"), mask=MASK))
     writer.write(Prediction(meta=_meta(exp="1"), mask=MASK))
     assert not zpath.exists()  # only appears when complete
@@ -79,7 +79,7 @@ def test_ytvos_submission_zip(tmp_path):
 
 
 def test_ytvos_submission_abort_leaves_nothing(tmp_path):
-    writer = YTVOSSubmissionWriter(zip_path=tmp_path / "s.zip")
+    writer = SubmissionWriter(zip_path=tmp_path / "s.zip")
     writer.write(Prediction(meta=_meta(exp="0"), mask=MASK))
     writer.abort()
     assert list(tmp_path.iterdir()) == []
@@ -116,7 +116,7 @@ def _write_meta(tmp_path):
 
 
 def _good_zip(path, skip=()):
-    writer = YTVOSSubmissionWriter(zip_path=path)
+    writer = SubmissionWriter(zip_path=path)
     for vid in ("vA", "vB"):
         entry = META["videos"][vid]
         for exp in entry["expressions"]:

@@ -33,18 +33,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lbdt.io import load_weights, save_torch
-from lbdt.words import MAX_WORDS, WordVectors
+from lbdt.data.sources import SOURCES
+from lbdt.data.synth import vocabulary
 from lbdt.errors import LBDTError
+from lbdt.io import load_weights, save_torch
 from lbdt.models.lbdt import LBDT
 from lbdt.models.strict_load import load_strict
-from lbdt.data.synth import vocabulary
+from lbdt.runtime import InferenceSetup
+from lbdt.words import MAX_WORDS, WordVectors
 
 FORMAT = "lbdt"
 VERSION = 1
@@ -52,8 +53,7 @@ DEFAULT_SIZE = (320, 320)
 # reference-frame gap k for a user video (raw frames at 25-30 fps) by training dataset (docs/model.md):
 # A2D annotates every 5th-6th raw frame and uses t-6 raw frames; Ref-YouTube-VOS stores every 5th raw frame
 # and uses the previous stored one, i.e. 5 raw frames.
-FRAME_GAP_BY_DATASET = {"a2d": 6, "jhmdb": 5, "ytvos": 5, "davis": 5, "mevis": 5}
-DEFAULT_FRAME_GAP = 6
+DEFAULT_FRAME_GAP = 6  # k in raw frames when the dataset is unknown (A2D's, the paper's)
 
 _INT = (int,)
 # field -> (allowed types, required)
@@ -170,6 +170,7 @@ class Runnable:
     word_vectors: WordVectors | None = None  # its embedded table, when the checkpoint holds one
     word_table: str = ""  # the table to use otherwise (a `lbdt download` name or a file name)
     card: dict = field(default_factory=dict)  # model card
+    inference: InferenceSetup | None = None  # set by `prepare` (device, precision, layout, kernels); None: as loaded
 
     def to(self, device: torch.device | str) -> Runnable:
         """Move the model (in place) and return self."""
@@ -189,7 +190,7 @@ def run_facts(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         dataset = str(data.get("dataset", ""))
         size = tuple(int(s) for s in data.get("size", DEFAULT_SIZE))
         gap = data.get("frame_gap")
-        gap = FRAME_GAP_BY_DATASET.get(dataset, DEFAULT_FRAME_GAP) if gap is None else int(gap)
+        gap = (SOURCES[dataset].raw_frame_gap if dataset in SOURCES else DEFAULT_FRAME_GAP) if gap is None else int(gap)
         max_words = int(data.get("max_words", MAX_WORDS))
     except (TypeError, ValueError) as e:
         raise LBDTError(f"{where}: config.data has a malformed size, frame_gap or max_words ({e})") from None

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 from lbdt import __version__
 from lbdt.errors import LBDTError
@@ -87,6 +88,22 @@ def _comma_list(item: Callable[[str], object]) -> Callable[[str], tuple]:
         return tuple(item(p) for p in parts)
 
     parse.__name__ = "comma list"
+    return parse
+
+
+def _dataset(*, server: bool = False) -> Callable[[str], str]:
+    """A dataset name of `lbdt.data.sources.SOURCES` (with `server`: one with a submission server); read when
+    the option is given, so `lbdt --help` does not load the sources."""
+
+    def parse(text: str) -> str:
+        from lbdt.data.sources import SOURCES
+
+        names = [n for n, s in SOURCES.items() if not server or s.submission_top is not None]
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"unknown dataset {text!r}; choose one of {', '.join(names)}")
+        return text
+
+    parse.__name__ = "dataset"
     return parse
 
 
@@ -175,7 +192,8 @@ def _info(args: argparse.Namespace) -> int:
     from lbdt.models.complexity import model_summary
 
     if args.model not in VARIANTS:
-        from lbdt.download import card_of, format_card
+        from lbdt.pretrained import card_of
+        from lbdt.registry import format_card
 
         print(format_card(card_of(args.model)))
         return 0
@@ -217,7 +235,8 @@ def _download_args(p: argparse.ArgumentParser) -> None:
 @command("download", "fetch, verify and install known weights (official LBDT checkpoints, GloVe, ImageNet ResNet-50)",
          _download_args)
 def _download(args: argparse.Namespace) -> int:
-    from lbdt.download import format_list, install
+    from lbdt.download import install
+    from lbdt.registry import format_list
 
     if args.list or not args.name:
         print(format_list())
@@ -270,8 +289,8 @@ def _prepare_data(args: argparse.Namespace) -> int:
 # ---- evaluate (docs/evaluation.md)
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="our checkpoint (.pt), an official LBDT checkpoint, a shipped name or a URL")
-    p.add_argument("--dataset", required=True, choices=("a2d", "jhmdb", "ytvos", "davis", "mevis"),
-                   help="on-disk format of --root")
+    p.add_argument("--dataset", required=True, type=_dataset(), metavar="DATASET",
+                   help="on-disk format of --root (a2d, jhmdb, ytvos, davis, mevis, ...: docs/datasets/)")
     p.add_argument("--root", required=True, help="dataset root (see docs/datasets/)")
     p.add_argument("--split", required=True,
                    help="list to evaluate, e.g. val (A2D test list), test, valid (Ref-YTVOS), val (Ref-DAVIS17), "
@@ -300,16 +319,16 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch.distributed
 
-    from lbdt.engine.evaluate import evaluate, format_report
+    from lbdt.engine.evaluate import EvaluateSettings, evaluate, format_report
 
     report = evaluate(
-        args.checkpoint, dataset=args.dataset, root=args.root, split=args.split, protocol=args.protocol,
-        threshold=args.threshold, batch_size=args.batch_size, device=args.device, precision=args.precision,
-        num_workers=args.workers, word_vectors=args.word_vectors, output_dir=args.out, save_masks=args.save_masks,
-        coco=not args.no_coco, strict_precision=args.strict_precision, jf=args.jf,
-        size=tuple(args.size) if args.size else None, frame_gap=args.frame_gap, limit=args.limit,
-        progress=not args.no_progress,
-    )
+        args.checkpoint, EvaluateSettings(
+            dataset=args.dataset, root=args.root, split=args.split, protocol=args.protocol,
+            threshold=args.threshold, batch_size=args.batch_size, device=args.device, precision=args.precision,
+            num_workers=args.workers, word_vectors=args.word_vectors, output_dir=args.out,
+            save_masks=args.save_masks, coco=not args.no_coco, strict_precision=args.strict_precision, jf=args.jf,
+            size=tuple(args.size) if args.size else None, frame_gap=args.frame_gap, limit=args.limit,
+            progress=not args.no_progress))
     if torch.distributed.is_initialized():  # started by torchrun: every rank returned rank 0's report
         torch.distributed.destroy_process_group()
     if os.environ.get("RANK", "0") == "0":
@@ -323,7 +342,7 @@ def _validate_submission_args(p: argparse.ArgumentParser) -> None:
                                               "mevis: <video>/<exp_id>/<frame>.png)")
     p.add_argument("--meta", required=True, help="the split's meta_expressions.json (ytvos: meta_expressions/valid/; "
                                                  "mevis: valid/)")
-    p.add_argument("--format", dest="fmt", choices=("ytvos", "mevis"), default="ytvos",
+    p.add_argument("--format", dest="fmt", type=_dataset(server=True), default="ytvos",
                    help="server the zip is for (default ytvos)")
     p.add_argument("--test-meta", help="meta_expressions/test/meta_expressions.json: its videos are not expected")
     p.add_argument("--images", help="valid/JPEGImages folder: also check every PNG against its frame's size")
@@ -343,8 +362,8 @@ def _validate_submission(args: argparse.Namespace) -> int:
 
 # ---- synth (docs/datasets/synthetic.md)
 def _synth_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", dest="fmt", choices=("a2d", "jhmdb", "ytvos", "davis", "mevis"), default="a2d",
-                   help="on-disk format to write (default a2d)")
+    p.add_argument("--format", dest="fmt", type=_dataset(), default="a2d", metavar="DATASET",
+                   help="on-disk format to write: a dataset of docs/datasets/ (default a2d)")
     p.add_argument("--out", required=True, help="folder to create (must not exist, or be empty)")
     p.add_argument("--seed", type=_SEED, default=0, help="random seed; the same seed writes identical files")
     p.add_argument("--videos", nargs=3, type=_NON_NEGATIVE, default=(360, 60, 90), metavar=("TRAIN", "VAL", "TEST"),

@@ -17,8 +17,9 @@ from typing import Any, Union
 
 import yaml
 
-from lbdt.io import write_text
+from lbdt.data.sources import SOURCES
 from lbdt.errors import LBDTError
+from lbdt.io import write_text
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -89,7 +90,7 @@ _SECTIONS = ("model", "data", "train", "eval")
 _CHOICES = {
     ("train", "precision"): ("auto", "fp32", "bf16", "fp16"),
     ("eval", "protocol"): ("lbdt", "native"),
-    ("data", "dataset"): ("a2d", "jhmdb", "ytvos", "davis", "mevis"),  # = lbdt.data.sources.SOURCES
+    ("data", "dataset"): tuple(SOURCES),
 }
 
 

@@ -22,8 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lbdt.data.synth import SPEED, make_clip
 from lbdt.errors import LBDTError
+from lbdt.evaluation.metrics import iou, mean_iou
+from lbdt.evaluation.writers import OverlayVideoWriter, SentenceMaskWriter, drain
+from lbdt.io import write_json
 from lbdt.paths import check_output_dir
+from lbdt.predictor import VideoSegmenter
+from lbdt.visualize import COLORS, overlay, save_image, side_by_side, upscale
 
 DEMO_FRAMES = 20
 DEMO_SEED = 3  # median clip of seeds 0-23 for synthetic-tiny (IoU 0.452; 8 of 24 clips ~0.85, 16 ~0.45)
@@ -47,21 +53,11 @@ class DemoResult:
     precision: str = "fp32"  # the precision it ran in (lbdt.runtime)
 
 
-def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
-    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
-
-
 def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_SEED, weights: str = "synthetic-tiny",
              device: str = "auto", precision: str = "auto", frames: int = DEMO_FRAMES) -> DemoResult:
     """Generate a clip, segment its motion-dependent sentence with `weights`, write `out_dir/`:
     `overlay.mp4`, `masks/<frame>.png`, `strip.png` (frame | prediction | ground truth for a few frames) and
     `summary.json`. Returns the per-frame and mean IoU. `seed`: a clip seed, or "random"."""
-    from lbdt.data.synth import SPEED, make_clip
-    from lbdt.evaluation.metrics import iou, mean_iou
-    from lbdt.evaluation.writers import save_mask_png
-    from lbdt.io import write_json
-    from lbdt.predictor import VideoSegmenter
-    from lbdt.visualize import COLORS, VideoWriter, overlay, save_image, side_by_side
 
     check_output_dir(out_dir)  # before any work (lbdt.paths)
     started = time.perf_counter()
@@ -74,7 +70,7 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
         seed = -1
     if seed < 0:  # checked before the weights are loaded
         raise LBDTError(f"--seed must be a non-negative integer or 'random', got {given!r}")
-    segmenter = VideoSegmenter(weights, device=device, precision=precision)
+    segmenter = VideoSegmenter.from_pretrained(weights, device=device, precision=precision)
     size = segmenter.size
     speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)  # as in the training clips
     try:
@@ -90,18 +86,21 @@ def run_demo(*, out_dir: str | os.PathLike = "out/demo", seed: int | str = DEMO_
     ious: list[float] = []
     rows_at = set(np.linspace(min(segmenter.frame_gap, frames - 1), frames - 1, STRIP_ROWS).round().astype(int).tolist())
     rows = []
-    with VideoWriter(out / "overlay.mp4", fps=8) as video:
-        for pred in segmenter.segment(clip.frames, sentence, return_frames=True):
-            t = pred.extras["index"]
-            save_mask_png(out / "masks" / f"{pred.meta.frame_id}.png", pred.mask)
+    masks = SentenceMaskWriter(out, ["masks"])
+    video = OverlayVideoWriter(out / "overlay.mp4", fps=8, sentences=[0], scale=DISPLAY_SCALE,
+                               caption=lambda pred: f"{sentence}  (frame {pred.frame_index})")
+
+    def frames_and_strip(stream):  # IoU per frame and the strip's rows, as the predictions go by
+        for pred in stream:
+            t = pred.frame_index
             ious.append(iou(pred.mask, gt[t]))
-            frame = _upscale(pred.extras["frame"], DISPLAY_SCALE)
-            shown = overlay(frame, _upscale(pred.mask, DISPLAY_SCALE), sentence=f"{sentence}  (frame {t})")
-            video.write(shown)
             if t in rows_at:
-                predicted = overlay(frame, _upscale(pred.mask, DISPLAY_SCALE))
-                truth = overlay(frame, _upscale(gt[t], DISPLAY_SCALE), color=COLORS[3])
-                rows.append([frame, predicted, truth])
+                frame = upscale(pred.frame, DISPLAY_SCALE)
+                rows.append([frame, overlay(frame, upscale(pred.mask, DISPLAY_SCALE)),
+                             overlay(frame, upscale(gt[t], DISPLAY_SCALE), color=COLORS[3])])
+            yield [pred]
+
+    drain(frames_and_strip(segmenter.segment(clip.frames, sentence, return_frames=True)), [masks, video])
     titles = [f"frame ({', '.join(str(t) for t in sorted(rows_at))})", "prediction", "ground truth"]
     save_image(out / "strip.png", side_by_side(rows, titles=titles, heading=f'"{sentence}"  (seed {seed})'))
     k = segmenter.frame_gap

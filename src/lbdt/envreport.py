@@ -66,12 +66,12 @@ def format_environment(env: dict[str, Any]) -> str:
         f"isa:        {flags}",
         f"native bf16: {'yes' if c['native_bf16'] else 'no'}",
         f"python:     {env['python']}",
-        f"torch:      {t['version']} ({t['threads']} threads, {t['interop_threads']} inter-op; "
-        f"CUDA build: {t['cuda_build'] or 'none'})",
+        (f"torch:      {t['version']} ({t['threads']} threads, {t['interop_threads']} inter-op; "
+         f"CUDA build: {t['cuda_build'] or 'none'})"),
         "cuda:       " + ("; ".join(f"{d['index']}: {d['name']} ({d['memory_gib']} GiB, sm {d['capability']})"
                                     for d in env["cuda_devices"]) or "no usable device"),
-        f"auto:       device {a['device']} ({a['device_reason']}); precision {a['precision']} ({a['reason']}); "
-        f"training {a['training_precision']}",
+        (f"auto:       device {a['device']} ({a['device_reason']}); precision {a['precision']} ({a['reason']}); "
+         f"training {a['training_precision']}"),
         f"fp32 fast path: {env['fp32_kernels']['kernel']} ({env['fp32_kernels']['reason']})",
     ]
     return "\n".join(lines)

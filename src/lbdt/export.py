@@ -33,12 +33,14 @@ import torch
 from torch import Tensor, nn
 
 from lbdt import __version__
-from lbdt.io import atomic_write, write_text
-from lbdt.words import MAX_WORDS
+from lbdt.checkpoint import Runnable
 from lbdt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lbdt.errors import LBDTError
+from lbdt.io import atomic_write, write_text
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
+from lbdt.pretrained import load_pretrained
+from lbdt.words import MAX_WORDS
 
 MANIFEST = "lbdt_onnx.json"
 TEXT_GRAPH = "text_encoder.onnx"
@@ -87,9 +89,6 @@ def _checkpoint_facts(weights: LBDT | str | os.PathLike) -> tuple[LBDT, Any]:
     """The model and what its checkpoint says about running it (`.source`, `.variant`, `.size`,
     `.frame_gap`, `.max_words`, `.word_vectors`, `.word_table`, ...): the one place that reads them.
     An in-memory `LBDT` gets the defaults `VideoSegmenter` uses for one."""
-    from lbdt.checkpoint import Runnable
-    from lbdt.words import resolve_word_vectors
-    from lbdt.pretrained import load_pretrained
 
     if isinstance(weights, LBDT):  # a copy: the caller's model keeps its device and mode
         return copy.deepcopy(weights).cpu().eval(), Runnable(model=weights, variant="", source="in-memory model",

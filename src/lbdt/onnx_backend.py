@@ -2,16 +2,15 @@
 
 `OnnxRuntimeModel.encode_text(word_vectors, word_mask)` and `.segment(frame, ref_frame, text)` take and
 return torch tensors like `LBDT.encode_text` / `LBDT.segment` (text features are an opaque
-`OnnxTextFeatures`, batch 1 broadcasting over the frames), so `VideoSegmenter(folder, backend="onnxruntime")`
+`OnnxTextFeatures`, batch 1 broadcasting over the frames), so `VideoSegmenter.from_pretrained(folder, backend="onnxruntime")`
 runs the same pre- and post-processing as the PyTorch path. `load_exported` reads the manifest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lbdt.words import WordVectors
+from lbdt.checkpoint import Runnable
 from lbdt.errors import LBDTError
 from lbdt.export import FORMAT, FORMAT_VERSION, MANIFEST, require
 from lbdt.models.lbdt import check_frames, check_text_inputs
-from lbdt.checkpoint import Runnable
+from lbdt.words import WordVectors
 
 
 @dataclass

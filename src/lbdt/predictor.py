@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import shutil
+import sys
 import time
 import unicodedata
 import warnings
@@ -34,21 +34,24 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
-from lbdt.io import crash_point, write_text
 from lbdt.checkpoint import Runnable
-from lbdt.words import WordVectors, check_sentence, resolve_word_vectors
 from lbdt.data.transforms import normalize, resize_image
 from lbdt.data.video import VideoFrame, VideoInput, open_video
-from lbdt.engine.fast import OneDNNConv, prepare_for_inference, to_input
+from lbdt.engine.fast import prepare_for_inference, to_input
 from lbdt.engine.inference import resize_bilinear
 from lbdt.errors import LBDTError
+from lbdt.evaluation.writers import OverlayVideoWriter, SentenceMaskWriter, SentenceStats, drain
+from lbdt.io import crash_point, write_json, write_text
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
+from lbdt.onnx_backend import load_exported
 from lbdt.paths import check_input_path, check_output_dir
 from lbdt.pretrained import load_pretrained
-from lbdt.runtime import Precision, announce, autocast, resolve_device, resolve_precision
+from lbdt.runtime import InferenceSetup, Precision, announce, autocast, resolve_device, resolve_precision
 from lbdt.types import Prediction, SampleMeta
+from lbdt.words import WordVectors, check_sentence, resolve_word_vectors
 
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: an exported folder (`lbdt export --format onnx`)
 
@@ -56,62 +59,51 @@ BACKENDS = ("torch", "onnxruntime")  # onnxruntime: an exported folder (`lbdt ex
 class VideoSegmenter:
     """Segment the object a sentence refers to in every frame of a video.
 
-    >>> seg = VideoSegmenter("synthetic-tiny")
+    >>> seg = VideoSegmenter.from_pretrained("synthetic-tiny")
     >>> for pred in seg.segment("clip.mp4", "the red circle moving left"):
     ...     pred.mask  # bool [H0,W0]
 
-    `model_or_name`: a `Runnable` (from `load_pretrained`), an `LBDT`, or anything `load_pretrained` accepts
-    (weights loaded by name are prepared for fast inference: folded BatchNorm, channels-last); with
-    `backend="onnxruntime"`, a folder written by `lbdt export --format onnx` (docs/export.md). `device` and
-    `precision` default to `auto` (`lbdt.runtime`; the ONNX Runtime backend runs its fp32 graphs). `size` (H, W),
+    `runnable`: a `Runnable` (from `load_pretrained`) or an `LBDT`; `VideoSegmenter.from_pretrained` loads and
+    prepares weights by name, path or URL (or an ONNX export). A prepared runnable (`Runnable.inference`) runs
+    where and how it was prepared; otherwise `device` and `precision` (default `auto`, `lbdt.runtime`) say. `size` (H, W),
     `frame_gap` (k) and `word_vectors` default to what the checkpoint says; `word_vectors` may be a table or a
     GloVe-format file (`lbdt.words.resolve_word_vectors` gives the order).
     """
 
-    def __init__(self, model_or_name: Runnable | LBDT | str | os.PathLike, *, device: str | torch.device = "auto",
+    def __init__(self, runnable: Runnable | LBDT, *, device: str | torch.device = "auto",
                  precision: str | Precision = "auto", size: tuple[int, int] | None = None,
                  frame_gap: int | None = None, batch_size: int = 8,
-                 word_vectors: WordVectors | str | os.PathLike | None = None, threshold: float = 0.5,
-                 backend: str = "torch"):
-        if backend not in BACKENDS:
-            raise LBDTError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        if not isinstance(model_or_name, (Runnable, LBDT)):
-            check_input_path(model_or_name, "VideoSegmenter model_or_name")  # a name, a file or a folder
-        if word_vectors is not None and not isinstance(word_vectors, WordVectors):
-            check_input_path(word_vectors, "VideoSegmenter word_vectors")
-        self.device = resolve_device(device)
-        if backend == "onnxruntime":  # a folder from `lbdt export --format onnx` (lbdt.onnx_backend)
-            from lbdt.onnx_backend import load_exported
-
-            if precision not in ("auto", "fp32"):
-                raise LBDTError(f"the ONNX Runtime backend runs the exported fp32 graphs; precision {precision!r} "
-                                "is for the PyTorch backend")
-            self.precision = Precision("fp32", "the ONNX Runtime backend runs the exported fp32 graphs")
-            runnable = load_exported(model_or_name, device=self.device)
-        else:
+                 word_vectors: WordVectors | str | os.PathLike | None = None, threshold: float = 0.5):
+        if isinstance(runnable, LBDT):  # the caller's model: used as it is
+            runnable = Runnable(model=runnable, variant="", source="in-memory model", kind="in-memory")
+        if not isinstance(runnable, Runnable):
+            raise LBDTError(f"VideoSegmenter takes a Runnable (lbdt.load_pretrained) or an LBDT, got "
+                            f"{type(runnable).__name__}; for weights by name, path or URL use "
+                            "VideoSegmenter.from_pretrained(...)")
+        setup = runnable.inference
+        if setup is None:  # as loaded: runs on the device and in the precision asked for, nothing prepared
+            self.device = resolve_device(device)
             self.precision = resolve_precision(precision, self.device)
-            if self.precision.emulated:
-                warnings.warn(f"bf16 on this CPU is emulated: {self.precision.reason}", stacklevel=2)
-            if isinstance(model_or_name, LBDT):  # the caller's model: used as it is
-                runnable = Runnable(model=model_or_name, variant="", source="in-memory model", kind="in-memory")
-            elif isinstance(model_or_name, Runnable):
-                runnable = model_or_name
-            else:  # loaded here: folded BatchNorm + channels-last (engine.fast)
-                runnable = load_pretrained(model_or_name)
-                prepare_for_inference(runnable.model, device=self.device, precision=self.precision)
             runnable.model.to(self.device).eval()
+            self._channels_last = False
+        else:  # prepared (from_pretrained, engine.fast.prepare_for_inference): its device and precision
+            for name, asked, have in (("device", device, setup.device), ("precision", precision, setup.precision)):
+                if not _same_or_auto(name, asked, have):
+                    raise LBDTError(f"{name} {asked!r}: this model was prepared for {name} "
+                                    f"{getattr(have, 'name', have)} ({runnable.source})")
+            self.device, self.precision, self._channels_last = setup.device, setup.precision, setup.channels_last
+        if self.precision.emulated:
+            warnings.warn(f"bf16 on this CPU is emulated: {self.precision.reason}", stacklevel=2)
         self.runnable = runnable
         self.model = runnable.model
-        self.backend = backend
-        modules = self.model.modules() if isinstance(self.model, torch.nn.Module) else ()
-        first_conv = next((m.weight for m in modules if isinstance(m, (torch.nn.Conv2d, OneDNNConv))), None)
-        self._channels_last = first_conv is not None and first_conv.is_contiguous(memory_format=torch.channels_last) \
-            and not first_conv.is_contiguous()
+        self.backend = "onnxruntime" if setup is not None and setup.kernels == "onnxruntime" else "torch"
         self.size = _model_size(size or runnable.size)
         self.frame_gap = _whole(frame_gap if frame_gap is not None else runnable.frame_gap, "frame_gap", 0)
         self.batch_size = _whole(batch_size, "batch_size", 1)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise LBDTError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        if word_vectors is not None and not isinstance(word_vectors, WordVectors):
+            check_input_path(word_vectors, "VideoSegmenter word_vectors")
         self.word_vectors = resolve_word_vectors(word_vectors, embedded=runnable.word_vectors,
                                                  table=runnable.word_table)
         self.max_words = runnable.max_words
@@ -119,23 +111,49 @@ class VideoSegmenter:
         self.source = runnable.source
         self.max_buffered = 0  # most preprocessed frames held at once during the last run (≤ k + batch_size)
 
+    @classmethod
+    def from_pretrained(cls, name: str | os.PathLike, *, device: str | torch.device = "auto",
+                        precision: str | Precision = "auto", backend: str = "torch", **options: Any) -> VideoSegmenter:
+        """Load weights by name, path or URL (`lbdt.load_pretrained`) and prepare them for fast inference (folded
+        BatchNorm, channels-last, oneDNN kernels where they pay: `engine.fast.prepare_for_inference`); with
+        `backend="onnxruntime"`, `name` is a folder written by `lbdt export --format onnx` (docs/export.md), run
+        in its fp32 graphs. `options` are the constructor's (size, frame_gap, batch_size, word_vectors, threshold)."""
+        if backend not in BACKENDS:
+            raise LBDTError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        check_input_path(name, "VideoSegmenter.from_pretrained name")  # not a file object, not ''
+        dev = resolve_device(device)
+        if backend == "onnxruntime":
+            if precision not in ("auto", "fp32"):
+                raise LBDTError(f"the ONNX Runtime backend runs the exported fp32 graphs; precision {precision!r} "
+                                "is for the PyTorch backend")
+            runnable = load_exported(name, device=dev)
+            runnable.inference = InferenceSetup(
+                device=dev, precision=Precision("fp32", "the ONNX Runtime backend runs the exported fp32 graphs"),
+                channels_last=False, kernels="onnxruntime", folded_bn=True, compiled=False)
+        else:
+            prec = resolve_precision(precision, dev)
+            runnable = load_pretrained(name)
+            runnable.inference = prepare_for_inference(runnable.model, device=dev, precision=prec)
+        return cls(runnable, **options)
+
     # ---------------------------------------------------------------- public API
     def encode(self, sentence: str) -> TextFeatures:
         """The sentence's `TextFeatures` (batch 1); a clear error for an empty one. Long sentences are
         truncated to the checkpoint's N tokens (`max_words`, 25 by default); unknown words get zero vectors."""
-        check_sentence(sentence, "VideoSegmenter text")
-        known = self.word_vectors.coverage(sentence, max_len=self.max_words)
+        tokens = check_sentence(sentence, "VideoSegmenter text")[: self.max_words]  # tokenized once
+        known = self.word_vectors.coverage_of(tokens)
         if known.none_known:
             raise LBDTError(f"no word of {sentence!r} is in this model's vocabulary ({len(self.word_vectors)} words): "
                             f"{', '.join(repr(t) for t in known.unknown)}")
-        vectors, mask = self.word_vectors.encode(sentence, max_len=self.max_words)
+        vectors, mask = self.word_vectors.encode_tokens(tokens, max_len=self.max_words)
         with torch.inference_mode(), autocast(self.device, self.precision):
             return self.model.encode_text(vectors[None].to(self.device), mask[None].to(self.device))
 
     def segment(self, video: VideoInput, sentence: str, *, return_prob: bool = False,
                 return_frames: bool = False) -> Iterator[Prediction]:
         """One `Prediction` per frame, in order: `mask` bool [H0,W0], `score` (mean probability inside the
-        mask), `prob` float32 [H0,W0] when `return_prob`, `extras["frame"]` (the RGB frame) when `return_frames`."""
+        mask), `prob` float32 [H0,W0] when `return_prob`, `frame` (the RGB frame) when `return_frames`,
+        `frame_index` (its position in the video)."""
         stream = self.segment_many(video, [sentence], return_prob=return_prob, return_frames=return_frames)
         return (preds[0] for preds in stream)
 
@@ -143,7 +161,7 @@ class VideoSegmenter:
                      return_frames: bool = False) -> Iterator[list[Prediction]]:
         """Several sentences over one video in one pass: the video is decoded **once** and each batch of
         frames is segmented once per sentence. Yields, per frame, one `Prediction` per sentence (in order);
-        `meta.object_id` is the sentence's position. The sentence-independent trunk of the model runs once per
+        `sentence_index` is the sentence's position. The sentence-independent trunk of the model runs once per
         batch of frames for all sentences (`LBDT.segment_many`)."""
         sentences = sentence_list(sentences)
         texts = [self.encode(s) for s in sentences]  # errors (empty sentence, no table) before any decoding
@@ -186,19 +204,26 @@ class VideoSegmenter:
             for j, sentence in enumerate(sentences):
                 prob = resize_bilinear(probs[j][b], (h0, w0))
                 mask = prob > self.threshold
-                meta = SampleMeta(dataset="video", video_id=name, object_id=str(j), frame_id=frame.frame_id,
+                meta = SampleMeta(dataset="video", video_id=name, object_id="", frame_id=frame.frame_id,
                                   ref_frame_id=held[ref_index[b]][0], sentence=sentence,
                                   original_size=(h0, w0))
-                extras: dict[str, Any] = {"index": frame.index}
-                if frame.image is not None:
-                    extras["frame"] = frame.image
                 out.append(Prediction(meta=meta, mask=mask, score=float(prob[mask].mean()) if mask.any() else 0.0,
-                                      prob=prob if return_prob else None, extras=extras))
+                                      prob=prob if return_prob else None, sentence_index=j,
+                                      frame_index=frame.index, frame=frame.image))
             yield out
 
     def _preprocess(self, image: np.ndarray) -> Tensor:
         """uint8 [H0,W0,3] → ImageNet-normalised float32 [3,H,W] on the device (the training transform)."""
         return normalize(resize_image(image, self.size)).to(self.device)
+
+
+def _same_or_auto(name: str, asked: Any, have: Any) -> bool:
+    """Whether a device / precision argument leaves a prepared model's choice as it is ("auto", or the same)."""
+    if asked is None or (isinstance(asked, str) and asked == "auto"):
+        return True
+    if name == "device":
+        return resolve_device(asked) == have
+    return (asked.name if isinstance(asked, Precision) else str(asked)) == have.name
 
 
 def sentence_list(sentences: str | Iterable[str], what: str = "sentences") -> list[str]:
@@ -279,19 +304,14 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     previous result whole: the earlier run's `NN_*` folders, `summary.json` and temporary files are removed
     first (other files in `out_dir` are left alone). Returns the summary dict.
     """
-    from tqdm import tqdm
 
-    from lbdt.evaluation.writers import save_mask_png
-    from lbdt.io import write_json
-    from lbdt.visualize import VideoWriter, pick_color
-    from lbdt.visualize import overlay as draw_overlay
 
     sentences = sentence_list(sentences, "sentences (--text)")
     reader = open_video(video)  # input errors first, before loading weights
     out = check_output_dir(out_dir)
     started = time.perf_counter()
-    segmenter = VideoSegmenter(weights, device=device, precision=precision, batch_size=batch_size,
-                               frame_gap=frame_gap, word_vectors=word_vectors, backend=backend)
+    segmenter = VideoSegmenter.from_pretrained(weights, device=device, precision=precision, backend=backend,
+                                               batch_size=batch_size, frame_gap=frame_gap, word_vectors=word_vectors)
     loaded = time.perf_counter()
     stream = segmenter.segment_many(reader, sentences, return_frames=overlay)  # checks sentences; nothing written yet
     coverage = [segmenter.word_vectors.coverage(s, max_len=segmenter.max_words) for s in sentences]
@@ -300,29 +320,22 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     write_text(out / INCOMPLETE, "lbdt predict is writing this folder, or was stopped while writing it: "
                                  "re-run it to replace the partial result\n")
     _clear_previous_result(out)
-    writers = [VideoWriter(out / f / "overlay.mp4", fps=reader.fps or 25.0) for f in folders] if overlay else []
-    records: list[dict] = [{"sentence": s, "folder": f, "foreground_fraction": [], "score": []}
-                           for s, f in zip(sentences, folders)]
-    frame_ids: list[str] = []
-    sizes: set[tuple[int, int]] = set()
-    try:
-        for preds in tqdm(stream, total=reader.num_frames, unit="frame", disable=not progress, dynamic_ncols=True):
-            frame_ids.append(preds[0].meta.frame_id)
-            sizes.add(preds[0].meta.original_size)
-            for j, pred in enumerate(preds):
-                save_mask_png(out / folders[j] / "masks" / f"{pred.meta.frame_id}.png", pred.mask)
-                records[j]["foreground_fraction"].append(round(float(pred.mask.mean()), 6))
-                records[j]["score"].append(round(pred.score, 6))
-                if overlay:
-                    writers[j].write(draw_overlay(pred.extras["frame"], pred.mask, sentence=pred.meta.sentence,
-                                                  color=pick_color(j)))
+    stats = SentenceStats(sentences)
+    sinks: list = [SentenceMaskWriter(out, [f"{f}/masks" for f in folders]), stats]
+    if overlay:
+        sinks += [OverlayVideoWriter(out / f / "overlay.mp4", fps=reader.fps or 25.0, sentences=[j], caption=s)
+                  for j, (s, f) in enumerate(zip(sentences, folders))]
+    with tqdm(total=reader.num_frames, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
+        def after_frame(n: int) -> None:
+            bar.update()
             crash_point("predict-frame")
-        for w in writers:
-            w.close()
-    except BaseException:
-        for w in writers:
-            w.abort()
-        raise
+
+        drain(stream, sinks, after_frame=after_frame)
+    records: list[dict] = [{"sentence": s, "folder": f,
+                            "foreground_fraction": [round(v, 6) for v in stats.foreground[j]],
+                            "score": [round(v, 6) for v in stats.score[j]]}
+                           for j, (s, f) in enumerate(zip(sentences, folders))]
+    frame_ids, sizes = stats.frame_ids, stats.sizes
     done = time.perf_counter()
     n = len(frame_ids)
     # What the user should know, printed once the run has succeeded (an error is always the only line printed):

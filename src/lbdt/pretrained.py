@@ -25,15 +25,15 @@ from lbdt.checkpoint import (
     save_checkpoint,
     validate_state,
 )
-from lbdt.words import WordVectors
-from lbdt.errors import LBDTError
 from lbdt.download import fetch_url, file_sha256, verify_checksum
+from lbdt.errors import LBDTError
 from lbdt.io import load_weights
 from lbdt.models.official import load_official
 from lbdt.models.strict_load import read_state_dict
-from lbdt.registry import KNOWN, home, load_card, resolve_installed
 from lbdt.paths import check_output_file
+from lbdt.registry import KNOWN, home, load_card, resolve_installed
 from lbdt.runtime import resolve_device
+from lbdt.words import WordVectors
 
 # name -> file inside the package's `weights/` folder
 SHIPPED = {"synthetic-tiny": "synthetic_tiny.pt"}

@@ -21,7 +21,6 @@ as an argument so that tests inject the CPU they want.
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import sys
 from collections.abc import Iterator, Mapping
@@ -216,3 +215,19 @@ def autocast(device: torch.device | str, precision: str | Precision) -> Abstract
     if name == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=kind, dtype=PRECISIONS[name])
+
+
+@dataclass(frozen=True)
+class InferenceSetup:
+    """What `prepare_for_inference` made of a model: where and how it runs (`lbdt.engine.fast`); kept on `Runnable.inference`."""
+
+    device: torch.device
+    precision: Precision
+    channels_last: bool  # 4-D weights in channels-last layout: feed inputs through `to_input(channels_last=True)`
+    kernels: str  # "onednn" (oneDNN linear, attention and convolution modules) | "aten"
+    folded_bn: bool
+    compiled: bool
+
+    def as_dict(self) -> dict:
+        return {"device": str(self.device), **self.precision.as_dict(), "channels_last": self.channels_last,
+                "kernels": self.kernels, "folded_bn": self.folded_bn, "compiled": self.compiled}

@@ -6,8 +6,7 @@ H0, W0 = original frame size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Optional
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -38,8 +37,8 @@ class ClipSample:
     word_vectors: Tensor  # float32 [N,300] word vectors (zeros for OOV and pads)
     word_mask: Tensor  # float32 [N], 1 for real tokens, 0 for pads
     meta: SampleMeta
-    mask: Optional[Tensor] = None  # float32 [H,W] in {0,1}: target at model resolution (docs/training.md)
-    original_mask: Optional[np.ndarray] = None  # bool [H0,W0]: ground truth at native resolution
+    mask: Tensor | None = None  # float32 [H,W] in {0,1}: target at model resolution (docs/training.md)
+    original_mask: np.ndarray | None = None  # bool [H0,W0]: ground truth at native resolution
 
 
 @dataclass
@@ -51,14 +50,14 @@ class Batch:
     word_vectors: Tensor  # float32 [B,N,300]
     word_mask: Tensor  # float32 [B,N]
     metas: list[SampleMeta]
-    masks: Optional[Tensor] = None  # float32 [B,H,W] in {0,1}
-    original_masks: Optional[list[np.ndarray]] = None  # B x bool [H0,W0]
+    masks: Tensor | None = None  # float32 [B,H,W] in {0,1}
+    original_masks: list[np.ndarray] | None = None  # B x bool [H0,W0]
 
     def __len__(self) -> int:
         return self.frames.shape[0]
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        def move(t: Optional[Tensor]) -> Optional[Tensor]:
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
 
         return replace(
@@ -78,5 +77,7 @@ class Prediction:
     meta: SampleMeta
     mask: np.ndarray  # bool [H0,W0]
     score: float = 1.0  # confidence: mean probability inside the mask (0 when the mask is empty)
-    prob: Optional[np.ndarray] = None  # float32 [H0,W0] probability map, when requested
-    extras: dict = field(default_factory=dict)
+    prob: np.ndarray | None = None  # float32 [H0,W0] probability map, when requested
+    sentence_index: int = 0  # the sentence's position among those segmented together (VideoSegmenter)
+    frame_index: int = -1  # the frame's position in its video (VideoSegmenter); -1 for dataset samples
+    frame: np.ndarray | None = None  # uint8 [H0,W0,3] the input frame, when requested (`return_frames`)

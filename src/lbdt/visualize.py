@@ -8,13 +8,15 @@ import contextlib
 import os
 import textwrap
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from lbdt.io import atomic_write
 from lbdt.errors import LBDTError
+from lbdt.io import atomic_write
 
 COLORS = ((255, 64, 64), (64, 160, 255), (64, 220, 96), (255, 200, 32), (200, 96, 255), (32, 220, 220))
 
@@ -114,9 +116,7 @@ class VideoWriter:
     Odd sizes are padded by one black row/column (yuv420p needs even sizes)."""
 
     def __init__(self, path: str | os.PathLike, *, fps: float = 25.0, crf: int = 23):
-        from fractions import Fraction
 
-        import av
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,6 @@ class VideoWriter:
         self.count = 0
 
     def write(self, frame: np.ndarray) -> None:
-        import av
 
         frame = np.asarray(frame, dtype=np.uint8)
         h, w = frame.shape[:2]
@@ -181,6 +180,11 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Enlarge an image or mask by a whole factor (nearest: every pixel becomes a factor × factor block)."""
+    return image if factor == 1 else np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
 def pick_color(index: int) -> Sequence[int]:

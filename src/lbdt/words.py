@@ -12,24 +12,24 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lbdt.io import atomic_write, write_text
 from lbdt.errors import LBDTError
+from lbdt.io import atomic_write, write_text
+from lbdt.registry import is_known_table, word_table_cache
 
 MAX_WORDS = 25  # N: the original's `phrase_len`
 _SPLIT = re.compile(r"(\W+)")
 
 
-def tokenize(sentence: str, max_len: Optional[int] = MAX_WORDS, keep_separators: bool = True) -> list[str]:
+def tokenize(sentence: str, max_len: int | None = MAX_WORDS, keep_separators: bool = True) -> list[str]:
     """Split a sentence into tokens as the original does (docs/model.md, 'Language encoder').
 
     Strip; split on runs of non-word characters keeping the separators; drop empty tokens and
@@ -63,13 +63,15 @@ class Coverage:
         return bool(self.tokens) and len(self.unknown) == len(self.tokens)
 
 
-def check_sentence(sentence: object, where: str) -> str:
-    """A referring sentence must be a string holding at least one word token ("?!" or "" holds none)."""
+def check_sentence(sentence: object, where: str) -> list[str]:
+    """A referring sentence must be a string holding at least one word token ("?!" or "" holds none).
+    Returns all its tokens (uncut), so that a caller tokenizes it once."""
     if not isinstance(sentence, str):
         raise LBDTError(f"{where}: sentence must be a string, got {type(sentence).__name__}")
-    if not any(_SPLIT.fullmatch(t) is None for t in tokenize(sentence, None)):
+    tokens = tokenize(sentence, None)
+    if not any(_SPLIT.fullmatch(t) is None for t in tokens):
         raise LBDTError(f"{where}: empty sentence {sentence!r} (no words); describe the object to segment")
-    return sentence
+    return tokens
 
 
 class WordVectors:
@@ -113,7 +115,12 @@ class WordVectors:
 
     def encode(self, sentence: str, max_len: int = MAX_WORDS, keep_separators: bool = True) -> tuple[Tensor, Tensor]:
         """Sentence → (word vectors float32 [max_len, dim], mask float32 [max_len], 1 = real token)."""
-        tokens = tokenize(sentence, max_len, keep_separators)
+        return self.encode_tokens(tokenize(sentence, max_len, keep_separators), max_len)
+
+    def encode_tokens(self, tokens: Sequence[str], max_len: int = MAX_WORDS) -> tuple[Tensor, Tensor]:
+        """Tokens (already cut to `max_len`) → (word vectors float32 [max_len, dim], mask float32 [max_len])."""
+        if len(tokens) > max_len:
+            raise ValueError(f"{len(tokens)} tokens for {max_len} places")
         vectors = torch.zeros(max_len, self.dim)
         mask = torch.zeros(max_len)
         if tokens:
@@ -123,25 +130,28 @@ class WordVectors:
 
     def coverage(self, sentence: str, max_len: int = MAX_WORDS, keep_separators: bool = True) -> Coverage:
         """Which of the sentence's tokens (as `encode` cuts them) have no vector in this table."""
-        tokens = tokenize(sentence, max_len, keep_separators)
+        return self.coverage_of(tokenize(sentence, max_len, keep_separators))
+
+    def coverage_of(self, tokens: Sequence[str]) -> Coverage:
+        """Which of these tokens have no vector in this table."""
         return Coverage(tuple(tokens), tuple(t for t in tokens if t not in self.index))
 
     # ---------------------------------------------------------------- constructors
     @classmethod
-    def seeded(cls, words: Iterable[str], dim: int = 300, seed: int = 0) -> "WordVectors":
+    def seeded(cls, words: Iterable[str], dim: int = 300, seed: int = 0) -> WordVectors:
         """A download-free table: each word's vector is drawn from N(0, 1/dim) seeded by (seed, word),
         so a word's vector does not depend on the rest of the vocabulary."""
         words = sorted(set(words))
         vecs = np.empty((len(words), dim), dtype=np.float32)
         for i, w in enumerate(words):
-            digest = hashlib.sha256(f"{seed}\x00{w}".encode("utf-8")).digest()
+            digest = hashlib.sha256(f"{seed}\x00{w}".encode()).digest()
             rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
             vecs[i] = rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
         return cls(words, vecs)
 
     @classmethod
-    def from_glove(cls, path: str | os.PathLike, cache_dir: Optional[str | os.PathLike] = None,
-                   dim: int = 300) -> "WordVectors":
+    def from_glove(cls, path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                   dim: int = 300) -> WordVectors:
         """Read GloVe's text format (`word v1 … v_dim` per line, e.g. glove.840B.300d.txt), or the
         `.zip` it is distributed as (its one `.txt` member is streamed, never unpacked).
 
@@ -166,7 +176,7 @@ class WordVectors:
 
     @classmethod
     def build_cache(cls, source: str | os.PathLike, vec_file: str | os.PathLike, *, dim: int = 300,
-                    max_words: Optional[int] = None, dtype: str = "float32") -> "WordVectors":
+                    max_words: int | None = None, dtype: str = "float32") -> WordVectors:
         """Stream GloVe text (a `.txt`, or a `.zip` holding one) into the binary cache `vec_file`
         (+ its `.vocab.txt`, see `cache_files`) and return the table memory-mapped from it.
 
@@ -226,13 +236,13 @@ class WordVectors:
         write_text(vocab_file, "\n".join(self.words) + "\n")  # written last: the cache is complete
 
     @classmethod
-    def load(cls, vocab_file: str | os.PathLike, vec_file: str | os.PathLike) -> "WordVectors":
+    def load(cls, vocab_file: str | os.PathLike, vec_file: str | os.PathLike) -> WordVectors:
         words = Path(vocab_file).read_text(encoding="utf-8").split("\n")[:-1]
         vectors = np.load(vec_file, mmap_mode="r", allow_pickle=False)
         return cls(words, vectors)
 
     @classmethod
-    def load_cache(cls, vec_file: str | os.PathLike) -> "WordVectors":
+    def load_cache(cls, vec_file: str | os.PathLike) -> WordVectors:
         """The table of a binary cache, named by its `.vectors.npy` file (see `cache_files`)."""
         vocab_file, vec_file = cache_files(vec_file)
         for f in (vocab_file, vec_file):
@@ -268,7 +278,7 @@ DATASET_TABLE = "word_vectors.300d.txt"  # a dataset root's own table (the synth
 
 
 def resolve_word_vectors(explicit: str | os.PathLike | WordVectors | None = None, *,
-                         embedded: Optional[WordVectors] = None, table: str = "",
+                         embedded: WordVectors | None = None, table: str = "",
                          root: str | os.PathLike | None = None) -> WordVectors:
     """The one word-table resolver (docs/model.md, "Word vectors"). First match wins:
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Optional
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Sampler
 
 from lbdt.config import DataConfig
@@ -14,9 +14,9 @@ from lbdt.data.collate import collate
 from lbdt.data.dataset import ReferringVideoDataset
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources import SOURCES, Source
-from lbdt.words import WordVectors, resolve_word_vectors
 from lbdt.data.transforms import ClipTransform
 from lbdt.errors import LBDTError
+from lbdt.words import WordVectors, resolve_word_vectors
 
 HOLDOUT = "holdout:"
 
@@ -60,8 +60,8 @@ def split_records(source: Source, cfg: DataConfig, split: str) -> list[ReferReco
     return [r for r in records if (r.video_id in held_ids) == keep_held]
 
 
-def build_dataset(cfg: DataConfig, split: str, *, train: bool, word_vectors: Optional[WordVectors] = None,
-                  with_original_mask: Optional[bool] = None, seed: int = 0) -> ReferringVideoDataset:
+def build_dataset(cfg: DataConfig, split: str, *, train: bool, word_vectors: WordVectors | None = None,
+                  with_original_mask: bool | None = None, seed: int = 0) -> ReferringVideoDataset:
     """The dataset of `split` (a list stem, or `cfg.val_split`): augmented when `train` and `cfg.augment`;
     evaluation datasets (train=False) also carry the native-resolution mask unless told otherwise."""
     source = build_source(cfg.dataset, cfg.root)
@@ -79,10 +79,9 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool, word_vectors: Opt
 
 
 def make_loader(dataset: ReferringVideoDataset, *, batch_size: int, shuffle: bool, num_workers: int = 2,
-                drop_last: bool = False, sampler: Optional[Sampler] = None, seed: int = 0,
+                drop_last: bool = False, sampler: Sampler | None = None, seed: int = 0,
                 pin_memory: bool = False) -> DataLoader:
     """A DataLoader yielding `Batch`es. Evaluation loaders should keep `drop_last=False` (no sample dropped)."""
-    import torch
 
     generator = torch.Generator()
     generator.manual_seed(seed)

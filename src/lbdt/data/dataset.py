@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources.base import Source
-from lbdt.words import MAX_WORDS, WordVectors, check_sentence, tokenize
 from lbdt.data.transforms import ClipTransform, side_words, swap_left_right
 from lbdt.errors import LBDTError
 from lbdt.types import ClipSample, SampleMeta
-
+from lbdt.words import MAX_WORDS, WordVectors, check_sentence, tokenize
 
 
 class ReferringVideoDataset(Dataset):
@@ -25,8 +24,8 @@ class ReferringVideoDataset(Dataset):
     """
 
     def __init__(self, source: Source, records: Sequence[ReferRecord], *, word_vectors: WordVectors,
-                 size: tuple[int, int] = (320, 320), frame_gap: Optional[int] = None,
-                 transform: Optional[ClipTransform] = None, max_words: int = MAX_WORDS,
+                 size: tuple[int, int] = (320, 320), frame_gap: int | None = None,
+                 transform: ClipTransform | None = None, max_words: int = MAX_WORDS,
                  with_original_mask: bool = False, with_masks: bool = True, seed: int = 0):
         self.source = source
         self.records = list(records)

@@ -13,14 +13,14 @@ Formats (fields in order):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
 
-from lbdt.io import write_text
 from lbdt.data.records import ReferRecord
-from lbdt.words import check_sentence
 from lbdt.errors import LBDTError
+from lbdt.io import write_text
 from lbdt.paths import check_name
+from lbdt.words import check_sentence
 
 SEPARATORS = {"comma6": ",", "hash5": "#", "tilde5": "~"}
 

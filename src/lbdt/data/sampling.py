@@ -15,7 +15,7 @@ fallback). When frame number t − k is not stored, the closest stored frame bef
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def reference_frame(frame_ids: Sequence[str], target: str, k: int, *, numbered: bool = False) -> str:

@@ -27,9 +27,9 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import h5py
 import numpy as np
@@ -39,13 +39,14 @@ from tqdm import tqdm
 
 from lbdt.data.listfile import write_list
 from lbdt.data.records import ReferRecord
+from lbdt.data.sources import SOURCES
 from lbdt.data.sources.davis import GROUPS
-from lbdt.words import WordVectors, tokenize
 from lbdt.data.transforms import side_words
 from lbdt.errors import LBDTError
 from lbdt.paths import check_output_dir
+from lbdt.words import DATASET_TABLE, WordVectors, tokenize
 
-FORMATS = ("a2d", "jhmdb", "ytvos", "davis", "mevis")
+FORMATS = tuple(SOURCES)  # every dataset has a synthetic benchmark in its layout
 SPLITS = ("train", "val", "test")
 COLOURS = {"red": (220, 45, 45), "green": (40, 180, 70), "blue": (45, 85, 225), "yellow": (235, 210, 40),
            "purple": (150, 65, 200), "orange": (245, 135, 30)}
@@ -65,14 +66,14 @@ MOTION_TEMPLATES = {
 }
 UNION_TEMPLATE = "{first} and {second}"  # mevis: one expression for both objects of the motion pair
 APPEARANCE_TEMPLATES = ("the {size} {colour} {shape}", "a {size} {colour} {shape}", "the {colour} {shape} that is {size}")
-FRAME_GAP = {"a2d": 6, "jhmdb": 5, "ytvos": 1, "davis": 4, "mevis": 1}  # the sources' default k
+FRAME_GAP = {name: source.default_frame_gap for name, source in SOURCES.items()}  # the sources' default k
 # px per stored frame as a fraction of min(H, W): the displacement across the gap k (~7 % of min(H, W), 7 px at
 # 96x128; ytvos 4 px) is below a small shape's radius, so the copies in |I_t - I_{t-k}| overlap the object: the
 # leading edge lies inside the current shape, the trailing edge outside, and the direction is visible locally.
 SPEED = {"a2d": 0.012, "jhmdb": 0.014, "ytvos": 0.04, "davis": 0.012, "mevis": 0.04}
 # the generator's train / val / test splits -> the folder they are written to (davis writes no test split)
 SPLIT_DIRS = {"davis": {"train": "train", "val": "val"}, "mevis": {"train": "train", "val": "valid_u", "test": "valid"}}
-WORD_VECTORS = "word_vectors.300d.txt"
+WORD_VECTORS = DATASET_TABLE  # the benchmark's seeded table, where `resolve_word_vectors` looks for a dataset's own
 
 
 @dataclass(frozen=True)
@@ -544,9 +545,3 @@ def write_benchmark(out: str | os.PathLike, *, fmt: str = "a2d", seed: int = 0,
 
 def _object_ids(fmt: str, n: int) -> list[str]:
     return [str(o + 1) for o in range(n)] if fmt in ("ytvos", "davis") else [str(o) for o in range(n)]
-
-
-def read_summary(root: str | os.PathLike) -> Optional[dict]:
-    """The `benchmark.json` of a synthetic benchmark root, or None for other datasets."""
-    path = Path(root) / "benchmark.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

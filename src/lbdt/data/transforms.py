@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -80,7 +79,7 @@ class ClipAugment:
     """One draw of the augmentation, shared by every frame, the mask and the sentence of a clip."""
 
     flip: bool = False
-    crop: Optional[tuple[int, int, int, int]] = None  # (top, left, height, width) in original pixels
+    crop: tuple[int, int, int, int] | None = None  # (top, left, height, width) in original pixels
     brightness: float = 1.0  # multiplicative factors; 1 = unchanged
     contrast: float = 1.0
     saturation: float = 1.0
@@ -90,7 +89,7 @@ class ClipAugment:
 class TransformedClip:
     frame: Tensor  # float32 [3,H,W], normalised
     ref_frame: Tensor  # float32 [3,H,W], normalised
-    mask: Optional[Tensor]  # float32 [H,W] in {0,1}
+    mask: Tensor | None  # float32 [H,W] in {0,1}
     sentence: str
 
 
@@ -118,13 +117,13 @@ class ClipTransform:
         b, c, s = (float(rng.uniform(1 - self.jitter, 1 + self.jitter)) for _ in range(3))
         return ClipAugment(flip=flip, crop=crop, brightness=b, contrast=c, saturation=s)
 
-    def __call__(self, frame: np.ndarray, ref_frame: np.ndarray, mask: Optional[np.ndarray], sentence: str,
-                 rng: Optional[np.random.Generator] = None) -> TransformedClip:
+    def __call__(self, frame: np.ndarray, ref_frame: np.ndarray, mask: np.ndarray | None, sentence: str,
+                 rng: np.random.Generator | None = None) -> TransformedClip:
         """frames uint8 [H0,W0,3] (same size), mask bool [H0,W0] or None → `TransformedClip`."""
         aug = self.draw(rng if rng is not None else np.random.default_rng(), frame.shape[:2])
         return self.apply(aug, frame, ref_frame, mask, sentence)
 
-    def apply(self, aug: ClipAugment, frame: np.ndarray, ref_frame: np.ndarray, mask: Optional[np.ndarray],
+    def apply(self, aug: ClipAugment, frame: np.ndarray, ref_frame: np.ndarray, mask: np.ndarray | None,
               sentence: str) -> TransformedClip:
         """Apply the given draw (deterministic)."""
         arrays = [frame, ref_frame] + ([mask] if mask is not None else [])

@@ -18,12 +18,13 @@ import os
 import re
 import sys
 import types
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -214,7 +215,6 @@ def _open_folder(folder: Path) -> VideoReader:
 
 
 def _open_file(path: Path) -> VideoReader:
-    import av
 
     try:
         with av.open(str(path)) as container:

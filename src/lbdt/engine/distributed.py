@@ -155,10 +155,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
     before the group is created; any problem is one `LBDTError` on every rank, never a wait of torch's 30 minutes.
     Inside an existing group (a caller that created it), the group must match the environment."""
     rank, world, local_rank = process_env()
-    if dist.is_initialized():
-        if (dist.get_rank(), dist.get_world_size()) != (rank, world):
-            raise LBDTError(f"the existing process group (rank {dist.get_rank()} of {dist.get_world_size()}) "
-                            f"differs from the environment (RANK={rank}, WORLD_SIZE={world})")
+    if dist.is_initialized() and (dist.get_rank(), dist.get_world_size()) != (rank, world):
+        raise LBDTError(f"the existing process group (rank {dist.get_rank()} of {dist.get_world_size()}) "
+                        f"differs from the environment (RANK={rank}, WORLD_SIZE={world})")
     dev = resolve_device(device, local_rank=local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -280,7 +279,7 @@ class PackedSample:
 
 
 def pack(pred: Prediction, gt: np.ndarray | None) -> PackedSample:
-    """`pred` (mask, meta, score; not `prob` / `extras`) and its ground truth, ready for `gather`."""
+    """`pred` (mask, meta, score; not `prob` / `frame`) and its ground truth, ready for `gather`."""
     mask = np.asarray(pred.mask, dtype=bool)
     if gt is not None and np.shape(gt) != mask.shape:
         raise LBDTError(f"ground truth {np.shape(gt)} and prediction {mask.shape} differ in size for "

@@ -12,12 +12,26 @@ submission zip are exactly those of one process; `metrics.json` records `world_s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from torch.utils.data import Subset
+
+from lbdt.config import DataConfig
+from lbdt.data.build import HOLDOUT, build_dataset, build_source, make_loader
+from lbdt.data.sources import SOURCES, Source
 from lbdt.engine.distributed import broadcast_object, init_distributed
+from lbdt.engine.fast import prepare_for_inference
 from lbdt.engine.inference import PROTOCOLS, run_on_dataset
 from lbdt.errors import LBDTError
+from lbdt.evaluation import davis, mevis
+from lbdt.evaluation.evaluators import METRIC_LABELS, JFEvaluator, ReferSegEvaluator
+from lbdt.evaluation.writers import PngMaskWriter, SubmissionWriter, format_metrics_table
+from lbdt.io import write_json
 from lbdt.paths import check_output_dir
+from lbdt.pretrained import load_pretrained
+from lbdt.runtime import resolve_precision
+from lbdt.words import resolve_word_vectors
 
 PROTOCOL_DESCRIPTIONS = {
     "lbdt": "prediction > threshold at model size, nearest-resized to the original size; "
@@ -25,116 +39,111 @@ PROTOCOL_DESCRIPTIONS = {
     "native": "prediction bilinearly upsampled to the original size, then > threshold; "
               "ground truth = the original-resolution mask",
 }
-DEFAULT_PROTOCOL = {"a2d": "lbdt", "jhmdb": "lbdt", "ytvos": "native", "davis": "native", "mevis": "native"}
 
 
-def evaluate(
-    checkpoint: str, *, dataset: str, root: str, split: str, protocol: str | None = None, threshold: float = 0.5,
-    batch_size: int = 8, device: str = "auto", precision: str = "auto", num_workers: int = 0,
-    word_vectors: str | None = None, output_dir: str | None = None, save_masks: bool = False,
-    coco: bool = True, strict_precision: bool = False, jf: bool | None = None, size: tuple[int, int] | None = None,
-    frame_gap: int | None = None, limit: int | None = None, progress: bool = True,
-) -> dict:
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """What `evaluate` runs: the dataset split, the protocol, the runtime and the outputs (`lbdt evaluate`'s
+    options, one field each)."""
+
+    dataset: str  # a name of `lbdt.data.sources.SOURCES`: the on-disk format of `root`
+    root: str  # dataset root (docs/datasets/)
+    split: str  # list to evaluate (test, valid, val, valid_u, holdout:<fraction>, ...)
+    protocol: str | None = None  # lbdt | native; None: the dataset's (`Source.default_protocol`)
+    threshold: float = 0.5  # probability threshold of the binary mask
+    batch_size: int = 8  # samples per forward pass (none is ever dropped)
+    device: str = "auto"
+    precision: str = "auto"
+    num_workers: int = 0  # DataLoader worker processes
+    word_vectors: str | None = None  # a word table overriding the checkpoint's (`--word-vectors`)
+    output_dir: str | None = None  # metrics.json, masks/, submission.zip
+    save_masks: bool = False  # every mask as a 0/255 PNG under output_dir/masks/
+    coco: bool = True  # COCO mask mAP (pycocotools)
+    strict_precision: bool = False  # P@K counts IoU > K (MTTR) instead of >= K (LBDT)
+    jf: bool | None = None  # DAVIS J&F per expression; None: the dataset's (`Source.jf_by_default`)
+    size: tuple[int, int] | None = None  # model input (H, W); None: the checkpoint's
+    frame_gap: int | None = None  # k; None: the dataset's
+    limit: int | None = None  # only the first `limit` samples (smoke tests)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dataset not in SOURCES:
+            raise LBDTError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(SOURCES)}")
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise LBDTError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if self.batch_size < 1:
+            raise LBDTError(f"batch size must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise LBDTError(f"threshold must be in [0, 1], got {self.threshold}")
+
+
+def evaluate(checkpoint: str, settings: EvaluateSettings) -> dict:
     """Evaluate `checkpoint` (ours, an official LBDT checkpoint, a shipped name or a URL: `load_pretrained`)
-    on list `split` of dataset `root` laid out in format `dataset` (a2d | jhmdb | ytvos | davis | mevis).
-    davis and mevis are scored only with their benchmark's protocol (lbdt.evaluation.davis / .mevis), and
-    MeViS `valid` (no ground truth) writes the MeViS server zip.
+    on list `settings.split` of the dataset root `settings.root`, scored as its source says (`Source.scoring`:
+    P@K / IoU / mAP, Ref-DAVIS17's protocol (lbdt.evaluation.davis) or MeViS's (lbdt.evaluation.mevis)).
 
-    protocol: "lbdt" | "native" (default: lbdt for a2d/jhmdb, native for ytvos). Metrics need ground truth;
-    a split without it (Ref-YTVOS `valid`) only produces masks and, in `output_dir`, `submission.zip`.
-    `jf` adds DAVIS J&F (default: on for ytvos). `size` / `frame_gap` default to the checkpoint's input size
-    and the dataset's k. `limit` evaluates only the first `limit` samples (smoke tests).
-    Writes `metrics.json` (and `masks/`, `submission.zip`) into `output_dir` when given. Returns the report.
+    A split without ground truth (Ref-YTVOS `valid`, MeViS `valid`) only produces masks and, in `output_dir`,
+    the server's `submission.zip` (`Source.submission_top`). Writes `metrics.json` (and `masks/`,
+    `submission.zip`) into `output_dir` when given. Returns the report.
     The model runs on the fast inference path (`engine.fast.prepare_for_inference`), as `lbdt predict` does.
     Under torchrun it joins the process group (`init_distributed`; destroying it is the caller's), every rank
     predicts its share of the videos, rank 0 evaluates and writes, and every rank returns rank 0's report.
     """
-    from torch.utils.data import Subset
-
-    from lbdt.config import DataConfig
-    from lbdt.data.build import HOLDOUT, build_dataset, build_source
-    from lbdt.words import resolve_word_vectors
-    from lbdt.engine.fast import prepare_for_inference
-    from lbdt.evaluation.evaluators import METRIC_LABELS, JFEvaluator, ReferSegEvaluator
-    from lbdt.evaluation.writers import (
-        MeViSSubmissionWriter,
-        PngMaskWriter,
-        YTVOSSubmissionWriter,
-
-    )
-    from lbdt.pretrained import load_pretrained
-    from lbdt.runtime import resolve_precision
-
-    if output_dir is not None:
-        check_output_dir(output_dir)  # before any work (lbdt.paths)
-    source = build_source(dataset, root)
-    protocol = protocol or DEFAULT_PROTOCOL.get(dataset, "lbdt")
-    if protocol not in PROTOCOLS:
-        raise LBDTError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if batch_size < 1:
-        raise LBDTError(f"batch size must be at least 1, got {batch_size}")
-    ranks = init_distributed(device)  # one process unless started by torchrun (the group is left to the caller)
+    s = settings
+    if s.output_dir is not None:
+        check_output_dir(s.output_dir)  # before any work (lbdt.paths)
+    source = build_source(s.dataset, s.root)
+    protocol = s.protocol or source.default_protocol
+    ranks = init_distributed(s.device)  # one process unless started by torchrun (the group is left to the caller)
     dev = ranks.device
-    prec = resolve_precision(precision, dev)
+    prec = resolve_precision(s.precision, dev)
     runnable = load_pretrained(checkpoint, device=dev)
     prepare_for_inference(runnable.model, device=dev, precision=prec)  # folded BN, channels-last, oneDNN kernels
-    size = tuple(size) if size else tuple(runnable.size)
-    table = resolve_word_vectors(word_vectors, embedded=runnable.word_vectors, table=runnable.word_table, root=root)
-    list_split = "train" if split.startswith(HOLDOUT) else split
+    size = tuple(s.size) if s.size else tuple(runnable.size)
+    table = resolve_word_vectors(s.word_vectors, embedded=runnable.word_vectors, table=runnable.word_table,
+                                 root=s.root)
+    list_split = "train" if s.split.startswith(HOLDOUT) else s.split
     has_gt = source.has_masks(list_split)
-    cfg = DataConfig(dataset=dataset, root=str(root), size=size, frame_gap=frame_gap, max_words=runnable.max_words,
-                     val_split=split if split.startswith(HOLDOUT) else "")
-    data = build_dataset(cfg, split, train=False, word_vectors=table, with_original_mask=has_gt and protocol == "native")
-    if limit is not None:
-        data = Subset(data, range(min(max(0, int(limit)), len(data))))
+    cfg = DataConfig(dataset=s.dataset, root=str(s.root), size=size, frame_gap=s.frame_gap,
+                     max_words=runnable.max_words, val_split=s.split if s.split.startswith(HOLDOUT) else "")
+    data = build_dataset(cfg, s.split, train=False, word_vectors=table,
+                         with_original_mask=has_gt and protocol == "native")
+    if s.limit is not None:
+        data = Subset(data, range(min(max(0, int(s.limit)), len(data))))
     if len(data) == 0:
-        raise LBDTError(f"{root}: split {split!r} has no samples")
+        raise LBDTError(f"{s.root}: split {s.split!r} has no samples")
 
-    evaluators = {}
-    benchmark = None  # davis / mevis: their protocol's evaluator only (lbdt.evaluation.davis / .mevis)
-    if has_gt and dataset == "davis":
-        from lbdt.evaluation import davis as benchmark
-
-        evaluators["jf"] = benchmark.RefDAVISEvaluator(source, split, threshold=threshold)
-    elif has_gt and dataset == "mevis":
-        from lbdt.evaluation import mevis as benchmark
-
-        evaluators["jf"] = benchmark.MeViSEvaluator(no_target=source.no_target_keys(split))
-    elif has_gt:
-        evaluators["metrics"] = ReferSegEvaluator(strict=strict_precision, coco=coco)
-        if jf if jf is not None else dataset == "ytvos":
-            evaluators["jf"] = JFEvaluator()
-    out = Path(output_dir) if output_dir and ranks.is_main else None  # only rank 0 writes
+    evaluators, benchmark_protocol, labels = _scoring(source, s, has_gt)
+    out = Path(s.output_dir) if s.output_dir and ranks.is_main else None  # only rank 0 writes
     sinks = []
-    if out is not None and save_masks:
+    if out is not None and s.save_masks:
         sinks.append(PngMaskWriter(root=out / "masks"))
     submission = None
-    if out is not None and dataset in ("ytvos", "mevis") and not has_gt:
-        writer = MeViSSubmissionWriter if dataset == "mevis" else YTVOSSubmissionWriter
-        submission = writer(zip_path=out / "submission.zip")
+    if out is not None and source.submission_top is not None and not has_gt:
+        submission = SubmissionWriter(zip_path=out / "submission.zip", top=source.submission_top)
         sinks.append(submission)
 
-    results = run_on_dataset(runnable.model, data, evaluators=evaluators, sinks=sinks, protocol=protocol,
-                             threshold=threshold, device=dev, precision=prec, batch_size=batch_size,
-                             num_workers=num_workers, keep_prob=dataset == "davis" and has_gt, progress=progress,
-                             desc=f"evaluate {dataset}/{split}", ranks=ranks)
+    loader = make_loader(data, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers)
+    results = run_on_dataset(runnable.model, loader, evaluators=evaluators, sinks=sinks, protocol=protocol,
+                             threshold=s.threshold, device=dev, precision=prec,
+                             keep_prob=source.scoring == "davis" and has_gt, progress=s.progress,
+                             desc=f"evaluate {s.dataset}/{s.split}", ranks=ranks)
     if not ranks.is_main:
         return broadcast_object(None, ranks)  # rank 0's report
     report: dict = {
-        "checkpoint": str(checkpoint), "model": runnable.describe(), "dataset": dataset, "root": str(root),
-        "split": split, "N": results["N"], "protocol": protocol, "protocol_description": PROTOCOL_DESCRIPTIONS[protocol],
-        "threshold": threshold, "input_size": list(size), "device": str(dev), **prec.as_dict(),
-        "world_size": ranks.world_size,
+        "checkpoint": str(checkpoint), "model": runnable.describe(), "dataset": s.dataset, "root": str(s.root),
+        "split": s.split, "N": results["N"], "protocol": protocol,
+        "protocol_description": PROTOCOL_DESCRIPTIONS[protocol], "threshold": s.threshold,
+        "input_size": list(size), "device": str(dev), **prec.as_dict(), "world_size": ranks.world_size,
     }
     report.update({name: results[name] for name in evaluators})
-    if benchmark is not None:
-        report["benchmark_protocol"] = benchmark.PROTOCOL
-    labels = {**METRIC_LABELS, **getattr(benchmark, "LABELS", {})}
+    if benchmark_protocol:
+        report["benchmark_protocol"] = benchmark_protocol
     used = _keys(report.get("metrics", {})) | _keys(report.get("jf", {}))
     report["labels"] = {k: v for k, v in labels.items() if k in used}
     outputs = {}
     if out is not None:
-        if save_masks:
+        if s.save_masks:
             outputs["masks"] = str(out / "masks")
         if submission is not None:
             outputs["submission"] = str(submission.zip_path)
@@ -142,6 +151,22 @@ def evaluate(
         report["outputs"] = outputs
         write_json(out / "metrics.json", report)
     return broadcast_object(report, ranks)
+
+
+def _scoring(source: Source, s: EvaluateSettings, has_gt: bool) -> tuple[dict, str, dict[str, str]]:
+    """(evaluators by report key, the benchmark protocol's description or "", metric labels) for the source's
+    scoring kind (`Source.scoring`); no evaluators for a split without ground truth."""
+    if not has_gt:
+        return {}, "", dict(METRIC_LABELS)
+    if source.scoring == "davis":
+        return ({"jf": davis.RefDAVISEvaluator(source, s.split, threshold=s.threshold)}, davis.PROTOCOL,
+                {**METRIC_LABELS, **davis.LABELS})
+    if source.scoring == "mevis":
+        return {"jf": mevis.MeViSEvaluator(no_target=source.no_target_keys(s.split))}, mevis.PROTOCOL, dict(METRIC_LABELS)
+    evaluators: dict = {"metrics": ReferSegEvaluator(strict=s.strict_precision, coco=s.coco)}
+    if s.jf if s.jf is not None else source.jf_by_default:
+        evaluators["jf"] = JFEvaluator()
+    return evaluators, "", dict(METRIC_LABELS)
 
 
 def _keys(node) -> set[str]:
@@ -153,7 +178,6 @@ def _keys(node) -> set[str]:
 
 def format_report(report: dict) -> str:
     """The printed table: what was evaluated, how, and every metric with its meaning (per group compactly, when the samples carry one)."""
-    from lbdt.evaluation.writers import format_metrics_table
 
     head = (f"{report['dataset']}/{report['split']}: N = {report['N']} samples, protocol {report['protocol']} "
             f"({report['protocol_description']}), threshold {report['threshold']}, {report['precision']} on "

@@ -22,13 +22,15 @@ always runs in fp32 with autocast off (`LBDT.encode_text`), and normalisation an
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lbdt.errors import LBDTError
-from lbdt.runtime import Precision, resolve_precision
+from lbdt.models.backbone import Bottleneck, ResNet
+from lbdt.runtime import InferenceSetup, Precision, resolve_precision
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
@@ -57,12 +59,11 @@ def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
     Two patterns cover the whole LBDT network: consecutive children of an `nn.Sequential`, and the
     torchvision naming `convK` -> `bnK` of the ResNet stem and its bottleneck blocks.
     """
-    from lbdt.models.backbone import Bottleneck, ResNet
 
     children = dict(module.named_children())
     if isinstance(module, nn.Sequential):
         names = list(children)
-        return [(a, b) for a, b in zip(names, names[1:])
+        return [(a, b) for a, b in itertools.pairwise(names)
                 if type(children[a]) is nn.Conv2d and type(children[b]) is nn.BatchNorm2d]
     if isinstance(module, (Bottleneck, ResNet)):
         return [(f"conv{k}", f"bn{k}") for k in (1, 2, 3) if f"conv{k}" in children and f"bn{k}" in children]
@@ -266,7 +267,6 @@ def use_onednn_kernels(model: nn.Module) -> int:
     conv + (folded BN) + ReLU sequence -> one `OneDNNConv(relu=True)`; every other `nn.Conv2d` -> `OneDNNConv`.
     Inference only: the replacements hold no gradients and drop attention dropout.
     """
-    from lbdt.models.backbone import Bottleneck, ResNet
 
     def folded(*modules: nn.Module) -> bool:
         return all(isinstance(m, nn.Identity) for m in modules)
@@ -303,8 +303,8 @@ def use_onednn_kernels(model: nn.Module) -> int:
 
 def prepare_for_inference(model: nn.Module, *, device: torch.device | str, precision: str | Precision = "fp32",
                           channels_last: bool = True, fold_bn: bool = True, compile: bool = False,
-                          onednn: bool | None = None) -> nn.Module:
-    """Make `model` (in place) ready for fast inference and return it.
+                          onednn: bool | None = None) -> InferenceSetup:
+    """Make `model` (in place) ready for fast inference; returns what was done (`InferenceSetup`).
 
     eval mode, no gradients, moved to `device`; `fold_bn` folds conv + BatchNorm pairs; `channels_last`
     converts 4-D weights (feed inputs through `to_input`); for bf16 / fp16 the convolution, linear and
@@ -312,11 +312,12 @@ def prepare_for_inference(model: nn.Module, *, device: torch.device | str, preci
     (the per-frame path; `forward` goes through it) and `model.segment_many` (compiled on its first call)
     with `torch.compile`, which needs a C++ compiler on CPU. `onednn` (None = where it applies: CPU, fp32, not
     compiled, and `onednn_status()` usable) swaps linear, attention and convolution modules for their oneDNN
-    versions (`use_onednn_kernels`); the choice is kept in `model.kernels` ("onednn" or "aten").
+    versions (`use_onednn_kernels`); the choice is `InferenceSetup.kernels` ("onednn" or "aten").
     Run it under `torch.inference_mode()` and `autocast(device, precision)` (required for bf16 / fp16).
     """
     device = torch.device(device)
-    dtype = resolve_precision(precision, device).dtype
+    precision = resolve_precision(precision, device)
+    dtype = precision.dtype
     model.eval().requires_grad_(False).to(device)
     if fold_bn:
         fold_batchnorm(model)
@@ -331,12 +332,12 @@ def prepare_for_inference(model: nn.Module, *, device: torch.device | str, preci
                         f"{onednn_status()[1]}, device {device}, precision dtype {dtype}")
     if onednn:
         use_onednn_kernels(model)
-    model.kernels = "onednn" if onednn else "aten"
     if compile:
         # instance attribute, so `forward` uses it too; freezing lets inductor fold weights and fuse conv + ReLU
         model.segment = torch.compile(model.segment, dynamic=False, options={"freezing": True})
         model.segment_many = torch.compile(model.segment_many, dynamic=False, options={"freezing": True})  # lazy
-    return model
+    return InferenceSetup(device=device, precision=precision, channels_last=channels_last,
+                          kernels="onednn" if onednn else "aten", folded_bn=fold_bn, compiled=compile)
 
 
 def to_input(x: Tensor, *, device: torch.device | str, channels_last: bool = True) -> Tensor:

@@ -21,19 +21,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, SequentialSampler, Subset
+from tqdm import tqdm
 
+from lbdt.engine.distributed import DistInfo, describe_share, gather, pack, shard
 from lbdt.errors import LBDTError
+from lbdt.models.lbdt import LBDT
 from lbdt.runtime import Precision, autocast, resolve_precision
 from lbdt.types import Batch, Prediction
-
-if TYPE_CHECKING:
-    from lbdt.engine.distributed import DistInfo
 
 PROTOCOLS = ("lbdt", "native")
 
@@ -116,7 +117,6 @@ def predict(
 def _forward(model: nn.Module, batch: Batch) -> Tensor:
     """Logits of a batch; for an `LBDT`, samples that show the same frame (same video, frame and reference
     frame, identical pixels) share one trunk computation."""
-    from lbdt.models.lbdt import LBDT
 
     if not isinstance(model, LBDT):
         return model(batch.frames, batch.ref_frames, batch.word_vectors, batch.word_mask)
@@ -149,13 +149,13 @@ class Sink(Protocol):
 
 
 def run_on_dataset(
-    model: nn.Module, dataset: Any, *, evaluators: Mapping[str, Evaluator] | None = None,
+    model: nn.Module, loader: DataLoader, *, evaluators: Mapping[str, Evaluator] | None = None,
     sinks: Sequence[Sink] = (), protocol: str = "lbdt", threshold: float = 0.5,
-    device: torch.device | str = "cpu", precision: str | Precision = "fp32", batch_size: int = 8,
-    num_workers: int = 0, keep_prob: bool = False, progress: bool = False, desc: str = "evaluate",
-    ranks: DistInfo | None = None,
+    device: torch.device | str = "cpu", precision: str | Precision = "fp32", keep_prob: bool = False,
+    progress: bool = False, desc: str = "evaluate", ranks: DistInfo | None = None,
 ) -> dict[str, Any] | None:
-    """Run `model` over every sample of `dataset` (in order, none dropped) and return
+    """Run `model` over every batch of `loader` (`lbdt.data.build.make_loader`: its dataset in order, none
+    dropped) and return
     `{"N": samples, <evaluator name>: evaluator.compute(), ...}`; each prediction also goes to every sink.
 
     Sinks are closed at the end; on any error, sinks that have an `abort()` are aborted instead (a
@@ -166,14 +166,11 @@ def run_on_dataset(
     evaluators and sinks, so results equal one process's; other ranks return None. Probability maps are not
     sent between ranks: `keep_prob` (Ref-DAVIS) runs in one process.
     """
-    from torch.utils.data import Subset
-    from tqdm import tqdm
 
-    from lbdt.data.build import make_loader
-    from lbdt.engine.distributed import describe_share, gather, pack, shard
 
-    if batch_size < 1:
-        raise LBDTError(f"batch size must be at least 1, got {batch_size}")
+    if loader.drop_last or not isinstance(loader.sampler, SequentialSampler):
+        raise ValueError("run_on_dataset needs a loader over its dataset in order, dropping nothing")
+    dataset = loader.dataset
     evaluators = dict(evaluators or {})
     distributed = ranks is not None and ranks.distributed
     if distributed and keep_prob:
@@ -185,8 +182,9 @@ def run_on_dataset(
         indices = shard(video_ids, rank=ranks.rank, world_size=ranks.world_size)
         print(describe_share(indices, video_ids, ranks), file=sys.stderr, flush=True)
         share = Subset(dataset, indices)
-        loader = make_loader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        local = predict(model, loader, protocol=protocol, threshold=threshold, device=device, precision=precision)
+        local_loader = DataLoader(share, batch_size=loader.batch_size, shuffle=False, num_workers=loader.num_workers,
+                                  collate_fn=loader.collate_fn)
+        local = predict(model, local_loader, protocol=protocol, threshold=threshold, device=device, precision=precision)
         packed = [(indices[k], pack(pred, gt)) for k, (pred, gt) in enumerate(
             tqdm(local, total=len(share), desc=f"rank {ranks.rank} {desc}", unit="sample",
                  disable=not (progress and ranks.is_main), leave=False, dynamic_ncols=True))]
@@ -196,7 +194,6 @@ def run_on_dataset(
         stream = (sample.unpack() for sample in gathered)
         progress = False
     else:
-        loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         stream = predict(model, loader, protocol=protocol, threshold=threshold, device=device, precision=precision,
                          keep_prob=keep_prob)
     try:
@@ -222,7 +219,6 @@ def run_on_dataset(
 
 def _video_ids(dataset: Any) -> list[str]:
     """The video id of every sample of a `ReferringVideoDataset` (or a `Subset` of one), without reading frames."""
-    from torch.utils.data import Subset
 
     if isinstance(dataset, Subset):
         return [_video_ids(dataset.dataset)[i] for i in dataset.indices]

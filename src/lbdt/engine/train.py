@@ -26,9 +26,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lbdt.io import atomic_write, crash_point, write_text
 from lbdt.checkpoint import make_state, read_checkpoint, save_checkpoint
 from lbdt.config import ModelConfig, RunConfig, from_dict, save_yaml, to_dict
+from lbdt.data.build import build_dataset, make_loader
 from lbdt.data.collate import collate
 from lbdt.engine.distributed import (
     DistInfo,
@@ -38,10 +38,14 @@ from lbdt.engine.distributed import (
     init_distributed,
     shutdown,
 )
+from lbdt.engine.inference import run_on_dataset
 from lbdt.engine.rng_state import rng_state, set_rng_state
 from lbdt.engine.trainlog import MetricsLog, plot_curves
 from lbdt.errors import LBDTError
+from lbdt.evaluation.evaluators import ReferSegEvaluator
+from lbdt.io import atomic_write, crash_point, write_text
 from lbdt.losses import segmentation_loss
+from lbdt.models.build import build_model as build
 from lbdt.paths import check_output_dir
 from lbdt.runtime import Precision, autocast, resolve_precision
 
@@ -211,7 +215,6 @@ def build_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     """(training set, validation set or None) of `cfg.data` (nothing is written: the data must exist, e.g.
     `lbdt synth` for the synthetic benchmark). `data.val_split="holdout:<f>"` validates on a fixed fraction f
     of the training videos, removed from training (`lbdt.data.build`)."""
-    from lbdt.data.build import build_dataset
 
     dc = cfg.data
     train_set = build_dataset(dc, dc.train_split, train=True, with_original_mask=False, seed=cfg.train.seed)
@@ -223,7 +226,6 @@ def build_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
 
 def build_model(cfg: RunConfig) -> nn.Module:
     """The network of `cfg.model` (variant, spatial-only ablation), freshly initialised."""
-    from lbdt.models.build import build_model as build
 
     return build(cfg.model.variant, zero_temporal=cfg.model.zero_temporal)
 
@@ -249,12 +251,10 @@ def validate(model: nn.Module, dataset: Dataset, cfg: RunConfig, info: DistInfo,
     added as `mean_iou_<group>`."""
     if not info.is_main:
         return {}
-    from lbdt.engine.inference import run_on_dataset
-    from lbdt.evaluation.evaluators import ReferSegEvaluator
 
-    report = run_on_dataset(model, dataset, evaluators={"refer": ReferSegEvaluator()}, protocol=cfg.eval.protocol,
-                            threshold=cfg.eval.threshold, device=info.device, precision=precision,
-                            batch_size=cfg.eval.batch_size, num_workers=cfg.data.num_workers, progress=True,
+    loader = make_loader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+    report = run_on_dataset(model, loader, evaluators={"refer": ReferSegEvaluator()}, protocol=cfg.eval.protocol,
+                            threshold=cfg.eval.threshold, device=info.device, precision=precision, progress=True,
                             desc="validate")["refer"]
     model.train()
     out = {k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and k != "N"}

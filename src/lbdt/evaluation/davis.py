@@ -149,7 +149,7 @@ class RefDAVISEvaluator:
                     self._missing += 1
                     continue
                 if label.shape != gt.shape[1:]:
-                    raise LBDTError(f"{self.source.mask_path(vid, fr)}: prediction {label.shape} and ground truth "
+                    raise LBDTError(f"{self.source.index_path(vid, fr)}: prediction {label.shape} and ground truth "
                                     f"{gt.shape[1:]} differ in size")
                 pred[k] = np.where(self._best[(group, fr)] > self.threshold, label, 0)
             jm, fm = score_video(pred, gt, self.bound_th)

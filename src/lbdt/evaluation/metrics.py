@@ -18,7 +18,6 @@ import contextlib
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Union
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -219,7 +218,7 @@ def jf_per_expression(scores: Mapping[str, Sequence[tuple[float, float]]]) -> di
 # ------------------------------------------------------------------ COCO mask AP (MTTR / ReferFormer)
 
 RLE = dict  # pycocotools run-length encoding {"size": [H, W], "counts": bytes}
-MaskOrRLE = Union[np.ndarray, RLE]
+MaskOrRLE = np.ndarray | RLE
 
 
 def rle_encode(mask: np.ndarray) -> RLE:

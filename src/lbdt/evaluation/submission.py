@@ -22,11 +22,11 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from lbdt.data.sources import SOURCES
 from lbdt.errors import LBDTError
 from lbdt.paths import check_input_path, check_name
 
 PathLike = Union[str, "os.PathLike[str]"]
-TOP = {"ytvos": "Annotations/", "mevis": ""}  # format -> folder above the video folders
 MAX_PNG_BYTES = 64 * 2**20  # a 0/255 mask PNG of any real frame is far smaller; larger entries are not read
 
 
@@ -56,11 +56,19 @@ def _read_meta(path: PathLike, what: str = "--meta") -> dict:
     return videos
 
 
+def server_top(fmt: str) -> str:
+    """The folder above the video folders in the zip of dataset `fmt`'s server (`Source.submission_top`)."""
+    top = SOURCES[fmt].submission_top if fmt in SOURCES else None
+    if top is None:
+        servers = [n for n, s in SOURCES.items() if s.submission_top is not None]
+        raise LBDTError(f"unknown submission format {fmt!r}; expected one of {', '.join(servers)}")
+    return top
+
+
 def expected_entries(meta_json_path: PathLike, test_meta_json_path: PathLike | None = None,
                      fmt: str = "ytvos") -> dict[str, str]:
     """Zip entry name → video id for every PNG the server of `fmt` (ytvos | mevis) expects."""
-    if fmt not in TOP:
-        raise LBDTError(f"unknown submission format {fmt!r}; expected one of {', '.join(TOP)}")
+    top = server_top(fmt)
     videos = _read_meta(meta_json_path)
     skip = set(_read_meta(test_meta_json_path, "--test-meta")) if test_meta_json_path is not None else set()
     expected: dict[str, str] = {}
@@ -69,7 +77,7 @@ def expected_entries(meta_json_path: PathLike, test_meta_json_path: PathLike | N
             continue
         for exp_id in entry["expressions"]:
             for frame in entry["frames"]:
-                expected[f"{TOP[fmt]}{vid}/{exp_id}/{frame}.png"] = vid
+                expected[f"{top}{vid}/{exp_id}/{frame}.png"] = vid
     return expected
 
 
@@ -124,6 +132,7 @@ def validate_submission(
     if not zip_path.is_file():
         raise LBDTError(f"{zip_path}: file not found")
     expected = expected_entries(meta_json_path, test_meta_json_path, fmt)
+    top, videos = server_top(fmt), set(expected.values())
     root = check_input_path(images_root, "--images") if images_root is not None else None
     if root is not None and not root.is_dir():
         raise LBDTError(f"{root}: JPEGImages folder not found (--images)")
@@ -143,10 +152,11 @@ def validate_submission(
         for info in files:
             name = info.filename
             if name not in expected:
-                if fmt == "ytvos":
-                    where = "" if name.startswith(TOP[fmt]) else f" (the zip's top folder must be {TOP[fmt]})"
+                if top:
+                    where = "" if name.startswith(top) else f" (the zip's top folder must be {top})"
                 else:
-                    where = " (the video folders must be at the zip's top level)" if name.startswith("Annotations/") else ""
+                    nested = name.split("/", 1)[0] not in videos and name.split("/", 1)[-1].split("/", 1)[0] in videos
+                    where = " (the video folders must be at the zip's top level)" if nested else ""
                 problems.append(f"extra file: {name}{where}")
                 continue
             if info.file_size > MAX_PNG_BYTES:

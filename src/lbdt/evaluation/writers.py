@@ -2,7 +2,8 @@
 
 * `save_mask_png`: one binary mask as a single-channel 8-bit PNG with values 0/255 (atomic).
 * `PngMaskWriter`: `<root>/<video>/<expression or object>/<frame>.png` for every prediction.
-* `YTVOSSubmissionWriter`: the Ref-YouTube-VOS server zip, `Annotations/<video>/<exp_id>/<frame>.png`.
+* `SubmissionWriter`: an evaluation server's zip (Ref-YouTube-VOS: `Annotations/<video>/<exp_id>/<frame>.png`;
+  MeViS: `<video>/<exp_id>/<frame>.png`).
 * `format_metrics_table`: the metrics report as plain text (its JSON goes through `lbdt.io.write_json`).
 
 Every file is written to a temporary name in the destination folder and moved into place with
@@ -12,22 +13,22 @@ Every file is written to a temporary name in the destination folder and moved in
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 from PIL import Image
 
-from lbdt.io import write_bytes
 from lbdt.errors import LBDTError
+from lbdt.io import write_bytes
 from lbdt.paths import check_name
 from lbdt.types import Prediction, SampleMeta
+from lbdt.visualize import VideoWriter, overlay, pick_color, upscale
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -92,48 +93,54 @@ class PngMaskWriter:
         """Nothing is buffered; every mask is already on disk."""
 
 
-class YTVOSSubmissionWriter:
-    """Sink: the Ref-YouTube-VOS submission zip with `Annotations/` as its top folder.
+class SubmissionWriter:
+    """Sink: an evaluation server's submission zip, `<top><video>/<exp_id>/<frame>.png` (0/255, original size).
 
-    Entries are `Annotations/<video>/<exp_id>/<frame>.png` (0/255, original size), where exp_id is
+    `top` is the folder above the video folders (`Source.submission_top`: "Annotations/" for Ref-YouTube-VOS,
+    "" for MeViS). exp_id is
     `meta.expression_id` (or `meta.object_id` when the former is empty, as in the original's
     `valid_new_pure.txt`). The zip is built under a temporary name and moved to `zip_path` by `close()`.
     Writing the same (video, expression, frame) twice raises `LBDTError`.
     """
 
-    TOP = "Annotations/"  # folder above the video folders inside the zip
-
-    def __init__(self, *, zip_path: PathLike):
-        self.zip_path = Path(zip_path)
-        self.zip_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.zip_path.name}.", suffix=".tmp", dir=self.zip_path.parent)
-        os.close(fd)
-        self._zip: zipfile.ZipFile | None = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
+    def __init__(self, *, zip_path: PathLike, top: str = "Annotations/"):
+        self.zip_path, self.top = Path(zip_path), top
+        self._zip: zipfile.ZipFile | None = None  # opened on the first write (or by close, for an empty zip)
+        self._tmp = ""
+        self._closed = False
         self._names: set[str] = set()
 
-    @classmethod
-    def entry_name(cls, meta: SampleMeta) -> str:
+    def _open(self) -> zipfile.ZipFile:
+        if self._zip is None:
+            self.zip_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.zip_path.name}.", suffix=".tmp",
+                                             dir=self.zip_path.parent)
+            os.close(fd)
+            self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
+        return self._zip
+
+    def entry_name(self, meta: SampleMeta) -> str:
         video, group, frame = _layout_parts(meta, "submission zip")
-        return f"{cls.TOP}{video}/{group}/{frame}.png"
+        return f"{self.top}{video}/{group}/{frame}.png"
 
     def write(self, pred: Prediction) -> None:
-        if self._zip is None:
+        if self._closed:
             raise RuntimeError("write() after close()")
         name = self.entry_name(pred.meta)
         if name in self._names:
             raise LBDTError(f"{self.zip_path}: two predictions for {name}")
         self._names.add(name)
-        self._zip.writestr(name, mask_png_bytes(pred.mask))  # PNG is already compressed
+        self._open().writestr(name, mask_png_bytes(pred.mask))  # PNG is already compressed
 
     @property
     def count(self) -> int:
         return len(self._names)
 
     def close(self) -> None:
-        if self._zip is None:
+        if self._closed:
             return
-        self._zip.close()
-        self._zip = None
+        self._open().close()
+        self._zip, self._closed = None, True
         os.replace(self._tmp, self.zip_path)
 
     def abort(self) -> None:
@@ -141,14 +148,141 @@ class YTVOSSubmissionWriter:
         if self._zip is not None:
             self._zip.close()
             self._zip = None
-        if os.path.exists(self._tmp):
+        self._closed = True
+        if self._tmp and os.path.exists(self._tmp):
             os.remove(self._tmp)
 
 
-class MeViSSubmissionWriter(YTVOSSubmissionWriter):
-    """Sink: the MeViS server zip, `<video>/<exp_id>/<frame>.png` with the video folders at the zip's top level."""
+# ---------------------------------------------------------------- sinks for video predictions (VideoSegmenter)
+# `lbdt predict`, `lbdt demo` and `lbdt serve` feed these with the predictions of `VideoSegmenter.segment_many`
+# (one per sentence and frame; `Prediction.sentence_index` says which sentence); `drain` runs them.
 
-    TOP = ""
+
+def _frame_name(pred: Prediction, where: str) -> str:
+    return check_name(pred.meta.frame_id, "frame id", where)
+
+
+class SentenceMaskWriter:
+    """Sink: sentence j's masks to `<root>/<folders[j]>/<frame>.png` (0/255, original size), each atomic."""
+
+    def __init__(self, root: PathLike, folders: Sequence[str]):
+        self.root, self.folders = Path(root), list(folders)
+
+    def write(self, pred: Prediction) -> None:
+        save_mask_png(self.root / self.folders[pred.sentence_index] / f"{_frame_name(pred, str(self.root))}.png",
+                      pred.mask)
+
+    def close(self) -> None:
+        """Nothing is buffered; every mask is already on disk."""
+
+
+class MaskZipWriter:
+    """Sink: sentence j's masks as `<folders[j]>/<frame>.png` entries of one zip, which appears at `path` only
+    when closed (`abort` leaves nothing)."""
+
+    def __init__(self, path: PathLike, folders: Sequence[str]):
+        self.path, self.folders = Path(path), list(folders)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
+
+    def write(self, pred: Prediction) -> None:
+        self._zip.writestr(f"{self.folders[pred.sentence_index]}/{_frame_name(pred, str(self.path))}.png",
+                           mask_png_bytes(pred.mask))  # PNG is already compressed
+
+    def close(self) -> None:
+        self._zip.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._zip.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class OverlayVideoWriter:
+    """Sink: one H.264 video of the frames with the masks of `sentences` (indices) tinted in their colours
+    (`visualize.pick_color`) and `caption` drawn (a text, or a function of the frame's last prediction); a frame
+    is written once all its sentences arrived. Needs the
+    predictions' frames (`return_frames=True`). `scale` enlarges small frames (nearest) before drawing."""
+
+    def __init__(self, path: PathLike, *, fps: float, sentences: Sequence[int],
+                 caption: str | Callable[[Prediction], str] = "", scale: int = 1):
+        self.sentences, self.caption, self.scale = list(sentences), caption, int(scale)
+        self.video = VideoWriter(path, fps=fps)
+        self._frame: dict[int, Prediction] = {}
+
+    def write(self, pred: Prediction) -> None:
+        if pred.sentence_index not in self.sentences:
+            return
+        if pred.frame is None:
+            raise ValueError("OverlayVideoWriter needs the frames: segment with return_frames=True")
+        self._frame[pred.sentence_index] = pred
+        if len(self._frame) < len(self.sentences):
+            return
+        image = upscale(pred.frame, self.scale)
+        caption = self.caption(pred) if callable(self.caption) else self.caption
+        for n, j in enumerate(self.sentences):
+            last = n == len(self.sentences) - 1
+            image = overlay(image, upscale(self._frame[j].mask, self.scale), color=pick_color(j),
+                            sentence=caption if last else "")
+        self.video.write(image)
+        self._frame = {}
+
+    def close(self) -> None:
+        self.video.close()
+
+    def abort(self) -> None:
+        self.video.abort()
+
+
+class SentenceStats:
+    """Sink: per sentence, the foreground fraction and score of every frame; the frame ids and sizes seen."""
+
+    def __init__(self, sentences: Sequence[str]):
+        self.sentences = list(sentences)
+        self.foreground: list[list[float]] = [[] for _ in self.sentences]
+        self.score: list[list[float]] = [[] for _ in self.sentences]
+        self.frame_ids: list[str] = []
+        self.sizes: set[tuple[int, int]] = set()
+
+    def write(self, pred: Prediction) -> None:
+        if pred.sentence_index == 0:
+            self.frame_ids.append(pred.meta.frame_id)
+            self.sizes.add(tuple(pred.meta.original_size))
+        self.foreground[pred.sentence_index].append(float(pred.mask.mean()))
+        self.score[pred.sentence_index].append(float(pred.score))
+
+    def all_empty(self, j: int) -> bool:
+        """Whether sentence j's mask was empty on every frame (False when no frame was seen)."""
+        return bool(self.foreground[j]) and not any(self.foreground[j])
+
+    def close(self) -> None:
+        """Nothing to write: the caller reads the numbers."""
+
+
+def drain(stream: Iterable[Iterable[Prediction]], sinks: Sequence[Any],
+          after_frame: Callable[[int], None] | None = None) -> int:
+    """Feed every prediction of `stream` (one list per frame) to every sink, then close them; on any error the
+    sinks that can `abort` are aborted (no half-written file under its final name). `after_frame(n)` runs after
+    the n-th frame. Returns the number of frames."""
+    frames = 0
+    try:
+        for preds in stream:
+            for pred in preds:
+                for sink in sinks:
+                    sink.write(pred)
+            frames += 1
+            if after_frame is not None:
+                after_frame(frames)
+    except BaseException:
+        for sink in sinks:
+            abort = getattr(sink, "abort", None)
+            if abort is not None:
+                abort()
+        raise
+    for sink in sinks:
+        sink.close()
+    return frames
 
 
 def _format_value(value: Any) -> str:

@@ -32,20 +32,30 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
-from lbdt.io import write_text
+from lbdt.config import DataConfig
+from lbdt.data.build import build_dataset, make_loader
+from lbdt.data.synth import WORD_VECTORS, make_clip, vocabulary, write_benchmark
 from lbdt.engine import fast
 from lbdt.errors import LBDTError
+from lbdt.export import export_onnx, require
+from lbdt.io import write_text
+from lbdt.losses import segmentation_loss
+from lbdt.models.build import build_model
+from lbdt.onnx_backend import OnnxRuntimeModel
 from lbdt.paths import check_output_file
+from lbdt.predictor import VideoSegmenter
 from lbdt.runtime import (
     PRECISIONS,
     autocast,
@@ -54,6 +64,7 @@ from lbdt.runtime import (
     resolve_device,
     resolve_precision,
 )
+from lbdt.words import WordVectors
 
 N_WORDS = 25  # tokens per sentence
 N_REAL_WORDS = 8  # real (unpadded) tokens in the synthetic sentence
@@ -239,7 +250,6 @@ def synthetic_inputs(batch: int, size: tuple[int, int], device: torch.device,
 
 def count_flops(model: torch.nn.Module, size: tuple[int, int]) -> int:
     """FLOPs of one frame's `segment` (batch 1, fp32, CPU copy not needed: counted on the model's device)."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     device = next(model.parameters()).device
     frame, ref, words, mask = synthetic_inputs(1, size, device)
@@ -331,9 +341,6 @@ def sentence_ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def _streaming_row(model: torch.nn.Module, *, precision: str, batch: int, settings: BenchmarkSettings,
                    device: torch.device) -> dict[str, Any]:
-    from lbdt.data.synth import make_clip, vocabulary
-    from lbdt.words import WordVectors
-    from lbdt.predictor import VideoSegmenter
 
     clip = make_clip(0, frames=settings.frames, size=settings.size)
     video, sentence = clip.frames, clip.objects[0].sentence  # uint8 [T,H,W,3] at the model size
@@ -353,7 +360,6 @@ def _streaming_row(model: torch.nn.Module, *, precision: str, batch: int, settin
 
 def _train_row(base: torch.nn.Module, *, precision: str, settings: BenchmarkSettings,
                device: torch.device) -> dict[str, Any]:
-    from lbdt.losses import segmentation_loss
 
     model = copy.deepcopy(base).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
@@ -381,11 +387,7 @@ def _train_row(base: torch.nn.Module, *, precision: str, settings: BenchmarkSett
 def _loader_row(settings: BenchmarkSettings) -> dict[str, Any]:
     """Training samples/s of `lbdt.data.build` on a small synthetic benchmark (A2D layout, 96x128 frames)
     resized to `settings.size`, through a DataLoader with `settings.loader_workers` workers, batch 8."""
-    import tempfile
 
-    from lbdt.config import DataConfig
-    from lbdt.data.build import build_dataset, make_loader
-    from lbdt.data.synth import WORD_VECTORS, write_benchmark
 
     with tempfile.TemporaryDirectory(prefix="lbdt-bench-") as tmp:
         root = Path(tmp) / "synthetic"
@@ -410,10 +412,7 @@ def _loader_row(settings: BenchmarkSettings) -> dict[str, Any]:
 def _onnxruntime_model(base: torch.nn.Module, device: torch.device) -> tuple[Any, dict[str, Any]]:
     """`base` exported to ONNX in a temporary folder and loaded into ONNX Runtime sessions with as many
     intra-op threads as PyTorch uses; returns the model and facts for the result (version, threads, export time)."""
-    import tempfile
 
-    from lbdt.export import export_onnx, require
-    from lbdt.onnx_backend import OnnxRuntimeModel
 
     ort = require("onnxruntime")
     with tempfile.TemporaryDirectory(prefix="lbdt-bench-onnx-") as tmp:
@@ -443,7 +442,6 @@ def machine_precisions(requested: tuple[str, ...], device: torch.device) -> tupl
 
 def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Measure everything `settings` asks for; returns the JSON-ready result (see module docstring)."""
-    from lbdt.models.build import build_model
 
     device = resolve_device(settings.device)
     if any(b < 1 for b in settings.batches) or settings.repeats < 1 or settings.warmup < 0:
@@ -493,8 +491,9 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
     for p in usable:
         progress(f"matmul rate {p}")
         sample_rate(p, settings.matmul_sizes)
-    prepared = {p: fast.prepare_for_inference(copy.deepcopy(base), device=device, precision=p,
-                                              compile=settings.compile) for p in usable}
+    prepared = {p: copy.deepcopy(base) for p in usable}
+    setups = {p: fast.prepare_for_inference(prepared[p], device=device, precision=p, compile=settings.compile)
+              for p in usable}
     ort_model = None
     if settings.onnxruntime:
         progress("exporting to ONNX")
@@ -523,7 +522,7 @@ def run_benchmark(settings: BenchmarkSettings, *, progress: Callable[[str], None
         row["achieved_share"] = row["gflops_per_s"] / rate
         row["achieved_share_best"] = row["frames_per_s_best"] * flops / 1e9 / rate  # fastest repeat: least disturbed
 
-    result["kernels"] = {p: prepared[p].kernels for p in usable}  # fast path: oneDNN or ATen kernels
+    result["kernels"] = {p: setups[p].kernels for p in usable}  # fast path: oneDNN or ATen kernels
     result["effective_precision"] = {  # what each precision really runs as here (lbdt.runtime decides)
         p: c.name + (" (emulated: this CPU has no bf16 instructions)" if c.emulated else "") for p, c in chosen.items()}
     for p in usable if settings.sentences else []:

@@ -25,8 +25,8 @@ import copy
 import math
 import os
 import shutil
+import signal
 import tempfile
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from lbdt.data.synth import SPEED, make_clip
+from lbdt.data.video import VideoFrame, VideoReader, open_video
 from lbdt.errors import LBDTError
+from lbdt.evaluation.writers import MaskZipWriter, OverlayVideoWriter, SentenceStats, drain
+from lbdt.predictor import VideoSegmenter, sentence_folders
+from lbdt.visualize import VideoWriter
 
 UPLOAD_TYPES = (".mp4", ".webm", ".mov", ".gif")
 INSTALL_HINT = "lbdt serve needs Gradio: pip install 'lbdt[serve]'"
@@ -97,11 +102,6 @@ def segment_clip(segmenter, video: str | os.PathLike, sentences: Sequence[str], 
     (checked before decoding when the container gives its frame count, else while decoding).
     `progress(done, total)` is called after every frame (total None when unknown).
     """
-    from lbdt.io import atomic_write
-    from lbdt.data.video import VideoFrame, VideoReader, open_video
-    from lbdt.evaluation.writers import mask_png_bytes
-    from lbdt.predictor import sentence_folders
-    from lbdt.visualize import VideoWriter, overlay, pick_color
 
     sentences = list(sentences)
     if not sentences:
@@ -136,32 +136,19 @@ def segment_clip(segmenter, video: str | os.PathLike, sentences: Sequence[str], 
     out = Path(out_dir)
     folders = sentence_folders(sentences)
     caption = sentences[0] if len(sentences) == 1 else "  ".join(f"[{j + 1}] {s}" for j, s in enumerate(sentences))
-    area: list[list[float]] = [[] for _ in sentences]
-    score: list[list[float]] = [[] for _ in sentences]
-    frame_ids: list[str] = []
-    size = (0, 0)
-    with VideoWriter(out / "overlay.mp4", fps=fps / stride) as writer, atomic_write(out / "masks.zip") as tmp, \
-            zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as masks:  # PNGs are compressed already
-        for preds in stream:
-            image = preds[0].extras["frame"]
-            size = preds[0].meta.original_size
-            frame_ids.append(preds[0].meta.frame_id)
-            for j, pred in enumerate(preds):
-                masks.writestr(f"{folders[j]}/{pred.meta.frame_id}.png", mask_png_bytes(pred.mask))
-                area[j].append(float(pred.mask.mean()))
-                score[j].append(pred.score)
-                image = overlay(image, pred.mask, color=pick_color(j),
-                                sentence=caption if j == len(preds) - 1 else "")
-            writer.write(image)
-            if progress is not None:
-                progress(len(frame_ids), total)
+    stats = SentenceStats(sentences)
+    sinks = [OverlayVideoWriter(out / "overlay.mp4", fps=fps / stride, sentences=range(len(sentences)),
+                                caption=caption), MaskZipWriter(out / "masks.zip", folders), stats]
+    drain(stream, sinks, after_frame=None if progress is None else lambda n: progress(n, total))
+    area, score, frame_ids = stats.foreground, stats.score, stats.frame_ids
+    size = next(iter(stats.sizes), (0, 0))
     warnings = []
     for j, sentence in enumerate(sentences):
         unknown = job.word_vectors.coverage(sentence, max_len=job.max_words).unknown
         if unknown:
             warnings.append(f"sentence {j + 1}: the model does not know {', '.join(repr(w) for w in unknown)} "
                             "(read as zero vectors)")
-        if not any(area[j]):
+        if stats.all_empty(j):
             warnings.append(f"sentence {j + 1}: the mask is empty on every frame")
     return ClipResult(video=out / "overlay.mp4", masks_zip=out / "masks.zip", sentences=sentences,
                       frame_ids=frame_ids, fps=fps / stride, size=tuple(size), area=area, score=score,
@@ -172,8 +159,6 @@ def write_example(segmenter, folder: str | os.PathLike) -> tuple[Path, list[str]
     """The bundled example: a synthetic clip (`lbdt.data.synth.make_clip`, seed `EXAMPLE_SEED`) at the model's
     size and training speed, written as H.264 mp4 under `folder`; returns its path and two of its sentences
     (a motion-dependent one and an appearance one)."""
-    from lbdt.data.synth import SPEED, make_clip
-    from lbdt.visualize import VideoWriter
 
     size = segmenter.size
     speed = SPEED.get(segmenter.runnable.dataset, SPEED["a2d"]) * min(size)
@@ -250,14 +235,13 @@ def build_app(weights: str | os.PathLike = "synthetic-tiny", *, device: str = "a
     `GRADIO_EXAMPLES_CACHE` inside it, and `GRADIO_ANALYTICS_ENABLED=False`, for this process."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     gr = _require_gradio()
-    from lbdt.predictor import VideoSegmenter
 
     limits = limits or Limits()
     owns = workdir is None
     root = Path(tempfile.mkdtemp(prefix="lbdt-serve-") if owns else workdir).resolve()
     os.environ["GRADIO_TEMP_DIR"] = str(root / "uploads")
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(root / "examples-cache")
-    segmenter = VideoSegmenter(weights, device=device, precision=precision)
+    segmenter = VideoSegmenter.from_pretrained(weights, device=device, precision=precision)
     example, example_sentences = write_example(segmenter, root / "examples")
     jobs = root / "jobs"
 
@@ -338,7 +322,6 @@ def serve(weights: str | os.PathLike = "synthetic-tiny", *, host: str = "127.0.0
           device: str = "auto", precision: str = "auto", max_upload_mb: float = 50.0,
           max_seconds: float = 60.0) -> None:
     """`lbdt serve`: build the page for `weights` and serve it until interrupted (Ctrl+C)."""
-    import signal
 
     def stop(signum, frame):  # SIGTERM ends the server like Ctrl+C, so the temporary folder is removed
         raise KeyboardInterrupt

@@ -1,4 +1,8 @@
-"""Dataset sources: a dataset root → records, frames, masks, reference frames. `SOURCES` maps format → class."""
+"""Dataset sources: a dataset root → records, frames, masks, reference frames, and the dataset's facts.
+
+`SOURCES` (format name → class) is the one list of datasets: the configuration's `data.dataset` choices, the
+CLI's `--dataset` / `--format` choices and the engine read it, and nothing else names datasets.
+"""
 
 from lbdt.data.sources.a2d import A2DSource
 from lbdt.data.sources.base import Source
@@ -7,7 +11,7 @@ from lbdt.data.sources.jhmdb import JHMDBSource
 from lbdt.data.sources.mevis import MeViSSource
 from lbdt.data.sources.ytvos import YTVOSSource
 
-SOURCES: dict[str, type[Source]] = {"a2d": A2DSource, "jhmdb": JHMDBSource, "ytvos": YTVOSSource,
-                                  "davis": DAVISSource, "mevis": MeViSSource}
+SOURCES: dict[str, type[Source]] = {s.name: s for s in (A2DSource, JHMDBSource, YTVOSSource, DAVISSource,
+                                                         MeViSSource)}
 
 __all__ = ["SOURCES", "A2DSource", "DAVISSource", "JHMDBSource", "MeViSSource", "Source", "YTVOSSource"]

@@ -37,6 +37,8 @@ def _numeric_ids(values: np.ndarray, path: Path) -> np.ndarray:
 class A2DSource(Source):
     name = "a2d"
     default_frame_gap = 6
+    raw_frame_gap = 6
+    default_protocol = "lbdt"
     numbered_frames = True
     frame_ext = ".jpg"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import numpy as np
 
@@ -35,16 +35,26 @@ def _sort_frames(stems: list[str]) -> list[str]:
 
 
 class Source:
-    """A dataset root laid out as the original project expects (docs/datasets/).
+    """A dataset root laid out as the original project expects (docs/datasets/), and every fact about the dataset.
 
-    Subclasses set the class attributes and implement `video_dir` and `read_mask`; they may override
-    `list_file` (where a split's list is and its format) and `has_masks`.
+    Subclasses set the class attributes and implement `video_dir`, `mask_path` and `read_mask`; they may override
+    `list_file` (where a split's list is and its format) and `has_masks`. The engine, the configuration and the
+    CLI read a dataset's facts only from these attributes (`lbdt.data.sources.SOURCES` lists the sources).
     """
 
-    name: ClassVar[str] = ""  # "a2d" | "jhmdb" | "ytvos": SampleMeta.dataset
-    default_frame_gap: ClassVar[int] = 1  # k of the reference frame t - k
+    name: ClassVar[str] = ""  # "a2d" | "jhmdb" | ...: SampleMeta.dataset, config `data.dataset`, `--dataset`
+    default_frame_gap: ClassVar[int] = 1  # k of the reference frame t - k, in this dataset's stored frames
+    raw_frame_gap: ClassVar[int] = 5  # k in raw video frames for a model trained on this dataset (`lbdt predict`)
     numbered_frames: ClassVar[bool] = True  # k counts frame numbers (True) or stored frames (False)
     frame_ext: ClassVar[str] = ".jpg"
+    default_protocol: ClassVar[str] = "native"  # resize protocol of `lbdt evaluate` (lbdt.engine.inference)
+    # how a split with ground truth is scored: "refer" (P@K, IoU, mAP; DAVIS J&F when `jf_by_default`),
+    # "davis" (Ref-DAVIS17 index masks per expression group), "mevis" (J&F over union targets)
+    scoring: ClassVar[str] = "refer"
+    jf_by_default: ClassVar[bool] = False
+    # the server zip written for a split without ground truth: the folder above the video folders inside the
+    # zip ("Annotations/" for Ref-YouTube-VOS, "" for MeViS); None where the dataset has no evaluation server
+    submission_top: ClassVar[str | None] = None
 
     def __init__(self, root: str | os.PathLike):
         self.root = check_input_path(root, f"{self.name} dataset root")  # not a file object, not '' (= here)
@@ -95,7 +105,7 @@ class Source:
         """uint8 [H,W,3] RGB frame."""
         return read_image(self.frame_path(video_id, frame_id))
 
-    def reference_frame_id(self, video_id: str, frame_id: str, k: Optional[int] = None) -> str:
+    def reference_frame_id(self, video_id: str, frame_id: str, k: int | None = None) -> str:
         """The frame t - k (k = `default_frame_gap` when None), clamped to the first stored frame."""
         k = self.default_frame_gap if k is None else k
         if self.numbered_frames and not frame_id.isdigit():
@@ -108,9 +118,9 @@ class Source:
 
     # ---------------------------------------------------------------- masks
     def mask_path(self, record: ReferRecord) -> Path:
-        """The file holding the record's ground-truth mask."""
+        """The file holding the record's ground-truth mask (what a message about that mask names)."""
         raise NotImplementedError
 
-    def read_mask(self, record: ReferRecord) -> Optional[np.ndarray]:
+    def read_mask(self, record: ReferRecord) -> np.ndarray | None:
         """bool [H0,W0] mask of the record's object at its annotated frame (None where there is none)."""
         raise NotImplementedError

@@ -30,6 +30,8 @@ class DAVISSource(ExpressionSource):
     name = "davis"
     splits = ("train", "val")
     default_frame_gap = 4
+    raw_frame_gap = 5
+    scoring = "davis"
     frame_ext = ".jpg"
 
     def check_expression(self, path: Path, video: str, exp_id: str, entry: dict) -> dict:
@@ -44,12 +46,16 @@ class DAVISSource(ExpressionSource):
         return {(vid, eid): (e["group"], int(e["obj_id"]))
                 for vid, v in self.videos(split).items() for eid, e in v["expressions"].items()}
 
-    def mask_path(self, video_id: str, frame_id: str) -> Path:
+    def index_path(self, video_id: str, frame_id: str) -> Path:
+        """The index PNG of one frame (all objects of the video)."""
         return self.root / self.split_of(video_id) / "Annotations" / video_id / f"{frame_id}.png"
+
+    def mask_path(self, record: ReferRecord) -> Path:
+        return self.index_path(record.video_id, record.frame_id)
 
     def read_index(self, video_id: str, frame_id: str) -> np.ndarray:
         """uint8 [H0,W0] object-id mask of one frame (0 background, 255 void)."""
-        path = self.mask_path(video_id, frame_id)
+        path = self.index_path(video_id, frame_id)
         if not path.is_file():
             raise LBDTError(f"{path}: mask file not found")
         try:

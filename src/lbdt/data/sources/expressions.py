@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from lbdt.io import read_json
 from lbdt.data.records import ReferRecord
 from lbdt.data.sources.base import Source
 from lbdt.errors import LBDTError
+from lbdt.io import read_json
 from lbdt.paths import check_name
 
 

@@ -41,6 +41,8 @@ def load_part_mask(path: Path) -> np.ndarray:
 class JHMDBSource(Source):
     name = "jhmdb"
     default_frame_gap = 5
+    raw_frame_gap = 5
+    default_protocol = "lbdt"
     numbered_frames = True
     frame_ext = ".png"
 

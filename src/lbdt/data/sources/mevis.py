@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from lbdt.data.records import ReferRecord
-from lbdt.io import read_json
 from lbdt.data.sources.expressions import ExpressionSource
 from lbdt.errors import LBDTError
+from lbdt.io import read_json
 
 
 def rle_size(rle: dict, where: str, expected: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -93,6 +93,9 @@ class MeViSSource(ExpressionSource):
     name = "mevis"
     splits = ("train", "valid_u", "valid")
     default_frame_gap = 1
+    raw_frame_gap = 5
+    scoring = "mevis"
+    submission_top = ""
     frame_ext = ".jpg"
 
     def __init__(self, root):
@@ -170,6 +173,10 @@ class MeViSSource(ExpressionSource):
             m = decode_rle(rle, f"{where}, frame {t}", expected=size)  # the mask must match its frame
             out = m if out is None else out | m
         return np.zeros(self._frame_size(video_id, frame_id), dtype=bool) if out is None else out
+
+    def mask_path(self, record: ReferRecord) -> Path:
+        """The split's `mask_dict.json` (it holds every mask of the split as RLE)."""
+        return self.root / self.split_of(record.video_id) / "mask_dict.json"
 
     def read_mask(self, record: ReferRecord) -> np.ndarray:
         return self.target(record.video_id, record.expression_id, record.frame_id)

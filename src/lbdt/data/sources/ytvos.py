@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -38,13 +37,16 @@ VALID_SPLITS = ("valid", "valid_new_pure")
 class YTVOSSource(Source):
     name = "ytvos"
     default_frame_gap = 1
+    raw_frame_gap = 5
+    jf_by_default = True
+    submission_top = "Annotations/"
     numbered_frames = False
     frame_ext = ".jpg"
 
     def __init__(self, root):
         super().__init__(root)
         self._video_dirs: dict[str, Path] = {}
-        self._meta: Optional[dict] = None
+        self._meta: dict | None = None
 
     def list_file(self, split: str) -> tuple[Path, str]:
         if split == "train":

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lbdt.errors import LBDTError
+from lbdt.paths import check_input_path, check_output_dir
 from lbdt.tools.prepare_data.a2d import prepare_a2d
 from lbdt.tools.prepare_data.common import PrepareSummary
 from lbdt.tools.prepare_data.davis import prepare_davis
 from lbdt.tools.prepare_data.jhmdb import prepare_jhmdb
 from lbdt.tools.prepare_data.mevis import prepare_mevis
 from lbdt.tools.prepare_data.ytvos import prepare_ytvos
-from lbdt.errors import LBDTError
-from lbdt.paths import check_input_path, check_output_dir
 
 PREPARERS = {"a2d": prepare_a2d, "jhmdb": prepare_jhmdb, "ytvos": prepare_ytvos, "davis": prepare_davis,
              "mevis": prepare_mevis}

@@ -25,6 +25,10 @@ import h5py
 import numpy as np
 
 from lbdt.data.listfile import write_list
+from lbdt.data.records import ReferRecord
+from lbdt.errors import LBDTError
+from lbdt.io import write_json
+from lbdt.paths import check_name
 from lbdt.tools.prepare_data.common import (
     PrepareSummary,
     clean_sentence,
@@ -35,10 +39,6 @@ from lbdt.tools.prepare_data.common import (
     read_marker,
     require_dir,
 )
-from lbdt.data.records import ReferRecord
-from lbdt.errors import LBDTError
-from lbdt.io import write_json
-from lbdt.paths import check_name
 
 ACTORS = {1: "adult", 2: "baby", 3: "ball", 4: "bird", 5: "car", 6: "cat", 7: "dog"}
 ACTIONS = {1: "climbing", 2: "crawling", 3: "eating", 4: "flying", 5: "jumping", 6: "rolling", 7: "running",

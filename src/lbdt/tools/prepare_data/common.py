@@ -14,13 +14,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from PIL import Image
 from tqdm import tqdm
 
-from lbdt.io import atomic_write, read_json
 from lbdt.errors import LBDTError
+from lbdt.io import atomic_write, read_json
 
 T = TypeVar("T")
 

@@ -21,6 +21,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lbdt.data.sources.davis import GROUPS, VOID
+from lbdt.errors import LBDTError
+from lbdt.io import write_json
+from lbdt.paths import check_name
 from lbdt.tools.prepare_data.common import (
     PrepareSummary,
     clean_sentence,
@@ -29,10 +33,6 @@ from lbdt.tools.prepare_data.common import (
     progress,
     read_marker,
 )
-from lbdt.data.sources.davis import GROUPS, VOID
-from lbdt.errors import LBDTError
-from lbdt.io import write_json
-from lbdt.paths import check_name
 
 # group -> (file name, encoding)
 TEXT_FILES = {"annot1_first": ("Davis17_annot1.txt", "utf-8"),

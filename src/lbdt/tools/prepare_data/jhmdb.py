@@ -21,7 +21,9 @@ import numpy as np
 import scipy.io
 
 from lbdt.data.listfile import write_list
-from lbdt.io import read_json
+from lbdt.data.records import ReferRecord
+from lbdt.errors import LBDTError
+from lbdt.io import read_json, write_json
 from lbdt.tools.prepare_data.common import (
     PrepareSummary,
     clean_sentence,
@@ -31,9 +33,6 @@ from lbdt.tools.prepare_data.common import (
     read_csv,
     require_dir,
 )
-from lbdt.data.records import ReferRecord
-from lbdt.errors import LBDTError
-from lbdt.io import write_json
 
 FRAMES_FILE = "jhmdb_frames.json"
 

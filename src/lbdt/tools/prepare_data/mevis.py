@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lbdt.tools.prepare_data.common import PrepareSummary, image_size, place_file, progress
 from lbdt.data.sources.mevis import MeViSSource, rle_size
 from lbdt.errors import LBDTError
+from lbdt.tools.prepare_data.common import PrepareSummary, image_size, place_file, progress
 
 
 def prepare_mevis(raw: str | Path, out: str | Path, *, copy: bool = False, show_progress: bool = True) -> PrepareSummary:

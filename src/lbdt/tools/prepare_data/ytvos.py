@@ -28,7 +28,10 @@ import random
 from pathlib import Path
 
 from lbdt.data.listfile import write_list
-from lbdt.io import read_json
+from lbdt.data.records import ReferRecord
+from lbdt.errors import LBDTError
+from lbdt.io import read_json, write_json
+from lbdt.paths import check_name
 from lbdt.tools.prepare_data.common import (
     PrepareSummary,
     clean_sentence,
@@ -40,10 +43,6 @@ from lbdt.tools.prepare_data.common import (
     remove_tree,
     require_dir,
 )
-from lbdt.data.records import ReferRecord
-from lbdt.errors import LBDTError
-from lbdt.io import write_json
-from lbdt.paths import check_name
 
 OUT_DIRS = {"train": "train", "val": "val", "valid": "val"}  # split -> folder under out
 # split -> (list file, list format)
