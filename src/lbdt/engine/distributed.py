@@ -136,7 +136,11 @@ def _rendezvous(rank: int, world: int) -> dist.Store:
             waiting_for = peer
             check.wait([f"world-{peer}"], timeout)
             theirs = int(check.get(f"world-{peer}"))
+            if rank != 0:
+                check.set(f"seen-{rank}", "1")  # rank 0 (hosting the store) may stop once its peers have read it
             if theirs != world:
+                if rank == 0:
+                    check.wait([f"seen-{peer}"], timeout)
                 raise LBDTError(f"{me}: the ranks disagree on WORLD_SIZE: rank {peer} was told {theirs}, this "
                                 f"rank {world}")
     except LBDTError:
