@@ -532,7 +532,7 @@ def test_generator_of_sentences_is_read_once(segmenter):
 @pytest.mark.parametrize("sentences, needle", [
     ([], "sentences: no sentence given"),
     (iter([]), "sentences: no sentence given"),
-    (["the circle", 7], "sentences: every sentence must be a str, got int 7"),
+    (["the circle", 7], "sentences: every sentence must be a string, got int 7"),
     (b"the circle", "sentences: expected a str or a sequence of str, got bytes"),
     (5, "got int"),
 ])

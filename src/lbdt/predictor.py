@@ -236,7 +236,7 @@ def sentence_list(sentences: str | Iterable[str], what: str = "sentences") -> li
     out = list(sentences)
     bad = next((s for s in out if not isinstance(s, str)), None)
     if bad is not None:
-        raise LBDTError(f"{what}: every sentence must be a str, got {type(bad).__name__} {bad!r}")
+        raise LBDTError(f"{what}: every sentence must be a string, got {type(bad).__name__} {bad!r}")
     if not out:
         raise LBDTError(f"{what}: no sentence given")
     return out
