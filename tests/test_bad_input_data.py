@@ -175,7 +175,7 @@ NESTED = "[" * 100_000 + "]" * 100_000
 
 @pytest.mark.parametrize("masks, meta, needles", [
     ({"0": [{"size": [H, W + 1], "counts": [0, H * (W + 1)]}, None]}, None,
-     ["mask_dict.json: anno_id '0', frame 0", "RLE size 16x17 (H x W) differs from its frame's 16x16"]),
+     ["mask_dict.json: anno_id '0', frame 0", "RLE size (16, 17) (H, W) differs from its frame's (16, 16)"]),
     ({"0": [{"size": [-H, W], "counts": "0"}, None]}, None, ["anno_id '0', frame 0", "two positive integers"]),
     ({"0": [{"size": [H, True], "counts": "0"}, None]}, None, ["frame 0", "two positive integers"]),
     ({"0": [None, "RLE"]}, None, ["anno_id '0', frame 1: expected a COCO RLE object or null"]),
@@ -231,7 +231,7 @@ def test_davis_source_root_is_a_file_object(d):
     ({"size": [H, W], "counts": [5, -3, 254]}, "list of non-negative integers"),
     ({"size": [H, W], "counts": "0\x7f"}, "character '\\x7f' in 'counts'"),
     ({"size": [H, W], "counts": "P"}, "'counts' ends inside a run length"),
-    ({"size": [10**9, 10**9], "counts": "0"}, "RLE size 1000000000x1000000000 (H x W) differs from its frame's 16x16"),
+    ({"size": [10**9, 10**9], "counts": "0"}, "RLE size (1000000000, 1000000000) (H, W) differs from its frame's (16, 16)"),
     ({"size": [H, 16.0], "counts": "0"}, "two positive integers"),
     ({"size": [H], "counts": "0"}, "two positive integers"),
     ({"counts": "0"}, "two positive integers, got None"),

@@ -32,7 +32,7 @@ def rle_size(rle: dict, where: str, expected: tuple[int, int] | None = None) -> 
         raise LBDTError(f"{where}: not a COCO RLE ('size' must be [H, W], two positive integers, got {size!r})")
     h, w = int(size[0]), int(size[1])
     if expected is not None and (h, w) != tuple(expected):
-        raise LBDTError(f"{where}: RLE size {h}x{w} (H x W) differs from its frame's {expected[0]}x{expected[1]}")
+        raise LBDTError(f"{where}: RLE size {(h, w)} (H, W) differs from its frame's {tuple(expected)}")
     return h, w
 
 
