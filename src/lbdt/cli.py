@@ -329,7 +329,7 @@ def _prepare_data(args: argparse.Namespace) -> int:
 
     options = {k: getattr(args, k) for k in ("jpeg_quality", "seed", "frames_per_video", "val_fraction",
                                              "drop_absent") if hasattr(args, k)}
-    summary = prepare_dataset(args.dataset, args.raw, args.out or f"datasets/{args.dataset}", copy=args.copy,
+    summary = prepare_dataset(args.dataset, args.raw, args.out if args.out is not None else f"datasets/{args.dataset}", copy=args.copy,
                               show_progress=not args.no_progress, **options)
     print(summary.format())
     return 0

@@ -104,11 +104,28 @@ def read_json(path: str | os.PathLike, what: str, *, max_bytes: int | None = Non
     if max_bytes is not None and path.stat().st_size > max_bytes:
         raise LBDTError(f"{path}: {path.stat().st_size:,} bytes, too large for {what} (at most {max_bytes:,})")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as e:
+        raise LBDTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
         raise LBDTError(f"{path}: malformed JSON ({e})") from None
+    except _DuplicateKey as e:
+        raise LBDTError(f"{path}: malformed JSON (key {e.args[0]!r} appears twice in one object)") from None
     except RecursionError:
         raise LBDTError(f"{path}: malformed JSON (nested too deeply)") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a key given twice (which `json` would silently resolve to the last) raises."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def load_weights(path: str | os.PathLike) -> Any:

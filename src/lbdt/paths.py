@@ -25,13 +25,27 @@ def _writable_ancestor(path: Path, what: str) -> None:
         raise LBDTError(f"{what} {path}: folder {probe} is not writable")
 
 
+def _as_path(path: object, what: str) -> Path:
+    """`path` as a Path: a str or os.PathLike that is not empty (an empty string would mean the current folder)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise LBDTError(f"{what}: expected a path (str or os.PathLike), got {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise LBDTError(f"{what}: expected a path as text, got {type(text).__name__}")
+    if text.strip() == "":
+        raise LBDTError(f"{what}: empty path")
+    return Path(text)
+
+
+def check_input_path(path: object, what: str) -> Path:
+    """An input file or folder named by the caller (a dataset root, a video, a zip): a non-empty str or
+    os.PathLike (not a file object, not bytes; an empty string is refused, not read as the current folder)."""
+    return _as_path(path, what)
+
+
 def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     """Check an output folder before any work: it is a writable folder, or can be created. Returns it as a Path."""
-    if isinstance(path, str) and path.strip() == "":  # Path("") would be "." (the current folder)
-        raise LBDTError(f"{what}: empty path")
-    path = Path(path)
-    if str(path).strip() == "":
-        raise LBDTError(f"{what}: empty path")
+    path = _as_path(path, what)
     if path.exists() and not path.is_dir():
         raise LBDTError(f"{what} {path}: exists and is not a folder")
     _writable_ancestor(path, what)
@@ -40,8 +54,8 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
 
 def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
     """Check an output file path before any work: not a folder, and its folder is writable or can be created."""
-    path = Path(path)
-    if str(path).strip() == "" or path.name == "":
+    path = _as_path(path, what)
+    if path.name == "":
         raise LBDTError(f"{what}: empty file name")
     if path.is_dir():
         raise LBDTError(f"{what} {path}: is a folder; give a file name")
@@ -55,7 +69,9 @@ def check_name(name: str, what: str, where: str) -> str:
     """A name that becomes one path component (a video id, a frame id, an expression id): not empty, not
     `.`/`..`, no `/` or `\\`, no NUL or line break, no surrounding spaces. `where` ("file:line") and `what`
     ("video id") name it."""
-    if not isinstance(name, str) or name.strip() == "":
+    if not isinstance(name, str):
+        raise LBDTError(f"{where}: {what} must be text, got {type(name).__name__} {name!r}")
+    if name.strip() == "":
         raise LBDTError(f"{where}: empty {what}")
     if name in (".", "..") or any(c in name for c in "/\\\0\n\r") or name != name.strip():
         raise LBDTError(f"{where}: {what} {name!r} is not a plain name (no '/', '\\', '..', line breaks or "

@@ -27,7 +27,7 @@ import time
 import unicodedata
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from lbdt.io import crash_point, write_json, write_text
 from lbdt.models.lbdt import LBDT, STRIDE
 from lbdt.models.text_encoder import TextFeatures
 from lbdt.onnx_backend import load_exported
-from lbdt.paths import check_output_dir
+from lbdt.paths import check_input_path, check_output_dir
 from lbdt.pretrained import load_pretrained
 from lbdt.runtime import InferenceSetup, Precision, autocast, resolve_device, resolve_precision
 from lbdt.types import Prediction, SampleMeta
@@ -102,6 +102,8 @@ class VideoSegmenter:
         self.batch_size = _whole(batch_size, "batch_size", 1)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise LBDTError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        if word_vectors is not None and not isinstance(word_vectors, WordVectors):
+            check_input_path(word_vectors, "VideoSegmenter word_vectors")
         self.word_vectors = resolve_word_vectors(word_vectors, embedded=runnable.word_vectors,
                                                  table=runnable.word_table)
         self.max_words = runnable.max_words
@@ -127,6 +129,7 @@ class VideoSegmenter:
         in its fp32 graphs. `options` are the constructor's (size, frame_gap, batch_size, word_vectors, threshold)."""
         if backend not in BACKENDS:
             raise LBDTError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        check_input_path(name, "VideoSegmenter.from_pretrained name")  # not a file object, not ''
         dev = resolve_device(device)
         if backend == "onnxruntime":
             if precision not in ("auto", "fp32"):
@@ -173,13 +176,10 @@ class VideoSegmenter:
         frames is segmented once per sentence. Yields, per frame, one `Prediction` per sentence (in order);
         `sentence_index` is the sentence's position. The sentence-independent trunk of the model runs once per
         batch of frames for all sentences (`LBDT.segment_many`)."""
-        if isinstance(sentences, str):
-            sentences = [sentences]
-        if not sentences:
-            raise LBDTError("no sentence given")
+        sentences = sentence_list(sentences)
         texts = [self.encode(s) for s in sentences]  # errors (empty sentence, no table) before any decoding
         reader = open_video(video)
-        return self._stream(reader.name, iter(reader), list(sentences), texts, return_prob, return_frames)
+        return self._stream(reader.name, iter(reader), sentences, texts, return_prob, return_frames)
 
     # ---------------------------------------------------------------- internals
     def _stream(self, name: str, frames: Iterator[VideoFrame], sentences: list[str], texts: list[TextFeatures],
@@ -258,6 +258,22 @@ def _same_or_auto(name: str, asked: Any, have: Any) -> bool:
     return (asked.name if isinstance(asked, Precision) else str(asked)) == have.name
 
 
+def sentence_list(sentences: str | Iterable[str], what: str = "sentences") -> list[str]:
+    """The caller's sentences as a list, read once (a generator is not read twice): one str is one sentence;
+    anything else must be an iterable of str with at least one item."""
+    if isinstance(sentences, str):
+        return [sentences]
+    if not isinstance(sentences, Iterable) or isinstance(sentences, (bytes, bytearray, Mapping)):
+        raise LBDTError(f"{what}: expected a str or a sequence of str, got {type(sentences).__name__}")
+    out = list(sentences)
+    bad = next((s for s in out if not isinstance(s, str)), None)
+    if bad is not None:
+        raise LBDTError(f"{what}: every sentence must be a string, got {type(bad).__name__} {bad!r}")
+    if not out:
+        raise LBDTError(f"{what}: no sentence given")
+    return out
+
+
 def _whole(value: Any, name: str, minimum: int) -> int:
     """An integer argument >= `minimum` (bools and floats are refused, not truncated)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
@@ -292,7 +308,7 @@ def _slug(text: str, limit: int = 40) -> str:
 
 
 INCOMPLETE = "INCOMPLETE"  # marker file of a predict output folder being written (or killed while written)
-_RESULT_FOLDER = re.compile(r"\d{2}_[a-z0-9-]+")
+_RESULT_FOLDER = re.compile(r"\d{2,}_[a-z0-9-]+")  # 00_ .. 99_, then 100_, ...
 
 
 def sentence_folders(sentences: Sequence[str]) -> list[str]:
@@ -325,9 +341,7 @@ def predict_to_folder(video: str | os.PathLike, sentences: Sequence[str], *, out
     """
 
 
-    sentences = list(sentences)
-    if not sentences:
-        raise LBDTError("give at least one sentence (--text)")
+    sentences = sentence_list(sentences, "sentences (--text)")
     reader = open_video(video)  # input errors first, before loading weights
     out = check_output_dir(out_dir)
     started = time.perf_counter()

@@ -15,10 +15,14 @@ declare 14000×14000), and every decoded frame again.
 
 from __future__ import annotations
 
+import inspect
+import io
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -28,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from lbdt.errors import LBDTError
+from lbdt.paths import check_input_path
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".gif")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -147,8 +152,12 @@ def open_video(video: VideoInput, *, max_pixels: int | None = None) -> VideoRead
     `max_pixels` bounds a video file's frame size (width × height; default `MAX_FRAME_PIXELS`)."""
     if isinstance(video, VideoReader):
         return video
+    if isinstance(video, (io.IOBase, bytes, bytearray, memoryview, Mapping, AbstractSet)):
+        what = {bytes: "bytes", bytearray: "bytes", memoryview: "bytes"}.get(type(video), type(video).__name__)
+        raise LBDTError(f"video: unsupported input of type {what} (pass the path of a video file or frame folder "
+                        "as str or os.PathLike, or an ordered sequence of frames)")
     if isinstance(video, (str, os.PathLike)):
-        path = Path(video)
+        path = check_input_path(video, "video")
         if not path.exists():
             raise LBDTError(f"{path}: no such file or folder")
         if path.is_dir():
@@ -170,6 +179,9 @@ def open_video(video: VideoInput, *, max_pixels: int | None = None) -> VideoRead
             raise LBDTError("arrays: the video has zero frames")
         return VideoReader(name="arrays", frames=lambda: _iterate_arrays(array), fps=None,
                            num_frames=int(array.shape[0]), reiterable=True)
+    if isinstance(video, types.GeneratorType) and inspect.getgeneratorstate(video) == inspect.GEN_CLOSED:
+        raise LBDTError("arrays: this generator of frames has already been read (pass a list or a file to read "
+                        "a video twice)")
     if isinstance(video, Iterable):
         if hasattr(video, "__len__") and hasattr(video, "__getitem__"):
             if len(video) == 0:

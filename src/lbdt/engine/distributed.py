@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -46,16 +47,132 @@ class DistInfo:
         return self.world_size > 1
 
 
+SETUP_TIMEOUT_VAR = "LBDT_DIST_TIMEOUT"  # seconds the ranks wait for each other at set-up (not torch's 30 minutes)
+DEFAULT_SETUP_TIMEOUT = 120.0
+
+
+def _env_int(name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
+    """An integer environment variable (`default` when unset); anything else is an `LBDTError` naming it."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise LBDTError(f"environment variable {name}={text!r}: expected an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise LBDTError(f"environment variable {name}={value}: must be {bound}")
+    return value
+
+
+def setup_timeout() -> float:
+    """Seconds the set-up waits for the other ranks: `$LBDT_DIST_TIMEOUT`, default 120."""
+    text = os.environ.get(SETUP_TIMEOUT_VAR)
+    if text is None:
+        return DEFAULT_SETUP_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise LBDTError(f"environment variable {SETUP_TIMEOUT_VAR}={text!r}: expected a positive number of seconds")
+    return value
+
+
+def process_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the torchrun variables, checked: integers, 0 <= RANK < WORLD_SIZE,
+    0 <= LOCAL_RANK < WORLD_SIZE. A RANK without a WORLD_SIZE (left over from another run) is refused: alone,
+    a process with rank 1 would compute and write nothing."""
+    world = _env_int("WORLD_SIZE", 1, 1)
+    rank = _env_int("RANK", 0, 0)
+    local_rank = _env_int("LOCAL_RANK", 0, 0)
+    if rank >= world:
+        if "WORLD_SIZE" not in os.environ:
+            raise LBDTError(f"environment variable RANK={rank} is set but WORLD_SIZE is not (left over from "
+                            "another run?): unset RANK and LOCAL_RANK to run one process, or start the ranks "
+                            "with torchrun")
+        raise LBDTError(f"environment variable RANK={rank} is not in [0, WORLD_SIZE={world})")
+    if local_rank >= world:
+        raise LBDTError(f"environment variable LOCAL_RANK={local_rank} is not in [0, WORLD_SIZE={world})")
+    return rank, world, local_rank
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _rendezvous(rank: int, world: int) -> dist.Store:
+    """Meet the other ranks at MASTER_ADDR:MASTER_PORT within `setup_timeout()` seconds and check that every
+    rank was told the same WORLD_SIZE and that no RANK is taken twice; returns the store for the process group.
+    Rank 0 hosts the store (under torchrun, the agent does). Every failure is one `LBDTError`."""
+    addr = os.environ.get("MASTER_ADDR", "").strip()
+    if not addr:
+        raise LBDTError(f"environment variable MASTER_ADDR is not set (WORLD_SIZE={world}): the ranks need the "
+                        "address of rank 0 (torchrun sets it)")
+    port = _env_int("MASTER_PORT", None, 1, 65535)
+    if port is None:
+        raise LBDTError(f"environment variable MASTER_PORT is not set (WORLD_SIZE={world}): the ranks need a port "
+                        "on rank 0 (torchrun sets it)")
+    seconds = setup_timeout()
+    timeout = timedelta(seconds=seconds)
+    me = f"distributed set-up (rank {rank} of WORLD_SIZE={world}, MASTER_ADDR:MASTER_PORT {addr}:{port})"
+    host = rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+    try:
+        store = dist.TCPStore(addr, port, world, is_master=host, timeout=timeout, wait_for_workers=False,
+                              multi_tenant=True)
+    except (RuntimeError, OSError, ValueError) as e:  # DistNetworkError / DistStoreError are RuntimeErrors
+        action = "cannot listen there (port in use, or not an address of this machine?)" if host \
+            else f"cannot reach rank 0 within {seconds:g} s ({SETUP_TIMEOUT_VAR})"
+        raise LBDTError(f"{me}: {action}: {_first_line(e)}") from None
+    check = dist.PrefixStore("lbdt-setup", store)
+    waiting_for = 0
+    try:
+        if check.add(f"rank-{rank}", 1) > 1:
+            raise LBDTError(f"{me}: another process also has RANK={rank}")
+        check.set(f"world-{rank}", str(world))
+        for peer in (range(1, world) if rank == 0 else (0,)):  # rank 0 sees everyone; everyone sees rank 0
+            waiting_for = peer
+            check.wait([f"world-{peer}"], timeout)
+            theirs = int(check.get(f"world-{peer}"))
+            if rank != 0:
+                check.set(f"seen-{rank}", "1")  # rank 0 (hosting the store) may stop once its peers have read it
+            if theirs != world:
+                if rank == 0:
+                    check.wait([f"seen-{peer}"], timeout)
+                raise LBDTError(f"{me}: the ranks disagree on WORLD_SIZE: rank {peer} was told {theirs}, this "
+                                f"rank {world}")
+    except LBDTError:
+        raise
+    except (RuntimeError, OSError, ValueError) as e:
+        raise LBDTError(f"{me}: rank {waiting_for} did not join within {seconds:g} s ({SETUP_TIMEOUT_VAR}): "
+                        f"{_first_line(e)}") from None
+    return store
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group described by the torchrun environment (nccl on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    """Join the process group described by the torchrun environment (nccl on CUDA, gloo on CPU).
+
+    The environment is checked first (`process_env`; MASTER_ADDR / MASTER_PORT when WORLD_SIZE > 1), then the
+    ranks meet within `$LBDT_DIST_TIMEOUT` seconds (default 120) and check that they agree on the world size
+    before the group is created; any problem is one `LBDTError` on every rank, never a wait of torch's 30 minutes.
+    Inside an existing group (a caller that created it), the group must match the environment."""
+    rank, world, local_rank = process_env()
+    if dist.is_initialized() and (dist.get_rank(), dist.get_world_size()) != (rank, world):
+        raise LBDTError(f"the existing process group (rank {dist.get_rank()} of {dist.get_world_size()}) "
+                        f"differs from the environment (RANK={rank}, WORLD_SIZE={world})")
     dev = resolve_device(device, local_rank=local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+        store = _rendezvous(rank, world)
+        try:
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank,
+                                    world_size=world)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise LBDTError(f"distributed set-up (rank {rank} of WORLD_SIZE={world}): cannot create the process "
+                            f"group: {_first_line(e)}") from None
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 

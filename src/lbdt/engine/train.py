@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lbdt.checkpoint import make_state, read_checkpoint, save_checkpoint
-from lbdt.config import RunConfig, TrainConfig, from_dict, process_batch, save_yaml, to_dict
+from lbdt.config import ModelConfig, RunConfig, TrainConfig, from_dict, process_batch, save_yaml, to_dict
 from lbdt.cpu_load import load_warning, read_load
 from lbdt.data.build import build_dataset, make_loader
 from lbdt.data.collate import collate
@@ -327,10 +327,17 @@ def _header(cfg: RunConfig, info: DistInfo, precision: Precision, train_set: Dat
             f"epoch, {tc.epochs} epochs{limit}")
 
 
+# every model field defines the network except its initialisation (the checkpoint's weights replace it)
+RESUME_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "imagenet_weights")
+
+
 def _check_resumable(cfg: RunConfig, saved: RunConfig, path: Path) -> None:
-    """Refuse to resume with settings that change the model or the data order."""
-    for section, name in (("model", "variant"), ("data", "size"), ("train", "batch_size"), ("train", "seed"),
-                          ("train", "grad_accum"), ("train", "global_batch"), ("data", "root"), ("data", "train_split")):
+    """Refuse to resume with settings that change the model (every `model` field but `imagenet_weights`), what it
+    is fed (dataset, size, k, N) or the data order."""
+    for section, name in (*(("model", f) for f in RESUME_MODEL_FIELDS), ("data", "dataset"), ("data", "size"),
+                          ("data", "frame_gap"), ("data", "max_words"), ("train", "batch_size"), ("train", "seed"),
+                          ("train", "grad_accum"), ("train", "global_batch"), ("data", "root"),
+                          ("data", "train_split")):
         a, b = getattr(getattr(cfg, section), name), getattr(getattr(saved, section), name)
         if a != b:
             raise LBDTError(f"{path}: cannot resume with {section}.{name}={a!r}; the checkpoint used {b!r}")

@@ -14,6 +14,8 @@ import io
 import json
 import os
 import zipfile
+import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Union
 
@@ -22,18 +24,22 @@ from PIL import Image
 
 from lbdt.data.sources import SOURCES
 from lbdt.errors import LBDTError
+from lbdt.paths import check_input_path, check_name
 
 PathLike = Union[str, "os.PathLike[str]"]
+MAX_PNG_BYTES = 64 * 2**20  # a 0/255 mask PNG of any real frame is far smaller; larger entries are not read
 
 
-def _read_meta(path: PathLike) -> dict:
-    path = Path(path)
+def _read_meta(path: PathLike, what: str = "--meta") -> dict:
+    path = check_input_path(path, what)
+    if not path.is_file():
+        raise LBDTError(f"{path}: file not found ({what})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LBDTError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LBDTError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise LBDTError(f"{path}: not valid JSON (nested too deeply)") from None
     videos = data.get("videos") if isinstance(data, dict) else None
     if not isinstance(videos, dict):
         raise LBDTError(f"{path}: expected a top-level \"videos\" mapping (meta_expressions.json format)")
@@ -41,6 +47,12 @@ def _read_meta(path: PathLike) -> dict:
         if not isinstance(entry, dict) or not isinstance(entry.get("expressions"), dict) \
                 or not isinstance(entry.get("frames"), list):
             raise LBDTError(f"{path}: video {vid!r} needs an \"expressions\" mapping and a \"frames\" list")
+        where = f"{path}: video {vid!r}"  # the names become zip entry names and --images paths
+        check_name(vid, "video id", str(path))
+        for exp_id in entry["expressions"]:
+            check_name(exp_id, "expression id", where)
+        for frame in entry["frames"]:
+            check_name(frame, "frame name", where)
     return videos
 
 
@@ -58,7 +70,7 @@ def expected_entries(meta_json_path: PathLike, test_meta_json_path: PathLike | N
     """Zip entry name → video id for every PNG the server of `fmt` (ytvos | mevis) expects."""
     top = server_top(fmt)
     videos = _read_meta(meta_json_path)
-    skip = set(_read_meta(test_meta_json_path)) if test_meta_json_path else set()
+    skip = set(_read_meta(test_meta_json_path, "--test-meta")) if test_meta_json_path is not None else set()
     expected: dict[str, str] = {}
     for vid, entry in videos.items():
         if vid in skip:
@@ -77,8 +89,12 @@ def _frame_size(images_root: Path | None, vid: str, name: str) -> tuple[int, int
     for ext in (".jpg", ".jpeg", ".png"):
         path = images_root / vid / f"{frame}{ext}"
         if path.is_file():
-            with Image.open(path) as img:
-                return img.size[1], img.size[0]
+            try:
+                with Image.open(path) as img:  # the header only: the size is all that is compared
+                    return img.size[1], img.size[0]
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+                raise LBDTError(f"{path}: unreadable frame (--images): {type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}") from None
     return None
 
 
@@ -112,22 +128,26 @@ def validate_submission(
     0 and 255, frames of one video with different sizes, and (when `images_root` = the valid
     `JPEGImages` folder is given) sizes that differ from the original frames.
     """
-    zip_path = Path(zip_path)
+    zip_path = check_input_path(zip_path, "ZIP")
     if not zip_path.is_file():
         raise LBDTError(f"{zip_path}: file not found")
     expected = expected_entries(meta_json_path, test_meta_json_path, fmt)
     top, videos = server_top(fmt), set(expected.values())
-    root = Path(images_root) if images_root else None
+    root = check_input_path(images_root, "--images") if images_root is not None else None
     if root is not None and not root.is_dir():
         raise LBDTError(f"{root}: JPEGImages folder not found (--images)")
     problems: list[str] = []
     try:
         archive = zipfile.ZipFile(zip_path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, OSError, EOFError):
         return [f"{zip_path}: not a zip file"]
     with archive:
         files = [info for info in archive.infolist() if not info.is_dir()]
         present = {info.filename for info in files}
+        copies = Counter(info.filename for info in files)
+        problems.extend(f"duplicate: {name} ({n} entries of this name; the server reads one of them)"
+                        for name, n in copies.items() if n > 1)
+        files = [info for info in files if copies[info.filename] == 1]
         video_sizes: dict[str, tuple[tuple[int, int], str]] = {}
         for info in files:
             name = info.filename
@@ -139,7 +159,16 @@ def validate_submission(
                     where = " (the video folders must be at the zip's top level)" if nested else ""
                 problems.append(f"extra file: {name}{where}")
                 continue
-            problem, size = _check_png(archive.read(info))
+            if info.file_size > MAX_PNG_BYTES:
+                problems.append(f"malformed: {name}: {info.file_size} bytes, more than a mask PNG can need "
+                                f"({MAX_PNG_BYTES})")
+                continue
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as e:
+                problems.append(f"malformed: {name}: corrupt zip entry ({type(e).__name__})")
+                continue
+            problem, size = _check_png(data)
             if problem:
                 problems.append(f"malformed: {name}: {problem}")
             if size is None:

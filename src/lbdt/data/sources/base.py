@@ -17,6 +17,7 @@ from lbdt.data.records import ReferRecord
 from lbdt.data.sampling import reference_frame
 from lbdt.data.video import read_rgb
 from lbdt.errors import LBDTError
+from lbdt.paths import check_input_path
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -57,7 +58,7 @@ class Source:
     submission_top: ClassVar[str | None] = None
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.root = check_input_path(root, f"{self.name} dataset root")  # not a file object, not '' (= here)
         if not self.root.is_dir():
             raise LBDTError(f"{self.root}: dataset root not found (see docs/datasets/{self.name}.md)")
         self._frames: dict[str, list[str]] = {}

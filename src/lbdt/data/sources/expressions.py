@@ -68,6 +68,8 @@ class ExpressionSource(Source):
                         or not isinstance(video.get("expressions"), dict):
                     raise LBDTError(f"{where}: expected 'frames': [names] and 'expressions': {{id: {{...}}}}")
                 frames = [check_name(f, "frame name", where) for f in video["frames"]]
+                if not frames:
+                    raise LBDTError(f"{where}: 'frames' is empty (every listed video needs its frames)")
                 if len(set(frames)) != len(frames):
                     raise LBDTError(f"{where}: repeated frame names")
                 exps = {}

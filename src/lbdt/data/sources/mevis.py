@@ -24,20 +24,69 @@ from lbdt.errors import LBDTError
 from lbdt.io import read_json
 
 
-def decode_rle(rle: dict, where: str) -> np.ndarray:
-    """bool [H,W] of one COCO RLE (compressed string or uncompressed list counts)."""
-    from pycocotools import mask as mask_utils
+def rle_size(rle: dict, where: str, expected: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(H, W) of a COCO RLE's `size`: two positive integers, equal to `expected` (the frame's) when given."""
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in size):
+        raise LBDTError(f"{where}: not a COCO RLE ('size' must be [H, W], two positive integers, got {size!r})")
+    h, w = int(size[0]), int(size[1])
+    if expected is not None and (h, w) != tuple(expected):
+        raise LBDTError(f"{where}: RLE size {(h, w)} (H, W) differs from its frame's {tuple(expected)}")
+    return h, w
 
-    try:
-        h, w = (int(v) for v in rle["size"])
-        counts = rle["counts"]
-        if isinstance(counts, list):
-            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-        else:
-            rle = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        return mask_utils.decode(rle).astype(bool)
-    except (KeyError, TypeError, ValueError, AttributeError, UnicodeEncodeError) as e:
-        raise LBDTError(f"{where}: not a COCO RLE ({type(e).__name__}: {e})") from None
+
+def _string_counts(text: str, where: str) -> list[int]:
+    """The run lengths of a compressed COCO RLE string: each run in 5-bit groups (+48, bit 5 = more follows,
+    bit 4 of the last group = negative), and from the fourth run on stored as the difference to the run
+    two places before."""
+    counts: list[int] = []
+    x = k = 0
+    more = False
+    for ch in text:
+        c = ord(ch) - 48
+        if not 0 <= c < 64:
+            raise LBDTError(f"{where}: not a COCO RLE (character {ch!r} in 'counts')")
+        x |= (c & 0x1F) << (5 * k)
+        more = bool(c & 0x20)
+        k += 1
+        if more:
+            continue
+        if c & 0x10:
+            x -= 1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        if x < 0:
+            raise LBDTError(f"{where}: not a COCO RLE (negative run length in 'counts')")
+        counts.append(x)
+        x = k = 0
+    if more:
+        raise LBDTError(f"{where}: not a COCO RLE ('counts' ends inside a run length)")
+    return counts
+
+
+def decode_rle(rle: dict, where: str, expected: tuple[int, int] | None = None) -> np.ndarray:
+    """bool [H,W] of one COCO RLE (compressed string or uncompressed list counts, column-major runs starting
+    with background). Its size must be two positive integers (equal to `expected` when given, checked before
+    anything is decoded) and its runs must cover exactly H x W pixels; anything else is an `LBDTError`."""
+    h, w = rle_size(rle, where, expected)
+    counts = rle.get("counts")
+    if isinstance(counts, bytes):
+        try:
+            counts = counts.decode("ascii")
+        except UnicodeDecodeError:
+            raise LBDTError(f"{where}: not a COCO RLE ('counts' is not ASCII)") from None
+    if isinstance(counts, str):
+        runs = _string_counts(counts, where)
+    elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        runs = counts
+    else:
+        raise LBDTError(f"{where}: not a COCO RLE ('counts' must be a string or a list of non-negative integers, "
+                        f"got {type(counts).__name__})")
+    if sum(runs) != h * w:
+        raise LBDTError(f"{where}: not a COCO RLE (its runs cover {sum(runs)} pixels; size {h}x{w} has {h * w})")
+    values = np.arange(len(runs), dtype=np.uint8) % 2
+    return np.repeat(values, runs).astype(bool).reshape(w, h).T
 
 
 class MeViSSource(ExpressionSource):
@@ -93,8 +142,8 @@ class MeViSSource(ExpressionSource):
         try:
             with Image.open(path) as im:
                 return im.size[1], im.size[0]
-        except OSError as e:
-            raise LBDTError(f"{path}: unreadable frame ({e})") from None
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise LBDTError(f"{path}: unreadable frame ({type(e).__name__}: {e})") from None
 
     def target(self, video_id: str, exp_id: str, frame_id: str) -> np.ndarray:
         """bool [H0,W0]: union of the expression's objects at `frame_id` (empty where all are absent)."""
@@ -107,6 +156,7 @@ class MeViSSource(ExpressionSource):
         path = self.root / split / "mask_dict.json"
         masks = self.mask_dict(split)
         out: np.ndarray | None = None
+        size: tuple[int, int] | None = None
         for anno in video["expressions"][exp_id]["anno_id"]:
             where = f"{path}: anno_id {anno!r}"
             per_frame = masks.get(anno)
@@ -119,9 +169,8 @@ class MeViSSource(ExpressionSource):
                 continue
             if not isinstance(rle, dict):
                 raise LBDTError(f"{where}, frame {t}: expected a COCO RLE object or null")
-            m = decode_rle(rle, f"{where}, frame {t}")
-            if out is not None and m.shape != out.shape:
-                raise LBDTError(f"{where}, frame {t}: mask size {m.shape} differs from the other objects' {out.shape}")
+            size = size or self._frame_size(video_id, frame_id)
+            m = decode_rle(rle, f"{where}, frame {t}", expected=size)  # the mask must match its frame
             out = m if out is None else out | m
         return np.zeros(self._frame_size(video_id, frame_id), dtype=bool) if out is None else out
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lbdt.errors import LBDTError
-from lbdt.paths import check_output_dir
+from lbdt.paths import check_input_path, check_output_dir
 from lbdt.tools.prepare_data.a2d import prepare_a2d
 from lbdt.tools.prepare_data.common import PrepareSummary
 from lbdt.tools.prepare_data.davis import prepare_davis
@@ -28,7 +28,7 @@ def prepare_dataset(name: str, raw: str | Path, out: str | Path, **options: Any)
     check_output_dir(out)  # before any work (lbdt.paths)
     if name not in PREPARERS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(PREPARERS)}")
-    if not Path(raw).is_dir():
+    if not check_input_path(raw, "--raw").is_dir():  # '' is refused, not read as the current folder
         raise LBDTError(f"raw release folder not found: {raw}")
     return PREPARERS[name](raw, out, **options)
 

@@ -154,6 +154,6 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except OSError as e:
-        raise LBDTError(f"{path}: unreadable image ({e})") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise LBDTError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
     return h, w

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lbdt.data.sources.davis import GROUPS
+from lbdt.data.sources.davis import GROUPS, VOID
 from lbdt.errors import LBDTError
 from lbdt.io import write_json
+from lbdt.paths import check_name
 from lbdt.tools.prepare_data.common import (
     PrepareSummary,
     clean_sentence,
@@ -58,6 +59,9 @@ def read_expression_file(path: Path, encoding: str) -> list[tuple[int, str, int,
         parts = line.split(None, 2)
         if len(parts) < 3 or not parts[1].isdigit() or int(parts[1]) < 1:
             raise LBDTError(f"{path}:{n}: expected 'video obj_id \"expression\"', got {line.strip()!r}")
+        if int(parts[1]) >= VOID:
+            raise LBDTError(f"{path}:{n}: object id {int(parts[1])} is not in 1..{VOID - 1} (DAVIS index masks)")
+        check_name(parts[0], "video name", f"{path}:{n}")  # it becomes a folder name under --out
         sentence = parts[2].strip()
         if len(sentence) >= 2 and sentence[0] == sentence[-1] == '"':
             sentence = sentence[1:-1]
@@ -80,9 +84,29 @@ def _split_videos(davis: Path) -> dict[str, str]:
         path = davis / "ImageSets" / "2017" / f"{split}.txt"
         if not path.is_file():
             raise LBDTError(f"DAVIS 2017 split list not found: {path}")
-        for name in path.read_text(encoding="utf-8").split():
-            out[name] = split
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise LBDTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        for n, line in enumerate(text.splitlines(), start=1):
+            for name in line.split():
+                check_name(name, "video name", f"{path}:{n}")  # it becomes a folder name under --out
+                if out.get(name, split) != split:
+                    raise LBDTError(f"{path}:{n}: video {name!r} is also in the {out[name]} list")
+                out[name] = split
     return out
+
+
+def _marker_frames(done: dict | None) -> list[str] | None:
+    """The frame names a finished-video marker lists, or None when it is absent or not a list of plain names
+    (a damaged or foreign marker: the video is redone)."""
+    frames = done.get("frames") if done else None
+    if not isinstance(frames, list) or not frames:
+        return None
+    try:
+        return [check_name(f, "frame name", "marker") for f in frames]
+    except LBDTError:
+        return None
 
 
 def _place_video(davis: Path, out: Path, split: str, vid: str, *, copy: bool, summary: PrepareSummary) -> list[str] | None:
@@ -90,13 +114,14 @@ def _place_video(davis: Path, out: Path, split: str, vid: str, *, copy: bool, su
     marker = marker_path(out, "davis", split, vid)
     done = read_marker(marker)
     dest = out / split
-    if done and done.get("frames") and all((dest / d / vid / f"{f}.{e}").is_file() for f in done["frames"]
+    if _marker_frames(done) and all((dest / d / vid / f"{f}.{e}").is_file() for f in done["frames"]
                                            for d, e in (("JPEGImages", "jpg"), ("Annotations", "png"))):
         summary.reused += 1
         return done["frames"]
     jpgs = sorted((davis / "JPEGImages" / "480p" / vid).glob("*.jpg"))
     frames = []
     for jpg in jpgs:
+        check_name(jpg.stem, "frame name", str(jpg))  # listed in meta_expressions.json, read back by the source
         png = davis / "Annotations_unsupervised" / "480p" / vid / f"{jpg.stem}.png"
         if not png.is_file():
             summary.skip("frames without an unsupervised annotation PNG")
