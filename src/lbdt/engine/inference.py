@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from lbdt.engine.distributed import DistInfo, describe_share, gather, pack, shard
 from lbdt.errors import LBDTError
+from lbdt.evaluation.writers import drain
 from lbdt.models.lbdt import LBDT
 from lbdt.runtime import Precision, autocast, resolve_precision
 from lbdt.types import Batch, Prediction
@@ -181,7 +182,6 @@ def run_on_dataset(
     if distributed and keep_prob:
         raise LBDTError("this evaluation merges probability maps per video (Ref-DAVIS): run it in one process, "
                         "not under torchrun")
-    count = 0
     if distributed:  # predict this rank's share of whole videos, then rank 0 takes every sample in order
         video_ids = _video_ids(dataset)
         indices = shard(video_ids, rank=ranks.rank, world_size=ranks.world_size)
@@ -201,22 +201,14 @@ def run_on_dataset(
     else:
         stream = predict(model, loader, protocol=protocol, threshold=threshold, device=device, precision=precision,
                          keep_prob=keep_prob)
-    try:
-        for pred, gt in tqdm(stream, total=len(dataset), desc=desc, unit="sample", disable=not progress,
+    def scored(pairs):  # each prediction to the evaluators, then on to the sinks
+        for pred, gt in tqdm(pairs, total=len(dataset), desc=desc, unit="sample", disable=not progress,
                              leave=False, dynamic_ncols=True):
             for ev in evaluators.values():
                 ev.update(pred, gt)
-            for sink in sinks:
-                sink.write(pred)
-            count += 1
-    except BaseException:
-        for sink in sinks:
-            abort = getattr(sink, "abort", None)
-            if abort is not None:
-                abort()
-        raise
-    for sink in sinks:
-        sink.close()
+            yield [pred]
+
+    count = drain(scored(stream), sinks)  # sinks closed at the end, aborted on any error
     if count != len(dataset):  # cannot happen with drop_last=False; guards against a silent loss
         raise LBDTError(f"predicted {count} of {len(dataset)} samples")
     return {"N": count, **{name: ev.compute() for name, ev in evaluators.items()}}

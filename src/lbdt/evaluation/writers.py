@@ -271,7 +271,7 @@ def drain(stream: Iterable[Iterable[Prediction]], sinks: Sequence[Any],
     """Feed every prediction of `stream` (one list per frame) to every sink, then close them; on any error the
     sinks that can `abort` are aborted (no half-written file under its final name). `after_frame(n)` runs after
     the n-th frame. Returns the number of frames."""
-    frames = 0
+    frames = 0  # lists of predictions (frames of a video, or samples of a dataset)
     try:
         for preds in stream:
             for pred in preds:
