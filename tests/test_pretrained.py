@@ -104,7 +104,7 @@ def test_a_synthetic_training_checkpoint_regenerates_its_seeded_table(tmp_path):
 
 @pytest.mark.parametrize("wrap", ["plain", "ddp", "state_dict"])
 def test_official_checkpoints_are_told_apart_by_their_keys(tmp_path, monkeypatch, wrap):
-    import lbdt.models.official as ckpt
+    import lbdt.pretrained as ckpt  # where load_pretrained finds load_official
 
     seen = {}
 

@@ -147,7 +147,9 @@ def test_text_encoder_runs_in_fp32_with_autocast_off_under_bf16():
 
 
 def test_lbdt_env_reports_the_auto_choice(capsys, monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_features", lambda: AVX2)
+    import lbdt.envreport as envreport
+
+    monkeypatch.setattr(envreport, "cpu_features", lambda: AVX2)  # the report reads the machine through these
     assert main(["env"]) == 0
     out = capsys.readouterr().out
     assert "AMD EPYC (AVX2 only)" in out and "native bf16: no" in out
@@ -159,7 +161,7 @@ def test_lbdt_env_reports_the_auto_choice(capsys, monkeypatch):
     assert env["auto"]["precision"] == "fp32" and env["cpu"]["native_bf16"] is False
     usable, why = fast.onednn_status()
     assert env["fp32_kernels"] == {"kernel": "onednn" if usable else "aten", "reason": why}
-    monkeypatch.setattr(fast, "onednn_status", lambda: (False, "this torch build has no oneDNN"))
+    monkeypatch.setattr(envreport, "onednn_status", lambda: (False, "this torch build has no oneDNN"))
     assert main(["env"]) == 0
     assert "fp32 fast path: aten (this torch build has no oneDNN)" in capsys.readouterr().out
 
