@@ -635,7 +635,7 @@ def test_onnx_manifest_fields_of_the_wrong_type_or_range(mutate, needle, export_
 @pytest.mark.parametrize("content, needle", [
     (_deep(200_000), "nested too deeply"),
     ('{"format": "lbdt-onnx", "pad": "' + "x" * (2 << 20) + '"}', "too large for ONNX manifest"),
-    ("\xff\xfe", "malformed JSON"),
+    ("\xff\xfe", "not UTF-8 text"),
 ])
 def test_onnx_manifest_deeply_nested_huge_or_not_text(content, needle, export_copy, capsys, tmp_path):
     (export_copy / "lbdt_onnx.json").write_text(content, encoding="latin-1")

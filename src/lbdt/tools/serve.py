@@ -33,6 +33,7 @@ import signal
 import socket
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ import numpy as np
 
 from lbdt.data.synth import SPEED, make_clip
 from lbdt.data.video import VideoFrame, VideoReader, open_video
-from lbdt.errors import LBDTError
+from lbdt.errors import LBDTError, LBDTNotice
 from lbdt.evaluation.writers import MaskZipWriter, OverlayVideoWriter, SentenceStats, drain
 from lbdt.predictor import VideoSegmenter, sentence_folders
 from lbdt.runtime import announce
@@ -347,7 +348,9 @@ def build_app(weights: str | os.PathLike = "synthetic-tiny", *, device: str = "a
     root = Path(tempfile.mkdtemp(prefix="lbdt-serve-") if owns else workdir).resolve()
     os.environ["GRADIO_TEMP_DIR"] = str(root / "uploads")
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(root / "examples-cache")
-    segmenter = VideoSegmenter.from_pretrained(weights, device=device, precision=precision)
+    with warnings.catch_warnings():  # the page and `lbdt serve`'s start-up lines say these (runtime_line, notes)
+        warnings.simplefilter("ignore", LBDTNotice)
+        segmenter = VideoSegmenter.from_pretrained(weights, device=device, precision=precision)
     example, example_sentences = write_example(segmenter, root / "examples")
     jobs = root / "jobs"
 
