@@ -147,7 +147,7 @@ def test_text_encoder_runs_in_fp32_with_autocast_off_under_bf16():
 
 
 def test_lbdt_env_reports_the_auto_choice(capsys, monkeypatch):
-    import lbdt.envreport as envreport
+    from lbdt import envreport
 
     monkeypatch.setattr(envreport, "cpu_features", lambda: AVX2)  # the report reads the machine through these
     assert main(["env"]) == 0
