@@ -680,7 +680,8 @@ def test_truncated_video_is_kept_with_a_warning_and_a_summary_field(tmp_path, ca
     summary, err = _predict_ok(tmp_path, tmp_path / "cut.mp4", capsys)
     assert summary["frames_declared"] == 20 and 0 < summary["frames"] < 20
     assert summary["frames_missing"] == 20 - summary["frames"]
-    warnings = [line for line in _message_lines(err) if "warning" in line]
+    warnings = [line for line in _message_lines(err)  # the busy-machine notice depends on the test machine's load
+                if "warning" in line and "machine is busy" not in line]
     assert len(warnings) == 1 and "cut.mp4" in warnings[0] and f"{summary['frames']} of the 20" in warnings[0]
 
 
