@@ -24,7 +24,7 @@ import torch
 
 from lbdt.checkpoint import read_checkpoint, runnable_from_state
 from lbdt.config import load_config, to_dict
-from lbdt.data.build import build_dataset, make_loader
+from lbdt.engine.datasets import build_dataset, make_loader
 from lbdt.engine.inference import run_on_dataset
 from lbdt.engine.train import train
 from lbdt.evaluation.evaluators import ReferSegEvaluator

@@ -8,11 +8,11 @@ import torch
 
 from conftest import TINY
 from lbdt.config import DataConfig
-from lbdt.data.build import build_dataset, loader_throughput, make_loader
 from lbdt.data.collate import collate
 from lbdt.data.dataset import ReferringVideoDataset
 from lbdt.data.sources import A2DSource, YTVOSSource
 from lbdt.data.transforms import ClipTransform, resize_target
+from lbdt.engine.datasets import build_dataset, loader_throughput, make_loader
 from lbdt.errors import LBDTError
 from lbdt.words import WordVectors
 

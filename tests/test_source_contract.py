@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from lbdt.config import DataConfig
-from lbdt.data.build import build_dataset, build_source
 from lbdt.data.sources import SOURCES
 from lbdt.data.synth import FORMATS
+from lbdt.engine.datasets import build_dataset, build_source
 from lbdt.engine.inference import PROTOCOLS
 from lbdt.errors import LBDTError
 from lbdt.words import WordVectors

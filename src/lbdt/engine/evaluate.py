@@ -1,6 +1,6 @@
 """`lbdt evaluate`: run a model over a dataset split and report every metric, labelled for what it is.
 
-The dataset is built by the same builder as training (`lbdt.data.build.build_dataset`, so `holdout:<f>`
+The dataset is built by the same builder as training (`lbdt.engine.datasets.build_dataset`, so `holdout:<f>`
 splits can be evaluated too) and run through the one dataset loop (`engine.inference.run_on_dataset`),
 which feeds the evaluators (when the split has ground truth) and the writers (PNG masks, the
 Ref-YouTube-VOS submission zip). Every sample of the split is predicted and counted.
@@ -18,8 +18,8 @@ from pathlib import Path
 from torch.utils.data import Subset
 
 from lbdt.config import DataConfig
-from lbdt.data.build import HOLDOUT, build_dataset, build_source, make_loader
 from lbdt.data.sources import SOURCES, Source
+from lbdt.engine.datasets import HOLDOUT, build_dataset, build_source, make_loader
 from lbdt.engine.distributed import broadcast_object, init_distributed
 from lbdt.engine.fast import prepare_for_inference
 from lbdt.engine.inference import PROTOCOLS, run_on_dataset

@@ -160,7 +160,7 @@ def run_on_dataset(
     device: torch.device | str = "cpu", precision: str | Precision = "fp32", keep_prob: bool = False,
     progress: bool = False, desc: str = "evaluate", ranks: DistInfo | None = None,
 ) -> dict[str, Any] | None:
-    """Run `model` over every batch of `loader` (`lbdt.data.build.make_loader`: its dataset in order, none
+    """Run `model` over every batch of `loader` (`lbdt.engine.datasets.make_loader`: its dataset in order, none
     dropped) and return
     `{"N": samples, <evaluator name>: evaluator.compute(), ...}`; each prediction also goes to every sink.
 

@@ -29,9 +29,9 @@ from tqdm import tqdm
 from lbdt.checkpoint import make_state, read_checkpoint, save_checkpoint
 from lbdt.config import ModelConfig, RunConfig, TrainConfig, from_dict, process_batch, save_yaml, to_dict
 from lbdt.cpu_load import load_warning, read_load
-from lbdt.data.build import build_dataset, make_loader
 from lbdt.data.collate import collate
 from lbdt.data.synth import WORD_VECTORS
+from lbdt.engine.datasets import build_dataset, make_loader
 from lbdt.engine.distributed import (
     DistInfo,
     EpochSampler,
@@ -238,7 +238,7 @@ def seed_everything(seed: int) -> None:
 def build_datasets(cfg: RunConfig) -> tuple[Dataset, Dataset | None]:
     """(training set, validation set or None) of `cfg.data` (nothing is written: the data must exist, e.g.
     `lbdt synth` for the synthetic benchmark). `data.val_split="holdout:<f>"` validates on a fixed fraction f
-    of the training videos, removed from training (`lbdt.data.build`)."""
+    of the training videos, removed from training (`lbdt.engine.datasets`)."""
 
     dc = cfg.data
     if dc.word_vectors == WORD_VECTORS and not Path(dc.root).is_dir():  # the synthetic benchmark's own table

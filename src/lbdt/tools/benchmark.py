@@ -14,7 +14,7 @@ One run measures, on synthetic inputs:
 * sentences per frame (E = 1, 4, 16 by default): (frame, sentence) pairs/s with the sentence-independent
   trunk shared (`LBDT.segment_many`) vs one `segment` call per sentence on the fast path, and the plain
   model as built (`forward` per sentence, fp32: the original's computation), with the ratios between them;
-* data-loader samples/s on the synthetic benchmark, when `lbdt.data.build` exists;
+* data-loader samples/s on the synthetic benchmark, when `lbdt.engine.datasets` exists;
 * training step time (forward + backward + AdamW) when asked;
 * peak memory of each measurement (CUDA: `max_memory_allocated`; CPU: peak resident set growth).
 
@@ -47,9 +47,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lbdt.config import DataConfig
 from lbdt.cpu_load import load_warning, read_load
-from lbdt.data.build import build_dataset, make_loader
 from lbdt.data.synth import WORD_VECTORS, make_clip, vocabulary, write_benchmark
 from lbdt.engine import fast
+from lbdt.engine.datasets import build_dataset, make_loader
 from lbdt.errors import LBDTError, LBDTNotice
 from lbdt.export import export_onnx, require
 from lbdt.io import write_text
@@ -389,7 +389,7 @@ def _train_row(base: torch.nn.Module, *, precision: str, settings: BenchmarkSett
 
 
 def _loader_row(settings: BenchmarkSettings) -> dict[str, Any]:
-    """Training samples/s of `lbdt.data.build` on a small synthetic benchmark (A2D layout, 96x128 frames)
+    """Training samples/s of `lbdt.engine.datasets` on a small synthetic benchmark (A2D layout, 96x128 frames)
     resized to `settings.size`, through a DataLoader with `settings.loader_workers` workers, batch 8."""
 
 
