@@ -94,6 +94,17 @@ def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2, sort_keys
     write_text(path, json.dumps(json_safe(data), indent=indent, sort_keys=sort_keys) + "\n", fsync=fsync)
 
 
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """A UTF-8 data file's text (list files, split lists); missing or not UTF-8 is an `LBDTError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise LBDTError(f"{what} not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LBDTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def read_json(path: str | os.PathLike, what: str, *, max_bytes: int | None = None) -> Any:
     """A JSON data file (meta expressions, mask dicts, annotations, manifests); a missing or malformed file is an
     `LBDTError` naming it (`what` says which file it is). `max_bytes`: a larger file is refused unread (for

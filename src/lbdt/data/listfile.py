@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lbdt.data.records import ReferRecord
 from lbdt.errors import LBDTError
-from lbdt.io import write_text
+from lbdt.io import read_text, write_text
 from lbdt.paths import check_name
 from lbdt.words import check_sentence
 
@@ -71,12 +71,7 @@ def parse_line(line: str, fmt: str, where: str) -> ReferRecord:
 def read_list(path: str | os.PathLike, fmt: str) -> list[ReferRecord]:
     """All records of a list file; blank lines are skipped, anything else malformed is an error."""
     path = Path(path)
-    if not path.is_file():
-        raise LBDTError(f"list file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise LBDTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_text(path, "list file")
     records = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip():

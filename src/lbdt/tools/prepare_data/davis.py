@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lbdt.data.sources.davis import GROUPS, VOID
 from lbdt.errors import LBDTError
-from lbdt.io import write_json
+from lbdt.io import read_text, write_json
 from lbdt.paths import check_name
 from lbdt.tools.prepare_data.common import (
     PrepareSummary,
@@ -82,12 +82,7 @@ def _split_videos(davis: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for split in SPLITS:
         path = davis / "ImageSets" / "2017" / f"{split}.txt"
-        if not path.is_file():
-            raise LBDTError(f"DAVIS 2017 split list not found: {path}")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise LBDTError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        text = read_text(path, "DAVIS 2017 split list")
         for n, line in enumerate(text.splitlines(), start=1):
             for name in line.split():
                 check_name(name, "video name", f"{path}:{n}")  # it becomes a folder name under --out
